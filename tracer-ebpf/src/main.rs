@@ -1,0 +1,173 @@
+//! crashtrace's kernel side.
+//!
+//! Three small programs:
+//! - `signal_generate` (tp_btf) sees every signal the kernel generates. It
+//!   drops everything that cannot kill (not in the configured set, ignored,
+//!   or caught by a handler) after a few loads, and spends the heavy capture
+//!   (registers, user stack snapshot, mappings of the addresses) only on a
+//!   signal whose default action will end the process.
+//! - `sched_process_exit` (tp_btf) reports how a process that had such a
+//!   signal ended, once its last thread is gone.
+//! - `sched_process_fork` (tp_btf) follows descendants in `record` mode.
+//!
+//! Nothing here allocates on the BPF stack beyond a few words: events are
+//! built in place inside their ring-buffer reservation.
+#![no_std]
+#![no_main]
+
+mod kernel;
+mod signal;
+mod state;
+mod vma;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::{btf_tracepoint, map},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::BtfTracePointContext,
+};
+use tracer_common::{COMM_LEN, Config, Doom, ExitEvent, config_flags, kind, loss};
+
+use crate::kernel::{off, read};
+
+/// Records for userspace. Resized by the loader (`--ring-buffer-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Element 0 is the [`Config`].
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Thread groups watched in `record` mode (`TRACED_ONLY`).
+#[map]
+static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Comms watched with `COMM_FILTER`.
+#[map]
+static COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
+
+/// Thread groups with a captured killing signal whose exit is still due.
+/// LRU so that a survivor can never fill it.
+#[map]
+static DOOMED: LruHashMap<u32, Doom> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU counters of lost or degraded events, indexed by [`loss`].
+#[map]
+static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT, 0);
+
+/// Per-CPU counts of watched signals that were skipped because the target
+/// handles them (the cheap path), indexed by signal number.
+#[map]
+static HANDLED: PerCpuArray<u64> = PerCpuArray::with_max_entries(65, 0);
+
+#[inline(always)]
+fn count(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+#[inline(always)]
+fn watched(cfg: &Config, task: u64, tgid: u32) -> bool {
+    if tgid == cfg.self_tgid {
+        return false;
+    }
+    if cfg.flags & config_flags::TRACED_ONLY != 0 && unsafe { TRACED.get(&tgid) }.is_none() {
+        return false;
+    }
+    if cfg.flags & config_flags::COMM_FILTER != 0 {
+        let comm: [u8; COMM_LEN] = read(task, off!(task_comm));
+        if unsafe { COMMS.get(&comm) }.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate(ctx: BtfTracePointContext) -> u32 {
+    signal::on_signal(&ctx);
+    0
+}
+
+/// A thread is exiting. For a thread group with a captured killing signal,
+/// the signalled thread (or, failing that, the last one) sends its state,
+/// and the last thread reports the group's exit status.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
+    let task: u64 = ctx.arg(0);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    let Some(cfg) = config() else { return 0 };
+    let traced = cfg.flags & config_flags::TRACED_ONLY != 0;
+    let doom = DOOMED.get_ptr_mut(&tgid);
+    if doom.is_none() && !traced {
+        return 0;
+    }
+    let signal: u64 = read(task, off!(task_signal));
+    let group_dead = read::<i32>(signal, off!(signal_live)) == 0;
+    if traced && group_dead {
+        let _ = TRACED.remove(&tgid);
+    }
+    let Some(doom) = doom else { return 0 };
+    unsafe {
+        if (*doom).captured == 0 && ((*doom).tid == 0 || (*doom).tid == tid || group_dead) {
+            (*doom).captured = 1;
+            state::capture(&ctx, task, cfg.snapshot_bytes);
+        }
+    }
+    if !group_dead {
+        return 0;
+    }
+    let _ = DOOMED.remove(&tgid);
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        count(&LOSSES, loss::RINGBUF_EXIT);
+        return 0;
+    };
+    entry.write(ExitEvent {
+        kind: kind::EXIT,
+        _pad: 0,
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        tgid,
+        tid,
+        exit_code: read(task, off!(task_exit_code)),
+        _pad2: 0,
+    });
+    entry.submit(0);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    if cfg.flags & config_flags::TRACED_ONLY == 0 {
+        return 0;
+    }
+    let parent: u64 = ctx.arg(0);
+    let child: u64 = ctx.arg(1);
+    let parent_tgid: u32 = read(parent, off!(task_tgid));
+    let child_tgid: u32 = read(child, off!(task_tgid));
+    if parent_tgid == child_tgid || unsafe { TRACED.get(&parent_tgid) }.is_none() {
+        return 0;
+    }
+    if TRACED.insert(&child_tgid, &1, 0).is_err() {
+        count(&LOSSES, loss::TRACED_FULL);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,155 @@
+//! The dying thread's state, captured from its own context as it exits.
+//!
+//! A thread killed by a fatal signal never returns to user mode: its saved
+//! user registers are still those of the faulting instruction (or of the
+//! system call it was in when killed) and its stack is untouched, and at
+//! `sched_process_exit` its memory map is still attached. Capturing here
+//! instead of in `signal_generate` lets a kill from another process still
+//! yield the victim's own stack, and runs with IRQs on, where every mapping
+//! lookup works.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::BPF_F_USER_STACK,
+    helpers::{
+        bpf_ktime_get_boot_ns,
+        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs},
+    },
+    programs::BtfTracePointContext,
+};
+use tracer_common::{
+    CMDLINE_MAX, KSTACK_MAX, REGS_LEN, STACK_SNAPSHOT_MAX, StateEvent, kind, loss, signal_flags,
+};
+
+use crate::{
+    EVENTS, LOSSES, count,
+    kernel::{off, read},
+    signal::fill_identity,
+    vma::{capture_modules, summarize_vma, walk_path},
+};
+
+/// x86_64 `pt_regs` word indices.
+const REG_IP: usize = 16;
+const REG_SP: usize = 19;
+const PAGE: u64 = 4096;
+const SNAPSHOT_PAGES: usize = STACK_SNAPSHOT_MAX / PAGE as usize;
+
+/// Sends a [`StateEvent`] for the current (exiting) thread.
+pub fn capture(ctx: &BtfTracePointContext, task: u64, snapshot_bytes: u32) {
+    let mm: u64 = read(task, off!(task_mm));
+    if mm == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<StateEvent>(0) else {
+        count(&LOSSES, loss::RINGBUF_STATE);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    unsafe {
+        (*e).kind = kind::STATE;
+        (*e).boot_ns = bpf_ktime_get_boot_ns();
+        fill_identity(&raw mut (*e).thread, task);
+        let mut flags = 0;
+        let current = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(current) as *const c_void;
+        let regs_size = (REGS_LEN * 8) as u32;
+        if !regs.is_null()
+            && bpf_probe_read_kernel((&raw mut (*e).regs).cast(), regs_size, regs) == 0
+        {
+            flags |= signal_flags::REGS_VALID;
+        } else {
+            core::ptr::write_bytes(&raw mut (*e).regs, 0, 1);
+        }
+        (*e).kstack_len = 0;
+        (*e).snapshot_len = 0;
+        (*e).snapshot_base = 0;
+        if flags & signal_flags::REGS_VALID != 0 {
+            let n = bpf_get_stack(
+                ctx.as_ptr(),
+                (&raw mut (*e).kstack).cast(),
+                (KSTACK_MAX * 8) as u32,
+                BPF_F_USER_STACK as u64,
+            );
+            if n > 0 {
+                (*e).kstack_len = (n as u32) / 8;
+            }
+            if snapshot_stack(e, snapshot_bytes) {
+                flags |= signal_flags::SNAPSHOT_SHORT;
+            }
+        }
+        capture_process(e, mm);
+        (*e).sp_vma = summarize_vma(current.cast(), (*e).regs[REG_SP]);
+        let (n, truncated) = capture_modules(
+            &raw mut (*e).modules,
+            (*e).regs[REG_IP],
+            &raw const (*e).kstack,
+            (*e).kstack_len,
+            mm,
+        );
+        (*e).modules_len = n;
+        if truncated {
+            flags |= signal_flags::MODULES_TRUNCATED;
+        }
+        (*e).flags = flags;
+    }
+    entry.submit(0);
+}
+
+/// Copies the user stack, page by page, from the page that holds SP. A
+/// page that cannot be read (the end of the stack, or not resident) ends
+/// the copy. Returns true when the copy is shorter than asked.
+#[inline(always)]
+unsafe fn snapshot_stack(e: *mut StateEvent, want_above_sp: u32) -> bool {
+    unsafe {
+        let sp = (*e).regs[REG_SP];
+        let base = sp & !(PAGE - 1);
+        (*e).snapshot_base = base;
+        let want = (sp - base) + want_above_sp as u64;
+        let pages = want.div_ceil(PAGE).min(SNAPSHOT_PAGES as u64) as usize;
+        let dst = (&raw mut (*e).snapshot).cast::<u8>();
+        for i in 0..SNAPSHOT_PAGES {
+            if i >= pages {
+                break;
+            }
+            let from = (base + i as u64 * PAGE) as *const c_void;
+            if bpf_probe_read_user(dst.add(i * PAGE as usize).cast(), PAGE as u32, from) != 0 {
+                return true;
+            }
+            (*e).snapshot_len = ((i + 1) * PAGE as usize) as u32;
+        }
+        (pages as u64 * PAGE) < want
+    }
+}
+
+/// The executable's path and command line: both are gone once the
+/// process has exited.
+#[inline(always)]
+unsafe fn capture_process(e: *mut StateEvent, mm: u64) {
+    unsafe {
+        let exe_file: u64 = read(mm, off!(mm_exe_file));
+        (*e).exe_len = 0;
+        if exe_file != 0 {
+            let (len, _) = walk_path((&raw mut (*e).exe).cast(), exe_file);
+            (*e).exe_len = len;
+        }
+        (*e).cmdline_len = 0;
+        let start: u64 = read(mm, off!(mm_arg_start));
+        let end: u64 = read(mm, off!(mm_arg_end));
+        if end <= start {
+            return;
+        }
+        let len = (end - start).min(CMDLINE_MAX as u64) as u32;
+        let dst = (&raw mut (*e).cmdline).cast::<c_void>();
+        if len == CMDLINE_MAX as u32 {
+            if bpf_probe_read_user(dst, CMDLINE_MAX as u32, start as *const c_void) == 0 {
+                (*e).cmdline_len = len;
+            }
+        } else if bpf_probe_read_user(dst, len & (CMDLINE_MAX as u32 - 1), start as *const c_void)
+            == 0
+        {
+            (*e).cmdline_len = len & (CMDLINE_MAX as u32 - 1);
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Mappings: which file backs an address, captured while the process
+//! still exists so that symbolization survives its exit.
+//!
+//! `bpf_find_vma` is the only way in; it takes the mmap lock with a trylock
+//! and, when IRQs are off, defers the unlock, after which further calls in
+//! the same program fail. So mappings are looked up from the exiting
+//! thread's own context (IRQs on), not from `signal_generate`.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_find_vma, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str,
+    },
+    macros::map,
+    maps::PerCpuArray,
+};
+use tracer_common::{
+    KSTACK_MAX, MODULES_MAX, Module, PATH_BUF, PATH_COMPONENT_MAX, PATH_DEPTH_MAX, VmaSummary,
+    loss, module_flags,
+};
+
+use crate::{
+    LOSSES, count,
+    kernel::{off, read},
+};
+
+/// What the `bpf_find_vma` callback copies out of the VMA.
+#[repr(C)]
+pub struct VmaOut {
+    start: u64,
+    end: u64,
+    pgoff: u64,
+    file: u64,
+    flags: u64,
+}
+
+extern "C" fn vma_callback(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
+    let vma = vma as u64;
+    let out = ctx as *mut VmaOut;
+    unsafe {
+        (*out).start = read(vma, off!(vma_start));
+        (*out).end = read(vma, off!(vma_end));
+        (*out).pgoff = read(vma, off!(vma_pgoff));
+        (*out).file = read(vma, off!(vma_file));
+        (*out).flags = read(vma, off!(vma_flags));
+    }
+    0
+}
+
+const VM_EXEC: u64 = 0x4;
+
+#[inline(always)]
+pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Option<VmaOut> {
+    let mut out = VmaOut { start: 0, end: 0, pgoff: 0, file: 0, flags: 0 };
+    let rc = unsafe {
+        bpf_find_vma(task as *mut _, addr, vma_callback as *mut c_void, (&raw mut out).cast(), 0)
+    };
+    (rc == 0).then_some(out)
+}
+
+/// The mapping holding `addr`; `found == 0` when none does (or `addr` is 0).
+#[inline(always)]
+pub unsafe fn summarize_vma(task: *mut c_void, addr: u64) -> VmaSummary {
+    if addr == 0 {
+        return VmaSummary::default();
+    }
+    match unsafe { find_vma(task, addr) } {
+        Some(v) => VmaSummary {
+            start: v.start,
+            end: v.end,
+            vm_flags: v.flags,
+            found: 1,
+            has_file: (v.file != 0) as u32,
+        },
+        None => VmaSummary::default(),
+    }
+}
+
+/// Scratch space for the module capture loop: `bpf_loop` callbacks cannot
+/// see the ring-buffer reservation, so they work here and the result is
+/// copied into the event afterwards.
+#[repr(C)]
+pub struct ModuleScratch {
+    addrs: [u64; KSTACK_MAX + 1],
+    n_addrs: u32,
+    n_modules: u32,
+    vdso: u64,
+    truncated: u32,
+    _pad: u32,
+    modules: [Module; MODULES_MAX],
+}
+
+#[map]
+static MODULE_SCRATCH: PerCpuArray<ModuleScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Describes the mapping of `ip` and of every frame-pointer return address
+/// into `modules`; returns how many were filled and whether some did not fit.
+/// Runs in the exiting thread's context (`current` owns the addresses).
+#[inline(always)]
+pub unsafe fn capture_modules(
+    modules: *mut [Module; MODULES_MAX],
+    ip: u64,
+    kstack: *const [u64; KSTACK_MAX],
+    kstack_len: u32,
+    mm: u64,
+) -> (u32, bool) {
+    let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else { return (0, false) };
+    unsafe {
+        (*scratch).addrs[0] = ip;
+        bpf_probe_read_kernel(
+            (&raw mut (*scratch).addrs[1]).cast(),
+            (KSTACK_MAX * 8) as u32,
+            kstack.cast(),
+        );
+        (*scratch).n_addrs = kstack_len.min(KSTACK_MAX as u32) + 1;
+        (*scratch).n_modules = 0;
+        (*scratch).truncated = 0;
+        (*scratch).vdso = read(mm, off!(mm_vdso));
+        bpf_loop(KSTACK_MAX as u32 + 1, module_step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_probe_read_kernel(
+            modules.cast(),
+            core::mem::size_of::<[Module; MODULES_MAX]>() as u32,
+            (&raw const (*scratch).modules).cast(),
+        );
+        ((*scratch).n_modules.min(MODULES_MAX as u32), (*scratch).truncated != 0)
+    }
+}
+
+/// One address of the module capture loop (a `bpf_loop` callback).
+extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else { return 1 };
+    unsafe {
+        let i = index as usize;
+        if i >= (*scratch).n_addrs as usize || i > KSTACK_MAX {
+            return 1;
+        }
+        let addr = (*scratch).addrs[i];
+        if addr == 0 {
+            return 0;
+        }
+        let n = (*scratch).n_modules as usize;
+        for j in 0..MODULES_MAX {
+            if j >= n {
+                break;
+            }
+            let m = &(*scratch).modules[j];
+            if addr >= m.start && addr < m.end {
+                return 0;
+            }
+        }
+        if n >= MODULES_MAX {
+            (*scratch).truncated = 1;
+            return 1;
+        }
+        let task = bpf_get_current_task_btf() as *mut c_void;
+        let Some(vma) = find_vma(task, addr) else {
+            count(&LOSSES, loss::VMA_LOOKUP);
+            return 0;
+        };
+        describe_module(&raw mut (*scratch).modules[n], &vma, (*scratch).vdso);
+        (*scratch).n_modules = n as u32 + 1;
+    }
+    0
+}
+
+#[inline(always)]
+unsafe fn describe_module(m: *mut Module, vma: &VmaOut, vdso: u64) {
+    unsafe {
+        (*m).start = vma.start;
+        (*m).end = vma.end;
+        (*m).pgoff = vma.pgoff;
+        (*m).ino = 0;
+        (*m).dev = 0;
+        (*m).path_len = 0;
+        let mut flags = 0;
+        if vma.flags & VM_EXEC != 0 {
+            flags |= module_flags::EXEC;
+        }
+        if vma.start == vdso {
+            flags |= module_flags::VDSO;
+        }
+        if vma.file != 0 {
+            flags |= module_flags::FILE;
+            let inode: u64 = read(vma.file, off!(file_inode));
+            (*m).ino = read(inode, off!(inode_ino));
+            let sb: u64 = read(inode, off!(inode_sb));
+            (*m).dev = read(sb, off!(sb_dev));
+            let (len, complete) = walk_path((&raw mut (*m).path).cast(), vma.file);
+            (*m).path_len = len;
+            if !complete {
+                flags |= module_flags::PATH_TRUNCATED;
+            }
+        }
+        (*m).flags = flags;
+    }
+}
+
+/// State of one path walk, stepped by `bpf_loop` so that the verifier
+/// checks one step instead of every combination of mount crossings.
+#[repr(C)]
+pub struct PathScratch {
+    dentry: u64,
+    mount: u64,
+    len: u64,
+    /// 0 walking, 1 reached the root, 2 gave up.
+    state: u64,
+    buf: [u8; PATH_BUF],
+}
+
+#[map]
+static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Writes the file's path components into `buf` (`PATH_BUF` bytes), file
+/// name first, each NUL-terminated, crossing mount points up to the root of
+/// the task's mount tree. Returns the bytes used and whether the walk reached
+/// the root.
+#[inline(always)]
+pub unsafe fn walk_path(buf: *mut u8, file: u64) -> (u32, bool) {
+    let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else { return (0, false) };
+    unsafe {
+        let path = file + off!(file_path);
+        (*w).dentry = read(path, off!(path_dentry));
+        (*w).mount = read::<u64>(path, off!(path_mnt)) - off!(mount_mnt);
+        (*w).len = 0;
+        (*w).state = 0;
+        bpf_loop(PATH_DEPTH_MAX, path_step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_probe_read_kernel(buf.cast(), PATH_BUF as u32, (&raw const (*w).buf).cast());
+        (((*w).len as u32).min(PATH_BUF as u32), (*w).state == 1)
+    }
+}
+
+/// One step of [`walk_path`]: one component, or one mount crossing.
+extern "C" fn path_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else { return 1 };
+    unsafe {
+        let dentry = (*w).dentry;
+        let mount = (*w).mount;
+        let mnt_root: u64 = read(mount + off!(mount_mnt), off!(vfsmount_root));
+        if dentry == mnt_root {
+            let parent: u64 = read(mount, off!(mount_parent));
+            if parent == mount || parent == 0 {
+                (*w).state = 1;
+                return 1;
+            }
+            (*w).dentry = read(mount, off!(mount_mountpoint));
+            (*w).mount = parent;
+            return 0;
+        }
+        let parent: u64 = read(dentry, off!(dentry_parent));
+        if parent == dentry || parent == 0 {
+            (*w).state = 1;
+            return 1;
+        }
+        let name: u64 = read(dentry + off!(dentry_name), off!(qstr_name));
+        let len = (*w).len;
+        if len >= PATH_COMPONENT_MAX as u64 {
+            (*w).state = 2;
+            return 1;
+        }
+        let dst = (&raw mut (*w).buf)
+            .cast::<u8>()
+            .add((len & (PATH_COMPONENT_MAX as u64 - 1)) as usize);
+        let copied =
+            bpf_probe_read_kernel_str(dst.cast(), PATH_COMPONENT_MAX as u32, name as *const _);
+        if copied <= 0 {
+            (*w).state = 2;
+            return 1;
+        }
+        (*w).len = len + copied as u64;
+        (*w).dentry = parent;
+    }
+    0
+}

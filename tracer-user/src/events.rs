@@ -1,0 +1,317 @@
+//! Decoding ring-buffer records into owned, typed events.
+//!
+//! The kernel side writes fixed-size `#[repr(C)]` records; this module
+//! checks each record's kind and size before reading it, and turns the raw
+//! buffers (NUL-separated path components, command lines, comm arrays) into
+//! Rust values. A malformed record is an error for that record only.
+
+use std::{ffi::OsString, os::unix::ffi::OsStringExt, path::PathBuf};
+
+use tracer_common::{
+    ExitEvent, Module, REGS_LEN, SignalEvent, StateEvent, TaskIdentity, VmaSummary, kind,
+    module_flags, signal_flags,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is too short to hold a kind")]
+    Empty(usize),
+    #[error("record of kind {kind} has {len} bytes, expected {expected}")]
+    Size { kind: u32, len: usize, expected: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("signal record has invalid signal number {0}")]
+    BadSignal(u32),
+}
+
+/// A task's identity at event time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+}
+
+/// A mapping captured by the kernel for one of the event's addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`, in bytes.
+    pub file_offset: u64,
+    pub ino: u64,
+    /// Device number in userspace (`st_dev`) encoding.
+    pub dev: u64,
+    pub path: Option<PathBuf>,
+    pub path_truncated: bool,
+    pub executable: bool,
+    pub vdso: bool,
+}
+
+/// The mapping that held a single address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub vm_flags: u64,
+    pub has_file: bool,
+}
+
+/// x86_64 `struct pt_regs` word indices.
+pub mod reg {
+    pub const BP: usize = 4;
+    pub const IP: usize = 16;
+    pub const SP: usize = 19;
+}
+
+/// A watched signal as the kernel generated it.
+#[derive(Clone, Debug)]
+pub struct SignalRecord {
+    pub boot_ns: u64,
+    pub signo: i32,
+    pub code: i32,
+    pub errno: i32,
+    pub fault_addr: u64,
+    pub si_pid: u32,
+    pub si_uid: u32,
+    pub target: Task,
+    /// The generating task, when it is another process.
+    pub sender: Option<Task>,
+    pub from_kernel: bool,
+    pub handled: bool,
+    pub blocked: bool,
+    pub fault_region: Option<Region>,
+}
+
+/// A dying thread's user state, captured as it exited.
+#[derive(Clone, Debug)]
+pub struct StateRecord {
+    pub boot_ns: u64,
+    pub thread: Task,
+    pub regs: Option<[u64; REGS_LEN]>,
+    /// Kernel frame-pointer walk, innermost first.
+    pub kstack: Vec<u64>,
+    pub snapshot_base: u64,
+    pub snapshot: Vec<u8>,
+    pub snapshot_short: bool,
+    pub exe: Option<PathBuf>,
+    pub cmdline: Vec<String>,
+    pub sp_region: Option<Region>,
+    pub mappings: Vec<Mapping>,
+    pub mappings_truncated: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub boot_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// Wait status as `waitpid` reports it.
+    pub status: u32,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    Signal(SignalRecord),
+    State(Box<StateRecord>),
+    Exit(ExitRecord),
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let kind = bytes
+        .get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(DecodeError::Empty(bytes.len()))?;
+    match kind {
+        kind::SIGNAL => {
+            let raw: Box<SignalEvent> = read_boxed(bytes, kind)?;
+            decode_signal(&raw).map(Event::Signal)
+        }
+        kind::STATE => {
+            let raw: Box<StateEvent> = read_boxed(bytes, kind)?;
+            Ok(Event::State(Box::new(decode_state(&raw))))
+        }
+        kind::EXIT => {
+            let raw: Box<ExitEvent> = read_boxed(bytes, kind)?;
+            Ok(Event::Exit(ExitRecord {
+                boot_ns: raw.boot_ns,
+                pid: raw.tgid,
+                tid: raw.tid,
+                status: raw.exit_code,
+            }))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// Copies a plain-data record out of the buffer after checking its size.
+fn read_boxed<T: Copy>(bytes: &[u8], kind: u32) -> Result<Box<T>, DecodeError> {
+    let expected = size_of::<T>();
+    if bytes.len() < expected {
+        return Err(DecodeError::Size { kind, len: bytes.len(), expected });
+    }
+    let mut out = Box::<T>::new_uninit();
+    // SAFETY: the length is checked above and `T` is plain `#[repr(C)]`
+    // data for which every bit pattern is valid.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), expected);
+        Ok(out.assume_init())
+    }
+}
+
+fn decode_signal(e: &SignalEvent) -> Result<SignalRecord, DecodeError> {
+    if e.signo == 0 || e.signo >= 65 {
+        return Err(DecodeError::BadSignal(e.signo));
+    }
+    let flags = e.flags;
+    Ok(SignalRecord {
+        boot_ns: e.boot_ns,
+        signo: e.signo as i32,
+        code: e.code,
+        errno: e.errno,
+        fault_addr: e.fault_addr,
+        si_pid: e.si_pid,
+        si_uid: e.si_uid,
+        target: task(&e.target),
+        sender: (flags & signal_flags::REMOTE_SENDER != 0).then(|| task(&e.sender)),
+        from_kernel: flags & signal_flags::KERNEL_SENDER != 0,
+        handled: flags & signal_flags::HANDLED != 0,
+        blocked: flags & signal_flags::BLOCKED != 0,
+        fault_region: region(&e.fault_vma),
+    })
+}
+
+fn decode_state(e: &StateEvent) -> StateRecord {
+    let flags = e.flags;
+    let snapshot_len = (e.snapshot_len as usize).min(e.snapshot.len());
+    let kstack_len = (e.kstack_len as usize).min(e.kstack.len());
+    let modules_len = (e.modules_len as usize).min(e.modules.len());
+    StateRecord {
+        boot_ns: e.boot_ns,
+        thread: task(&e.thread),
+        regs: (flags & signal_flags::REGS_VALID != 0).then_some(e.regs),
+        kstack: e.kstack[..kstack_len].to_vec(),
+        snapshot_base: e.snapshot_base,
+        snapshot: e.snapshot[..snapshot_len].to_vec(),
+        snapshot_short: flags & signal_flags::SNAPSHOT_SHORT != 0,
+        exe: path_from_components(&e.exe, e.exe_len as usize),
+        cmdline: split_cmdline(&e.cmdline, e.cmdline_len as usize),
+        sp_region: region(&e.sp_vma),
+        mappings: e.modules[..modules_len].iter().map(mapping).collect(),
+        mappings_truncated: flags & signal_flags::MODULES_TRUNCATED != 0,
+    }
+}
+
+fn task(t: &TaskIdentity) -> Task {
+    Task { pid: t.tgid, tid: t.tid, ppid: t.ppid, uid: t.uid, comm: c_string(&t.comm) }
+}
+
+fn region(v: &VmaSummary) -> Option<Region> {
+    (v.found != 0).then_some(Region {
+        start: v.start,
+        end: v.end,
+        vm_flags: v.vm_flags,
+        has_file: v.has_file != 0,
+    })
+}
+
+fn mapping(m: &Module) -> Mapping {
+    let has_file = m.flags & module_flags::FILE != 0;
+    Mapping {
+        start: m.start,
+        end: m.end,
+        file_offset: m.pgoff.saturating_mul(4096),
+        ino: m.ino,
+        dev: kernel_dev_to_user(m.dev),
+        path: if has_file { path_from_components(&m.path, m.path_len as usize) } else { None },
+        path_truncated: m.flags & module_flags::PATH_TRUNCATED != 0,
+        executable: m.flags & module_flags::EXEC != 0,
+        vdso: m.flags & module_flags::VDSO != 0,
+    }
+}
+
+/// The kernel's internal `dev_t` (major << 20 | minor) as `st_dev`.
+pub fn kernel_dev_to_user(dev: u32) -> u64 {
+    libc::makedev(dev >> 20, dev & 0xfffff)
+}
+
+/// Text up to the first NUL, lossily decoded.
+pub fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Rebuilds a path from NUL-terminated components stored file name first.
+pub fn path_from_components(buf: &[u8], len: usize) -> Option<PathBuf> {
+    let used = &buf[..len.min(buf.len())];
+    let parts: Vec<&[u8]> = used.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let mut path = Vec::with_capacity(used.len() + 1);
+    for part in parts.iter().rev() {
+        path.push(b'/');
+        path.extend_from_slice(part);
+    }
+    Some(PathBuf::from(OsString::from_vec(path)))
+}
+
+fn split_cmdline(buf: &[u8], len: usize) -> Vec<String> {
+    let used = &buf[..len.min(buf.len())];
+    let used = used.strip_suffix(&[0]).unwrap_or(used);
+    if used.is_empty() {
+        return Vec::new();
+    }
+    used.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_components_are_reversed() {
+        let buf = b"libc.so.6\0x86_64-linux-gnu\0lib\0usr\0";
+        assert_eq!(
+            path_from_components(buf, buf.len()),
+            Some(PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6"))
+        );
+        assert_eq!(path_from_components(b"\0\0", 2), None);
+        assert_eq!(path_from_components(b"abc", 100), Some(PathBuf::from("/abc")));
+    }
+
+    #[test]
+    fn cmdline_splits_on_nul() {
+        assert_eq!(split_cmdline(b"./a\0-x\0\0junk", 7), vec!["./a", "-x"]);
+        assert!(split_cmdline(b"", 0).is_empty());
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        assert_eq!(decode(&[1, 0]).unwrap_err(), DecodeError::Empty(2));
+        assert_eq!(decode(&9u32.to_ne_bytes()).unwrap_err(), DecodeError::UnknownKind(9));
+        let err = decode(&kind::SIGNAL.to_ne_bytes()).unwrap_err();
+        assert!(matches!(err, DecodeError::Size { kind: kind::SIGNAL, len: 4, .. }));
+    }
+
+    #[test]
+    fn exit_record_round_trips() {
+        let raw = ExitEvent { kind: kind::EXIT, _pad: 0, boot_ns: 5, tgid: 10, tid: 11, exit_code: 0x8b, _pad2: 0 };
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const raw).cast::<u8>(), size_of::<ExitEvent>())
+        };
+        match decode(bytes).unwrap() {
+            Event::Exit(e) => assert_eq!((e.pid, e.tid, e.status), (10, 11, 0x8b)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kernel_dev_encoding() {
+        // 8:1 (sda1) is 0x800001 inside the kernel.
+        assert_eq!(kernel_dev_to_user((8 << 20) | 1), libc::makedev(8, 1));
+    }
+}

@@ -1,0 +1,254 @@
+//! Loading and attaching the BPF programs, and talking to their maps.
+//!
+//! Everything that can fail for environmental reasons (privileges, a kernel
+//! without BTF, a verifier rejection) fails here, before any process is
+//! started, with an error that names the probe and the kernel's reason.
+
+pub mod offsets;
+
+use std::collections::BTreeSet;
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::BtfTracePoint,
+};
+use tracer_common::{COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss};
+
+/// The BPF object built from `tracer-ebpf` by `build.rs`.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crashtrace"));
+
+/// Signals captured by default: those whose default action ends a process
+/// and that a crash or a kill produces.
+pub const DEFAULT_SIGNALS: &[i32] = &[
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGABRT,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+    libc::SIGKILL,
+    libc::SIGTERM,
+    libc::SIGQUIT,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+];
+
+/// The tracepoints attached, by program name (also the tracepoint name).
+const PROGRAMS: &[&str] = &["signal_generate", "sched_process_exit", "sched_process_fork"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "permission denied loading BPF programs: run crashtrace as root (it needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)"
+    )]
+    NotPrivileged,
+    #[error(transparent)]
+    Offsets(#[from] offsets::OffsetError),
+    #[error("cannot read kernel BTF: {0}")]
+    Btf(String),
+    #[error("cannot load the BPF object: {0}")]
+    Object(String),
+    #[error("the kernel rejected probe {probe}: {reason}")]
+    Probe { probe: &'static str, reason: String },
+    #[error("cannot attach probe {probe}: {reason}")]
+    Attach { probe: &'static str, reason: String },
+    #[error("BPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("cannot update BPF map {map}: {reason}")]
+    Map { map: &'static str, reason: String },
+}
+
+/// What to capture and from whom.
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    pub signals: BTreeSet<i32>,
+    /// Only processes added with [`Tracer::trace_process`] and their descendants.
+    pub traced_only: bool,
+    /// Capture signals the target handles too (`--include-survived`).
+    pub include_handled: bool,
+    /// Only these comms (empty: all).
+    pub comms: Vec<String>,
+    /// Bytes of stack above SP to copy.
+    pub stack_bytes: u32,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        Self {
+            signals: DEFAULT_SIGNALS.iter().copied().collect(),
+            traced_only: false,
+            include_handled: false,
+            comms: Vec::new(),
+            stack_bytes: STACK_SNAPSHOT_DEFAULT,
+            ring_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Loaded and attached programs. Dropping it detaches everything.
+pub struct Tracer {
+    ebpf: Ebpf,
+}
+
+fn is_permission_error(text: &str) -> bool {
+    text.contains("Operation not permitted") || text.contains("Permission denied")
+}
+
+impl Tracer {
+    /// Loads the programs, configures them and attaches every probe.
+    pub fn load(opts: &TraceOptions) -> Result<Self, LoadError> {
+        bump_memlock_rlimit();
+        let offsets = offsets::resolve()?;
+        let btf = Btf::from_sys_fs().map_err(|e| LoadError::Btf(e.to_string()))?;
+        let ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .load(BPF_OBJECT)
+            .map_err(|e| {
+                let text = format!("{e:#}");
+                if is_permission_error(&text) || unsafe { libc::geteuid() } != 0 {
+                    LoadError::NotPrivileged
+                } else {
+                    LoadError::Object(text)
+                }
+            })?;
+        let mut tracer = Self { ebpf };
+        tracer.configure(opts)?;
+        for &name in PROGRAMS {
+            tracer.attach(name, &btf)?;
+        }
+        Ok(tracer)
+    }
+
+    fn configure(&mut self, opts: &TraceOptions) -> Result<(), LoadError> {
+        let mut flags = 0;
+        if opts.traced_only {
+            flags |= config_flags::TRACED_ONLY;
+        }
+        if opts.include_handled {
+            flags |= config_flags::INCLUDE_HANDLED;
+        }
+        if !opts.comms.is_empty() {
+            flags |= config_flags::COMM_FILTER;
+            let map = self.ebpf.map_mut("COMMS").ok_or(LoadError::MissingMap("COMMS"))?;
+            let mut comms: HashMap<_, [u8; COMM_LEN], u8> =
+                HashMap::try_from(map).map_err(|e| map_error("COMMS", e))?;
+            for comm in &opts.comms {
+                comms.insert(comm_key(comm), 1, 0).map_err(|e| map_error("COMMS", e))?;
+            }
+        }
+        let config = Config {
+            signal_mask: opts.signals.iter().fold(0u64, |m, &s| m | (1u64 << s)),
+            flags,
+            snapshot_bytes: opts.stack_bytes,
+            self_tgid: std::process::id(),
+            _pad: 0,
+        };
+        let map = self.ebpf.map_mut("CONFIG").ok_or(LoadError::MissingMap("CONFIG"))?;
+        let mut array: Array<_, Config> = Array::try_from(map).map_err(|e| map_error("CONFIG", e))?;
+        array.set(0, config, 0).map_err(|e| map_error("CONFIG", e))
+    }
+
+    fn attach(&mut self, name: &'static str, btf: &Btf) -> Result<(), LoadError> {
+        let program: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Probe { probe: name, reason: "missing from the object".into() })?
+            .try_into()
+            .map_err(|e| LoadError::Probe { probe: name, reason: format!("{e}") })?;
+        program.load(name, btf).map_err(|e| {
+            let reason = format!("{e:#}");
+            if is_permission_error(&reason) {
+                LoadError::NotPrivileged
+            } else {
+                LoadError::Probe { probe: name, reason: verifier_summary(&e) }
+            }
+        })?;
+        program
+            .attach()
+            .map_err(|e| LoadError::Attach { probe: name, reason: format!("{e:#}") })?;
+        Ok(())
+    }
+
+    /// Starts following `tgid` (and, from now on, its descendants).
+    pub fn trace_process(&mut self, tgid: u32) -> Result<(), LoadError> {
+        self.traced_map()?.insert(tgid, 1, 0).map_err(|e| map_error("TRACED", e))
+    }
+
+    /// Stops following `tgid` itself (descendants already added stay).
+    pub fn untrace_process(&mut self, tgid: u32) -> Result<(), LoadError> {
+        match self.traced_map()?.remove(&tgid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_error("TRACED", e)),
+        }
+    }
+
+    fn traced_map(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, LoadError> {
+        let map = self.ebpf.map_mut("TRACED").ok_or(LoadError::MissingMap("TRACED"))?;
+        HashMap::try_from(map).map_err(|e| map_error("TRACED", e))
+    }
+
+    /// Takes the event ring buffer out of the object (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|e| map_error("EVENTS", e))
+    }
+
+    /// Lost-event counters summed over CPUs, indexed by [`loss`].
+    pub fn losses(&self) -> [u64; loss::COUNT as usize] {
+        let mut out = [0; loss::COUNT as usize];
+        self.sum_per_cpu("LOSSES", &mut out);
+        out
+    }
+
+    /// Watched signals skipped because the target handles them, by signal.
+    pub fn handled_counts(&self) -> [u64; 65] {
+        let mut out = [0; 65];
+        self.sum_per_cpu("HANDLED", &mut out);
+        out
+    }
+
+    fn sum_per_cpu(&self, name: &str, out: &mut [u64]) {
+        let Some(map) = self.ebpf.map(name) else { return };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else { return };
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = array.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+    }
+}
+
+fn map_error(map: &'static str, e: impl std::fmt::Display) -> LoadError {
+    LoadError::Map { map, reason: e.to_string() }
+}
+
+/// A comm as the kernel stores it: truncated to 15 bytes, NUL-padded.
+pub fn comm_key(comm: &str) -> [u8; COMM_LEN] {
+    let mut key = [0u8; COMM_LEN];
+    let bytes = comm.as_bytes();
+    let n = bytes.len().min(COMM_LEN - 1);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
+}
+
+/// The last lines of a verifier log, where the reason is.
+fn verifier_summary(e: &aya::programs::ProgramError) -> String {
+    let text = format!("{e:#}");
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines.len().saturating_sub(12);
+    lines[tail..].join("\n")
+}
+
+/// Older kernels charge BPF memory to RLIMIT_MEMLOCK; newer ones to the
+/// memory cgroup, where raising the limit is unnecessary (and may be
+/// refused without CAP_SYS_RESOURCE), so failure is ignored.
+fn bump_memlock_rlimit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}

@@ -1,0 +1,169 @@
+//! Symbolization of crash addresses: runtime instruction pointers from a dead
+//! process become function names and `file:line:column` locations.
+//!
+//! The kernel only tells us addresses. Turning them into something a person
+//! can act on means translating each address from the process's memory
+//! layout into the ELF file's own virtual addresses (mapping start and file
+//! offset in, `PT_LOAD` segment out, which is what makes PIE executables,
+//! fixed-address executables and shared libraries all work), then asking the
+//! DWARF line and inline tables, and, failing those, the symbol tables.
+//! Stripped distribution binaries are handled by looking up their separate
+//! debug files (see the `debuglink` submodule).
+//!
+//! The symbolizer runs as root over files owned by anyone, so every input is
+//! hostile: files are checked before they are opened (see the `file` submodule), all
+//! parsing is bounds-checked, inflation of compressed sections is capped, and
+//! parsed state lives in a cache bounded in both files and bytes.
+
+mod cache;
+mod debuglink;
+mod demangle;
+mod dwarf;
+mod elf;
+mod error;
+mod file;
+mod module;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use error::SymbolizeError;
+
+use cache::Lru;
+use debuglink::Search;
+use elf::TranslateError;
+use file::FileKey;
+use module::{Module, ObjectFile};
+
+/// Most files kept parsed by default.
+pub const DEFAULT_CACHE_FILES: usize = 64;
+/// Most heap bytes (inflated debug sections, copied files, symbol tables)
+/// kept by the cache by default; the most recently used file always stays.
+pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
+
+/// One mapping of a file in the crashed process.
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleRef<'a> {
+    /// A path readable now on this host (for example through
+    /// `/proc/PID/root` or `/proc/PID/map_files`).
+    pub path: &'a Path,
+    /// Runtime address where the mapping starts.
+    pub start: u64,
+    /// File offset that `start` maps (`vm_pgoff * 4096`).
+    pub file_offset: u64,
+}
+
+/// One source-level frame for an address.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SymbolFrame {
+    /// Demangled function name (Rust and C++; C names unchanged).
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    /// True for every frame but the last (outermost) of an address's inline
+    /// chain.
+    pub inlined: bool,
+}
+
+/// Everything known about one address.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Symbolization {
+    /// Innermost inlined function first, then the real function. Empty when
+    /// neither DWARF nor a symbol table covers the address.
+    pub frames: Vec<SymbolFrame>,
+    /// The ELF virtual address that was looked up.
+    pub file_address: u64,
+    /// GNU build-id of the file, as hex.
+    pub build_id: Option<String>,
+}
+
+/// Turns runtime addresses into [`Symbolization`]s, keeping parsed files.
+pub struct Symbolizer {
+    search: Search,
+    cache: Lru<FileKey, Module>,
+}
+
+impl Symbolizer {
+    /// A symbolizer that looks for separate debug files in `debug_dirs` and
+    /// then in `/usr/lib/debug`.
+    pub fn new(debug_dirs: Vec<PathBuf>) -> Self {
+        Self::with_cache_limits(debug_dirs, DEFAULT_CACHE_FILES, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Like [`Symbolizer::new`], with explicit cache bounds.
+    pub fn with_cache_limits(debug_dirs: Vec<PathBuf>, max_files: usize, max_bytes: u64) -> Self {
+        Self {
+            search: Search::new(debug_dirs),
+            cache: Lru::new(max_files, max_bytes),
+        }
+    }
+
+    fn module<'c>(cache: &'c mut Lru<FileKey, Module>, path: &Path) -> Result<&'c mut Module, SymbolizeError> {
+        let key = file::stat_regular(path)?;
+        cache.get_or_try_insert_with(key, || ObjectFile::open_as(path, key).map(Module::new))
+    }
+
+    /// Symbolizes runtime address `addr` inside `module`.
+    ///
+    /// With `is_return_address` the address is a return address from an
+    /// unwound stack, and `addr - 1` (inside the call instruction) is looked
+    /// up so that the call site, not the next statement, is reported.
+    pub fn symbolize(
+        &mut self,
+        module: &ModuleRef<'_>,
+        addr: u64,
+        is_return_address: bool,
+    ) -> Result<Symbolization, SymbolizeError> {
+        let Self { search, cache } = self;
+        let probe = if is_return_address {
+            addr.checked_sub(1).ok_or_else(|| SymbolizeError::BelowMapping {
+                path: module.path.to_owned(),
+                addr,
+                start: module.start,
+            })?
+        } else {
+            addr
+        };
+        let entry = Self::module(cache, module.path)?;
+        let file_address = entry
+            .main
+            .info
+            .file_address(module.start, module.file_offset, probe)
+            .map_err(|e| {
+                let path = module.path.to_owned();
+                match e {
+                    TranslateError::BelowMapping => SymbolizeError::BelowMapping {
+                        path,
+                        addr: probe,
+                        start: module.start,
+                    },
+                    TranslateError::Overflow => SymbolizeError::AddressOverflow {
+                        path,
+                        addr: probe,
+                        start: module.start,
+                        file_offset: module.file_offset,
+                    },
+                    TranslateError::NoSegment { file_offset } => SymbolizeError::NoSegment {
+                        path,
+                        addr: probe,
+                        file_offset,
+                    },
+                }
+            })?;
+        let frames = entry.lookup(file_address, search);
+        let build_id = entry.main.info.build_id_hex();
+        cache.evict();
+        Ok(Symbolization {
+            frames,
+            file_address,
+            build_id,
+        })
+    }
+
+    /// GNU build-id of the ELF file at `path`, as hex.
+    pub fn build_id(&mut self, path: &Path) -> Result<Option<String>, SymbolizeError> {
+        Ok(Self::module(&mut self.cache, path)?.main.info.build_id_hex())
+    }
+}

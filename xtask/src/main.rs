@@ -1,0 +1,152 @@
+//! Developer tasks for crashtrace: `cargo xtask <command>`.
+
+mod bench;
+mod bpf_linker;
+mod setup;
+mod tracer;
+
+use std::{
+    env,
+    ffi::OsString,
+    os::unix::process::{CommandExt, ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, ExitStatus},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for crashtrace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check, and install when missing, the toolchains, bpf-linker and Debian
+    /// packages that building and testing need; check the kernel prerequisites.
+    Setup {
+        /// Also install what `cargo xtask bench` needs (JDK, hyperfine).
+        #[arg(long)]
+        with_bench: bool,
+    },
+    /// Run setup, then `cargo build --release`.
+    Build,
+    /// Run setup and build, then `target/release/crashtrace watch ARGS...`.
+    #[command(disable_help_flag = true)]
+    Watch {
+        /// Arguments for `crashtrace watch` (`--help` included).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run setup and build, then `cargo test --release -- --test-threads=2`.
+    Test {
+        /// Extra arguments for `cargo test` (for example `-p tests` or a test name filter).
+        #[arg(allow_hyphen_values = true)]
+        cargo_args: Vec<OsString>,
+        /// Extra arguments for the test harness, after `--` (for example `--nocapture`).
+        #[arg(last = true)]
+        harness_args: Vec<OsString>,
+    },
+    /// Measure crashtrace's overhead on signal- and syscall-heavy workloads.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.is::<setup::SetupError>() {
+                eprintln!("{e}");
+            } else {
+                eprintln!("xtask: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Cmd) -> Result<ExitCode> {
+    match command {
+        Cmd::Setup { with_bench } => setup::run(with_bench)?,
+        Cmd::Build => build(false)?,
+        Cmd::Watch { args } => {
+            build(false)?;
+            let bin = crashtrace_bin();
+            let err = Command::new(&bin).arg("watch").args(args).exec();
+            bail!("cannot run {}: {err}", bin.display());
+        }
+        Cmd::Test {
+            cargo_args,
+            harness_args,
+        } => {
+            build(false)?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--release"]).args(cargo_args).arg("--");
+            if !harness_args
+                .iter()
+                .any(|a| a.to_string_lossy().starts_with("--test-threads"))
+            {
+                cmd.arg("--test-threads=2");
+            }
+            cmd.args(harness_args);
+            let status = cmd.status().context("cannot run cargo test")?;
+            return Ok(exit_code(status));
+        }
+        Cmd::Bench(args) => bench::run(&args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Setup, then a release build of the workspace's default members.
+pub fn build(with_bench: bool) -> Result<()> {
+    setup::run(with_bench)?;
+    let status = cargo()
+        .args(["build", "--release"])
+        .status()
+        .context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release failed ({status})");
+    }
+    Ok(())
+}
+
+/// A cargo command run from the workspace root.
+fn cargo() -> Command {
+    let mut cmd = Command::new(setup::cargo_program());
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+}
+
+pub fn target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+pub fn crashtrace_bin() -> PathBuf {
+    target_dir().join("release/crashtrace")
+}
+
+/// The child's exit code, or 128 + signal number if a signal ended it.
+fn exit_code(status: ExitStatus) -> ExitCode {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        (None, Some(signal)) => ExitCode::from(u8::try_from(128 + signal).unwrap_or(1)),
+        (None, None) => ExitCode::FAILURE,
+    }
+}

@@ -1,0 +1,149 @@
+//! The tracer that `cargo xtask bench` runs in the background during traced
+//! runs, and the management of its process.
+
+use std::{
+    collections::VecDeque,
+    ffi::OsString,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// The tracer process to run in the background during traced runs.
+pub struct Tracer {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+impl Tracer {
+    pub fn crashtrace_watch() -> Self {
+        Tracer {
+            program: crate::crashtrace_bin().into(),
+            args: ["watch", "--output", "/dev/null"]
+                .map(OsString::from)
+                .into(),
+        }
+    }
+}
+
+/// How long a tracer may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a tracer may take to exit after SIGINT before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Stderr lines kept to explain a tracer's failure.
+const TAIL_LINES: usize = 20;
+
+/// A running tracer. Dropping it stops it: SIGINT, then SIGKILL.
+pub struct TracerProcess {
+    child: Child,
+    name: String,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stopped: bool,
+}
+
+impl TracerProcess {
+    /// Starts the tracer and waits until it prints a stderr line containing
+    /// "watching", or for [`READY_TIMEOUT`], whichever comes first.
+    pub fn start(tracer: &Tracer) -> Result<Self> {
+        let name = std::iter::once(&tracer.program)
+            .chain(&tracer.args)
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new(&tracer.program)
+            .args(&tracer.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start tracer `{name}`"))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let mut process = TracerProcess {
+            child,
+            name,
+            stderr_tail: Arc::clone(&stderr_tail),
+            stopped: false,
+        };
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            // Keeps reading to the end so the tracer never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("watching")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(());
+                }
+                let mut tail = stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+        match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // The tracer closed its stderr, most likely by exiting.
+            Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(Duration::from_millis(50)),
+        }
+        process.ensure_running()?;
+        Ok(process)
+    }
+
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(status) = self
+            .child
+            .try_wait()
+            .context("cannot wait for the tracer")?
+        {
+            self.stopped = true;
+            let tail = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
+            let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+            bail!(
+                "tracer `{}` exited ({status}); its last stderr lines:\n{}",
+                self.name,
+                tail.join("\n")
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends SIGINT and waits up to [`STOP_TIMEOUT`]; then SIGKILL.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill has no memory-safety preconditions; the child is
+            // not yet reaped, so the pid still belongs to it.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        eprintln!(
+            "bench: tracer `{}` ignored SIGINT for {STOP_TIMEOUT:?}; killing it",
+            self.name
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TracerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
