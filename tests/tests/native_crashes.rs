@@ -49,7 +49,12 @@ fn record_crash(spec: &CrashSpec) -> (Recording, Value) {
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the parenthesized comm come the state, then the ppid.
-    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn is_descendant(mut pid: u32, ancestor: u32) -> bool {

@@ -1,9 +1,19 @@
 //! crashtrace: explains why processes die.
 //!
-//! The kernel side (tracer-ebpf) captures a dying thread's state at the
-//! moment its fatal signal is generated; this crate loads those programs,
-//! decodes their records, tracks each process until it is gone, unwinds and
-//! symbolizes the captured stack, classifies the cause, and reports it.
-pub mod loader;
+//! The kernel side (tracer-ebpf) notices a signal that will kill a process
+//! and, as the dying thread exits, captures its registers, stack and the
+//! files behind its addresses. This crate loads those programs
+//! ([`loader`]), decodes their records ([`events`]), joins them per process
+//! ([`tracker`]), turns the stack into frames ([`unwind`], [`symbolize`]),
+//! names the cause ([`classify`]) and writes the report ([`report`]).
+pub mod classify;
+pub mod cli;
+pub mod commands;
 pub mod events;
+pub mod loader;
+pub mod report;
+pub mod session;
+pub mod signals;
 pub mod symbolize;
+pub mod tracker;
+pub mod unwind;

@@ -1,22 +1,43 @@
-fn main() -> anyhow::Result<()> {
-    let mut t = crashtrace::loader::Tracer::load(&Default::default())?;
-    let mut rb = t.take_events()?;
-    eprintln!("loaded");
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(4);
-    while std::time::Instant::now() < end {
-        while let Some(item) = rb.next() {
-            match crashtrace::events::decode(&item) {
-                Ok(crashtrace::events::Event::State(s)) => {
-                    let mut s2 = (*s).clone(); s2.snapshot.clear();
-                    println!("{:#x?}", s2.regs.map(|r| (r[16], r[19])));
-                    s2.regs = None;
-                    println!("{s2:#x?}");
-                }
-                other => println!("{other:?}"),
-            }
+//! The `crashtrace` command: parse arguments, run the subcommand, map
+//! failures to exit statuses.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use crashtrace::{
+    cli::{Cli, Command},
+    commands, loader,
+};
+
+/// Exit status when the environment cannot run crashtrace at all.
+const EXIT_ENVIRONMENT: u8 = 4;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crashtrace: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Record(args) => commands::record(args).await,
+            Command::Watch(args) => commands::watch(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("crashtrace: error: {e:#}");
+            let environment = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<loader::LoadError>(),
+                    Some(loader::LoadError::NotPrivileged | loader::LoadError::Offsets(_))
+                )
+            });
+            ExitCode::from(if environment { EXIT_ENVIRONMENT } else { 1 })
+        }
     }
-    println!("losses {:?}", t.losses());
-    Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::{
     ffi::OsString,
-    fs,
+    fs::{self, File},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -191,22 +191,39 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     print_table(&rows);
 
     if uses_crashtrace {
-        let bin = crate::crashtrace_bin();
-        let mut times = Vec::new();
-        for _ in 0..args.rounds {
-            let mut cmd = Command::new(&bin);
-            cmd.args(["record", "--", "/bin/true"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null());
-            times.push(time_command(&mut cmd, "crashtrace record -- /bin/true")?);
-        }
+        let median = time_record_true(args.rounds, &out)?;
         println!(
             "\ncrashtrace record -- /bin/true: {:.1} ms (median of {})",
-            ms(median(&mut times)),
+            ms(median),
             args.rounds
         );
     }
     Ok(())
+}
+
+/// Median wall time of `crashtrace record -- /bin/true`, whose stderr goes
+/// to `out/record.stderr` and is shown if it fails.
+fn time_record_true(rounds: u32, out: &Path) -> Result<Duration> {
+    const NAME: &str = "crashtrace record -- /bin/true";
+    let log = out.join("record.stderr");
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let stderr =
+            File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let mut cmd = Command::new(crate::crashtrace_bin());
+        cmd.args(["record", "--", "/bin/true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        match time_command(&mut cmd, NAME) {
+            Ok(elapsed) => times.push(elapsed),
+            Err(e) => {
+                let stderr = fs::read_to_string(&log).unwrap_or_default();
+                bail!("{e:#}; its stderr:\n{}", stderr.trim_end());
+            }
+        }
+    }
+    Ok(median(&mut times))
 }
 
 fn print_table(rows: &[(&Workload, Duration, Option<Duration>)]) {

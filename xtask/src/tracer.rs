@@ -4,7 +4,8 @@
 use std::{
     collections::VecDeque,
     ffi::OsString,
-    io::{BufRead, BufReader},
+    io::{self, BufRead, BufReader},
+    os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread,
@@ -54,11 +55,22 @@ impl TracerProcess {
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
-        let mut child = Command::new(&tracer.program)
-            .args(&tracer.args)
+        let mut cmd = Command::new(&tracer.program);
+        cmd.args(&tracer.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Should xtask itself die without running Drop, the tracer goes too.
+        // SAFETY: the closure only calls prctl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start tracer `{name}`"))?;
         let stderr = child.stderr.take().expect("stderr is piped");

@@ -28,11 +28,13 @@ impl<K: PartialEq, V: Weigh> Lru<K, V> {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Marks `key` as most recently used and returns its value.
+    #[cfg(test)]
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         let pos = self.entries.iter().position(|(k, _)| k == key)?;
         let entry = self.entries.remove(pos);

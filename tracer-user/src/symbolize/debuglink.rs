@@ -99,11 +99,7 @@ fn try_candidate(path: &Path, main: &ObjectFile, proof: Proof) -> Option<ObjectF
         Proof::Crc(crc) => ids_agree != Some(false) && crc_ok(crc),
     };
     if !belongs {
-        log::debug!(
-            "{} does not match {}",
-            path.display(),
-            main.path.display()
-        );
+        log::debug!("{} does not match {}", path.display(), main.path.display());
         return None;
     }
     Some(candidate)
@@ -204,7 +200,11 @@ const CRC_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;

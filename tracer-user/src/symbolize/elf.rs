@@ -78,16 +78,19 @@ impl ElfInfo {
     /// Maps runtime address `addr`, inside a mapping that starts at
     /// `map_start` and maps the file from `map_offset`, to an ELF virtual
     /// address.
-    pub fn file_address(&self, map_start: u64, map_offset: u64, addr: u64) -> Result<u64, TranslateError> {
+    pub fn file_address(
+        &self,
+        map_start: u64,
+        map_offset: u64,
+        addr: u64,
+    ) -> Result<u64, TranslateError> {
         let delta = addr
             .checked_sub(map_start)
             .ok_or(TranslateError::BelowMapping)?;
         let file_offset = delta
             .checked_add(map_offset)
             .ok_or(TranslateError::Overflow)?;
-        let contains = |s: &&Segment| {
-            file_offset >= s.offset && file_offset - s.offset < s.filesz
-        };
+        let contains = |s: &&Segment| file_offset >= s.offset && file_offset - s.offset < s.filesz;
         // Segments' file ranges do not normally overlap; if they do, prefer
         // the one whose page range actually starts the given mapping.
         let segment = self
@@ -112,10 +115,12 @@ impl ElfInfo {
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[derive(Clone, Debug)]
@@ -222,28 +227,66 @@ mod tests {
     fn translates_through_load_segments() {
         // Typical PIE: r-- at 0, r-x at 0x1000, rw- with offset/vaddr skew.
         let elf = info(vec![
-            Segment { offset: 0, filesz: 0x600, vaddr: 0 },
-            Segment { offset: 0x1000, filesz: 0x200, vaddr: 0x1000 },
-            Segment { offset: 0x2df0, filesz: 0x230, vaddr: 0x3df0 },
+            Segment {
+                offset: 0,
+                filesz: 0x600,
+                vaddr: 0,
+            },
+            Segment {
+                offset: 0x1000,
+                filesz: 0x200,
+                vaddr: 0x1000,
+            },
+            Segment {
+                offset: 0x2df0,
+                filesz: 0x230,
+                vaddr: 0x3df0,
+            },
         ]);
         let base = 0x5555_5555_4000;
-        assert_eq!(elf.file_address(base + 0x1000, 0x1000, base + 0x1123), Ok(0x1123));
-        assert_eq!(elf.file_address(base + 0x3000, 0x2000, base + 0x3e00), Ok(0x3e00));
+        assert_eq!(
+            elf.file_address(base + 0x1000, 0x1000, base + 0x1123),
+            Ok(0x1123)
+        );
+        assert_eq!(
+            elf.file_address(base + 0x3000, 0x2000, base + 0x3e00),
+            Ok(0x3e00)
+        );
         assert_eq!(
             elf.file_address(base + 0x1000, 0x1000, base + 0x1fff),
-            Err(TranslateError::NoSegment { file_offset: 0x1fff })
+            Err(TranslateError::NoSegment {
+                file_offset: 0x1fff
+            })
         );
-        assert_eq!(elf.file_address(base, 0, base - 1), Err(TranslateError::BelowMapping));
-        assert_eq!(elf.file_address(0, u64::MAX, 1), Err(TranslateError::Overflow));
+        assert_eq!(
+            elf.file_address(base, 0, base - 1),
+            Err(TranslateError::BelowMapping)
+        );
+        assert_eq!(
+            elf.file_address(0, u64::MAX, 1),
+            Err(TranslateError::Overflow)
+        );
     }
 
     #[test]
     fn symbol_lookup_prefers_covering_then_unsized() {
         let table = SymbolTable {
             syms: vec![
-                Sym { addr: 0x100, size: 0x100, name: "big".into() },
-                Sym { addr: 0x120, size: 0x10, name: "small".into() },
-                Sym { addr: 0x300, size: 0, name: "asm".into() },
+                Sym {
+                    addr: 0x100,
+                    size: 0x100,
+                    name: "big".into(),
+                },
+                Sym {
+                    addr: 0x120,
+                    size: 0x10,
+                    name: "small".into(),
+                },
+                Sym {
+                    addr: 0x300,
+                    size: 0,
+                    name: "asm".into(),
+                },
             ],
             heap_bytes: 0,
         };

@@ -35,7 +35,11 @@ pub enum SymbolizeError {
     NotRegularFile { path: PathBuf },
     /// The file is larger than the symbolizer is willing to read.
     #[error("{} is {size} bytes, over the {limit}-byte limit", path.display())]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     /// The file was replaced or modified between `stat` and `open`.
     #[error("{} changed while it was being opened", path.display())]
     Changed { path: PathBuf },
@@ -65,7 +69,11 @@ pub enum SymbolizeError {
     },
     /// The runtime address lies before the start of the given mapping.
     #[error("address {addr:#x} is below mapping start {start:#x} of {}", path.display())]
-    BelowMapping { path: PathBuf, addr: u64, start: u64 },
+    BelowMapping {
+        path: PathBuf,
+        addr: u64,
+        start: u64,
+    },
     /// Translating the runtime address into a file offset overflowed.
     #[error("address {addr:#x} with mapping start {start:#x} and offset {file_offset:#x} overflows for {}", path.display())]
     AddressOverflow {

@@ -276,7 +276,7 @@ pub(crate) fn section_bytes<'data>(
 
 /// Inflates zstd frames, failing as soon as the output exceeds `size` bytes
 /// (a crafted frame can otherwise expand without limit).
-fn inflate_zstd(mut input: &[u8], size: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn inflate_zstd(mut input: &[u8], size: usize) -> Result<Vec<u8>, String> {
     use ruzstd::decoding::{
         StreamingDecoder,
         errors::{FrameDecoderError, ReadFrameHeaderError},

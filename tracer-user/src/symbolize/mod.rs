@@ -100,7 +100,10 @@ impl Symbolizer {
         }
     }
 
-    fn module<'c>(cache: &'c mut Lru<FileKey, Module>, path: &Path) -> Result<&'c mut Module, SymbolizeError> {
+    fn module<'c>(
+        cache: &'c mut Lru<FileKey, Module>,
+        path: &Path,
+    ) -> Result<&'c mut Module, SymbolizeError> {
         let key = file::stat_regular(path)?;
         cache.get_or_try_insert_with(key, || ObjectFile::open_as(path, key).map(Module::new))
     }
@@ -118,11 +121,12 @@ impl Symbolizer {
     ) -> Result<Symbolization, SymbolizeError> {
         let Self { search, cache } = self;
         let probe = if is_return_address {
-            addr.checked_sub(1).ok_or_else(|| SymbolizeError::BelowMapping {
-                path: module.path.to_owned(),
-                addr,
-                start: module.start,
-            })?
+            addr.checked_sub(1)
+                .ok_or_else(|| SymbolizeError::BelowMapping {
+                    path: module.path.to_owned(),
+                    addr,
+                    start: module.start,
+                })?
         } else {
             addr
         };
@@ -164,6 +168,9 @@ impl Symbolizer {
 
     /// GNU build-id of the ELF file at `path`, as hex.
     pub fn build_id(&mut self, path: &Path) -> Result<Option<String>, SymbolizeError> {
-        Ok(Self::module(&mut self.cache, path)?.main.info.build_id_hex())
+        Ok(Self::module(&mut self.cache, path)?
+            .main
+            .info
+            .build_id_hex())
     }
 }

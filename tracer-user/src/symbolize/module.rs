@@ -13,7 +13,6 @@ use std::{
     sync::Arc,
 };
 
-
 use super::{
     SymbolFrame, SymbolizeError,
     cache::Weigh,
@@ -111,7 +110,10 @@ impl ObjectFile {
         Self::open_as(path, file::stat_regular(path)?)
     }
 
-    fn load_context(&mut self, search: &Search) -> Result<addr2line::Context<Reader>, SymbolizeError> {
+    fn load_context(
+        &mut self,
+        search: &Search,
+    ) -> Result<addr2line::Context<Reader>, SymbolizeError> {
         let data = Arc::clone(&self.data);
         let elf = parse_elf(&self.path, &data)?;
         let mut budget = self.inflate_budget;
@@ -126,8 +128,14 @@ impl ObjectFile {
             match debuglink::find_sup(self, name, build_id, search) {
                 Some(sup) => {
                     let sup_elf = parse_elf(&sup.path, &sup.data)?;
-                    dwarf::load_sup(&mut dwarf, &sup_elf, &sup.data, sup.info.endian, &mut budget)
-                        .map_err(|e| section_err(&sup.path, e))?;
+                    dwarf::load_sup(
+                        &mut dwarf,
+                        &sup_elf,
+                        &sup.data,
+                        sup.info.endian,
+                        &mut budget,
+                    )
+                    .map_err(|e| section_err(&sup.path, e))?;
                     self.dwarf_bytes += sup.data.heap_bytes();
                 }
                 None => log::debug!(

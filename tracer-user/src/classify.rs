@@ -1,0 +1,315 @@
+//! Root-cause classes from observed facts.
+//!
+//! Each rule names the facts it used as evidence, in words a reader can
+//! check against the rest of the report. When the facts do not decide, the
+//! class is `unknown`: a wrong class costs a user more than no class.
+//! Class ids are part of the report contract (docs/report-schema.md).
+
+use crate::{
+    events::{Region, SignalRecord},
+    signals::{code_name, signal_name},
+};
+
+/// Lowest address that can ever be mapped by default (`vm.mmap_min_addr`):
+/// an access below it is a NULL pointer plus a small offset.
+const NULL_PAGE_LIMIT: u64 = 0x10000;
+/// How far below the stack pointer a fault still counts as the stack
+/// growing into its guard (a large frame can skip a few pages).
+const STACK_GUARD_REACH: u64 = 1 << 20;
+
+const SI_USER: i32 = 0;
+const SI_KERNEL: i32 = 0x80;
+const SI_TKILL: i32 = -6;
+const SEGV_MAPERR: i32 = 1;
+const SEGV_ACCERR: i32 = 2;
+const FPE_INTDIV: i32 = 1;
+const VM_READ: u64 = 0x1;
+const VM_WRITE: u64 = 0x2;
+const VM_EXEC: u64 = 0x4;
+
+/// The facts classification looks at, gathered from the records.
+pub struct Facts<'a> {
+    pub signal: Option<&'a SignalRecord>,
+    /// The dying thread's stack and instruction pointers, if captured.
+    pub sp: Option<u64>,
+    pub ip: Option<u64>,
+    pub sp_region: Option<Region>,
+    /// Kernel frame-pointer return addresses, for recursion evidence.
+    pub return_addresses: &'a [u64],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classification {
+    pub class: &'static str,
+    pub evidence: Vec<String>,
+}
+
+impl Classification {
+    fn new(class: &'static str) -> Self {
+        Self { class, evidence: Vec::new() }
+    }
+
+    fn because(mut self, fact: impl Into<String>) -> Self {
+        self.evidence.push(fact.into());
+        self
+    }
+}
+
+pub fn classify(facts: &Facts) -> Classification {
+    let Some(sig) = facts.signal else {
+        return Classification::new("unknown").because("no fatal signal was captured for this process");
+    };
+    let name = signal_name(sig.signo);
+    let code = code_name(sig.signo, sig.code);
+    let headline = format!("{name} ({code}) at fault address {:#x}", sig.fault_addr);
+
+    if let Some(c) = sent_by_someone(sig, &name, &code) {
+        return c;
+    }
+    match sig.signo {
+        libc::SIGSEGV => segv(sig, facts, headline),
+        libc::SIGBUS => Classification::new("bus-error").because(headline).because(match sig.code {
+            1 => "BUS_ADRALN: misaligned access".to_string(),
+            2 => "BUS_ADRERR: the address is mapped but has no backing page (for example beyond the end of a mapped file)".to_string(),
+            3 => "BUS_OBJERR: hardware error on the backing object".to_string(),
+            c => format!("si_code {c}"),
+        }),
+        libc::SIGFPE if sig.code == FPE_INTDIV => Classification::new("divide-by-zero")
+            .because(format!("{name} ({code}): integer division by zero"))
+            .because(format!("faulting instruction at {:#x}", sig.fault_addr)),
+        libc::SIGFPE => Classification::new("arithmetic-error")
+            .because(format!("{name} ({code}) at instruction {:#x}", sig.fault_addr)),
+        libc::SIGILL => {
+            let mut c = Classification::new("illegal-instruction")
+                .because(format!("{name} ({code}) at instruction {:#x}", sig.fault_addr));
+            if sig.code == 2 {
+                c = c.because("ILL_ILLOPN is what the ud2 instruction raises: compilers emit it for __builtin_trap() and unreachable code");
+            }
+            c
+        }
+        libc::SIGTRAP => Classification::new("breakpoint").because(format!(
+            "{name} ({code}): a breakpoint or trap instruction ran with no debugger attached"
+        )),
+        libc::SIGSYS => Classification::new("seccomp-violation")
+            .because(format!("{name} ({code}): a system call was refused by a seccomp filter")),
+        libc::SIGXCPU | libc::SIGXFSZ => Classification::new("resource-limit").because(format!(
+            "{name}: the process exceeded its {} limit",
+            if sig.signo == libc::SIGXCPU { "CPU time (RLIMIT_CPU)" } else { "file size (RLIMIT_FSIZE)" }
+        )),
+        libc::SIGABRT => Classification::new("abort").because(format!(
+            "{name} ({code}) raised by the process itself (thread {}): the abort() path",
+            sig.target.tid
+        )),
+        _ => Classification::new("killed-by-signal")
+            .because(format!("{name} ({code}) raised by the process itself")),
+    }
+}
+
+/// A signal sent by another process, or by the kernel on someone's behalf.
+fn sent_by_someone(sig: &SignalRecord, name: &str, code: &str) -> Option<Classification> {
+    let user_sent = sig.code <= 0;
+    if let Some(sender) = &sig.sender
+        && user_sent
+    {
+        return Some(Classification::new("killed-by-signal").because(format!(
+            "{name} ({code}) sent by pid {} ({}), uid {}",
+            sender.pid, sender.comm, sender.uid
+        )));
+    }
+    if sig.from_kernel && sig.code == SI_KERNEL && sig.signo == libc::SIGKILL {
+        return Some(
+            Classification::new("killed-by-signal").because(format!("{name} sent by the kernel")),
+        );
+    }
+    if user_sent && sig.code != SI_TKILL && sig.code != SI_USER && sig.signo != libc::SIGABRT {
+        return Some(
+            Classification::new("killed-by-signal")
+                .because(format!("{name} ({code}) queued by pid {}", sig.si_pid)),
+        );
+    }
+    None
+}
+
+fn segv(sig: &SignalRecord, facts: &Facts, headline: String) -> Classification {
+    let addr = sig.fault_addr;
+    if sig.code == SI_KERNEL {
+        return Classification::new("invalid-memory-access").because(format!(
+            "SIGSEGV (SI_KERNEL): a general protection fault, which reports no address: a non-canonical pointer (often garbage or freed memory) or a misaligned vector access"
+        ));
+    }
+    if let Some(c) = stack_overflow(sig, facts, &headline) {
+        return c;
+    }
+    if sig.code == SEGV_MAPERR && addr < NULL_PAGE_LIMIT {
+        return Classification::new("null-pointer-dereference").because(headline).because(format!(
+            "{addr:#x} is within the first {} KiB, which is never mapped: a NULL pointer{}",
+            NULL_PAGE_LIMIT / 1024,
+            if addr == 0 { String::new() } else { format!(" plus an offset of {addr}") }
+        ));
+    }
+    if sig.code == SEGV_ACCERR {
+        let mut c = Classification::new("memory-permission-violation").because(headline);
+        if let Some(r) = &sig.fault_region {
+            let perms = permissions(r.vm_flags);
+            c = c.because(format!(
+                "the address is mapped ({:#x}-{:#x}, {perms}{})",
+                r.start,
+                r.end,
+                if r.has_file { ", file-backed" } else { "" }
+            ));
+            if facts.ip == Some(addr) && r.vm_flags & VM_EXEC == 0 {
+                c = c.because("the fault is at the instruction pointer: execution of non-executable memory");
+            } else if r.vm_flags & VM_WRITE == 0 && r.vm_flags & VM_READ != 0 {
+                c = c.because("the mapping is read-only: a write to read-only memory (for example a string literal)");
+            } else if r.vm_flags & (VM_READ | VM_WRITE | VM_EXEC) == 0 {
+                c = c.because("the mapping has no access rights (a guard page)");
+            }
+        }
+        return c;
+    }
+    if sig.code == SEGV_MAPERR {
+        return Classification::new("invalid-memory-access")
+            .because(headline)
+            .because(format!("no mapping contains {addr:#x}: a wild or dangling pointer"));
+    }
+    Classification::new("unknown").because(headline)
+}
+
+/// The stack growing into its guard: a fault just below the stack pointer
+/// and outside the stack's mapping.
+fn stack_overflow(sig: &SignalRecord, facts: &Facts, headline: &str) -> Option<Classification> {
+    let sp = facts.sp?;
+    let addr = sig.fault_addr;
+    let below = sp.checked_sub(addr)?;
+    if below > STACK_GUARD_REACH && addr < sp {
+        return None;
+    }
+    if addr >= sp.saturating_add(256) {
+        return None;
+    }
+    let region = facts.sp_region?;
+    if addr >= region.start && addr < region.end && sig.code == SEGV_MAPERR {
+        return None;
+    }
+    let mut c = Classification::new("stack-overflow").because(headline).because(format!(
+        "the fault address is {below} bytes below the stack pointer {sp:#x}"
+    ));
+    c = c.because(format!(
+        "the stack mapping is {:#x}-{:#x} ({} KiB) and the fault lies outside it, in the guard area",
+        region.start,
+        region.end,
+        (region.end - region.start) / 1024
+    ));
+    if let Some((addr, count)) = most_repeated(facts.return_addresses)
+        && count >= 8
+    {
+        c = c.because(format!(
+            "return address {addr:#x} repeats {count} times in the captured stack: unbounded recursion"
+        ));
+    }
+    Some(c)
+}
+
+fn most_repeated(addrs: &[u64]) -> Option<(u64, usize)> {
+    let mut counts = std::collections::HashMap::new();
+    for &a in addrs {
+        *counts.entry(a).or_insert(0usize) += 1;
+    }
+    counts.into_iter().max_by_key(|&(a, n)| (n, a))
+}
+
+fn permissions(flags: u64) -> String {
+    let bit = |b, c| if flags & b != 0 { c } else { '-' };
+    [bit(VM_READ, 'r'), bit(VM_WRITE, 'w'), bit(VM_EXEC, 'x')].iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Task;
+
+    fn sig(signo: i32, code: i32, fault_addr: u64) -> SignalRecord {
+        SignalRecord {
+            boot_ns: 0,
+            signo,
+            code,
+            errno: 0,
+            fault_addr,
+            si_pid: 0,
+            si_uid: 0,
+            target: Task { pid: 10, tid: 10, ppid: 1, uid: 0, comm: "t".into() },
+            sender: None,
+            from_kernel: false,
+            handled: false,
+            blocked: false,
+            fault_region: None,
+        }
+    }
+
+    fn facts(s: &SignalRecord) -> Facts<'_> {
+        Facts {
+            signal: Some(s),
+            sp: Some(0x7ffd_0000_8000),
+            ip: Some(0x5555_0000_1000),
+            sp_region: Some(Region { start: 0x7ffd_0000_0000, end: 0x7ffd_0002_0000, vm_flags: 3, has_file: false }),
+            return_addresses: &[],
+        }
+    }
+
+    fn class_of(s: &SignalRecord) -> &'static str {
+        classify(&facts(s)).class
+    }
+
+    #[test]
+    fn segv_classes() {
+        assert_eq!(class_of(&sig(11, SEGV_MAPERR, 0)), "null-pointer-dereference");
+        assert_eq!(class_of(&sig(11, SEGV_MAPERR, 0x18)), "null-pointer-dereference");
+        assert_eq!(class_of(&sig(11, SEGV_MAPERR, 0xdead_0000)), "invalid-memory-access");
+        assert_eq!(class_of(&sig(11, SEGV_ACCERR, 0x5555_0000_2000)), "memory-permission-violation");
+        assert_eq!(class_of(&sig(11, SI_KERNEL, 0)), "invalid-memory-access");
+        // Just below the stack mapping and near SP: the guard area.
+        assert_eq!(class_of(&sig(11, SEGV_MAPERR, 0x7ffc_ffff_fff8)), "stack-overflow");
+    }
+
+    #[test]
+    fn stack_overflow_needs_a_fault_near_sp_outside_the_stack() {
+        let s = sig(11, SEGV_MAPERR, 0x7ffd_0000_7ff8);
+        let mut f = facts(&s);
+        f.sp = Some(0x7ffd_0000_8000);
+        f.sp_region = Some(Region { start: 0x7ffd_0000_8000, end: 0x7ffd_0010_0000, vm_flags: 3, has_file: false });
+        let c = classify(&f);
+        assert_eq!(c.class, "stack-overflow");
+        assert!(c.evidence.iter().any(|e| e.contains("8 bytes below the stack pointer")));
+    }
+
+    #[test]
+    fn other_signals() {
+        assert_eq!(class_of(&sig(8, FPE_INTDIV, 0x1000)), "divide-by-zero");
+        assert_eq!(class_of(&sig(8, 2, 0x1000)), "arithmetic-error");
+        assert_eq!(class_of(&sig(4, 2, 0x1000)), "illegal-instruction");
+        assert_eq!(class_of(&sig(7, 2, 0x1000)), "bus-error");
+        assert_eq!(class_of(&sig(5, 1, 0)), "breakpoint");
+        assert_eq!(class_of(&sig(31, 1, 0)), "seccomp-violation");
+        assert_eq!(class_of(&sig(24, SI_KERNEL, 0)), "resource-limit");
+        assert_eq!(class_of(&sig(6, SI_TKILL, 0)), "abort");
+    }
+
+    #[test]
+    fn kills_from_others_name_the_sender() {
+        let mut s = sig(9, SI_USER, 0);
+        s.sender = Some(Task { pid: 99, tid: 99, ppid: 1, uid: 1000, comm: "killer".into() });
+        let c = classify(&facts(&s));
+        assert_eq!(c.class, "killed-by-signal");
+        assert!(c.evidence[0].contains("pid 99 (killer)"));
+        // SIGABRT from another process is a kill, not an abort.
+        let mut s = sig(6, SI_USER, 0);
+        s.sender = Some(Task { pid: 99, tid: 99, ppid: 1, uid: 0, comm: "k".into() });
+        assert_eq!(classify(&facts(&s)).class, "killed-by-signal");
+    }
+
+    #[test]
+    fn no_signal_is_unknown() {
+        let f = Facts { signal: None, sp: None, ip: None, sp_region: None, return_addresses: &[] };
+        assert_eq!(classify(&f).class, "unknown");
+    }
+}

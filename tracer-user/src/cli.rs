@@ -1,0 +1,144 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str = "Explains why processes die: the signal, the symbolized stack of the crashing thread, and a root-cause class with its evidence, captured in the kernel before the process is gone.";
+
+const AFTER_HELP: &str = "\
+EXAMPLES:
+    crashtrace record -- ./server --port 8080    run a command, report how it or its children die
+    crashtrace record --pid 4242                  follow a running process tree until it exits
+    crashtrace watch                              report every crash on this host until Ctrl-C
+    crashtrace watch --json --output crashes.jsonl
+
+EXIT STATUS:
+    record exits with the command's status (128+N when it was killed by signal N,
+    127 when the command was not found, 126 when it could not be executed).
+    1   an error while tracing (the message says which)
+    2   invalid command-line usage
+    4   the environment cannot run crashtrace (not root, no BPF, kernel without BTF)
+
+crashtrace needs root (CAP_BPF and CAP_PERFMON) and a kernel with BTF
+(/sys/kernel/btf/vmlinux). The JSON report format is documented in
+docs/report-schema.md.";
+
+#[derive(Debug, Parser)]
+#[command(name = "crashtrace", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command (or follow a running process) and report how it and its
+    /// descendants die. Probes are attached before the command starts.
+    #[command(after_help = "The command's stdin, stdout and stderr are its own; reports go to stdout (or --output) after its output, diagnostics to stderr.")]
+    Record(RecordArgs),
+    /// Report every process on this host that dies of a watched signal,
+    /// until SIGINT or SIGTERM.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Follow this already-running process (and its descendants) instead
+    /// of starting a command.
+    #[arg(long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The command to run, after `--`.
+    #[arg(last = true, value_name = "COMMAND", required_unless_present = "pid")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only these processes and their descendants (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only processes with this command name (repeatable; the kernel keeps
+    /// the first 15 bytes).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Write reports as JSON Lines (one object per line, "schema": 1).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write reports to FILE instead of stdout (appending).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Signals to watch, comma-separated names or numbers
+    /// [default: SIGSEGV,SIGBUS,SIGFPE,SIGILL,SIGABRT,SIGTRAP,SIGSYS,SIGKILL,SIGTERM,SIGQUIT,SIGXCPU,SIGXFSZ]
+    #[arg(long = "signal", value_name = "LIST", value_delimiter = ',')]
+    pub signals: Vec<String>,
+
+    /// Also report watched signals that a process handled and survived.
+    #[arg(long)]
+    pub include_survived: bool,
+
+    /// Extra directory to search for separate debug files (repeatable).
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
+
+    /// Bytes of the crashing thread's stack to capture above its stack pointer.
+    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::STACK_SNAPSHOT_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(0..=16384))]
+    pub stack_bytes: u32,
+
+    /// Size of the kernel-to-userspace ring buffer, in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 16,
+          value_parser = parse_ring_mib)]
+    pub ring_buffer_mib: u32,
+
+    /// Colour the text report: auto (on a terminal), always or never.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
+}
+
+fn parse_ring_mib(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("{s} is not a number"))?;
+    if !(1..=1024).contains(&n) || !n.is_power_of_two() {
+        return Err("must be a power of two between 1 and 1024".into());
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn record_takes_a_command_after_dashes() {
+        let cli = Cli::try_parse_from(["crashtrace", "record", "--json", "--", "ls", "-l"]).unwrap();
+        match cli.command {
+            Command::Record(r) => {
+                assert_eq!(r.command, vec!["ls", "-l"]);
+                assert!(r.common.json);
+            }
+            _ => panic!("expected record"),
+        }
+        assert!(Cli::try_parse_from(["crashtrace", "record"]).is_err());
+        assert!(Cli::try_parse_from(["crashtrace", "watch", "--ring-buffer-mib", "3"]).is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! `record` and `watch`: setting up the probes for each mode and deciding
+//! when a session ends.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    process::ExitStatus,
+};
+
+use anyhow::{Context as _, bail};
+use tokio::{io::unix::AsyncFd, process::Command, signal::unix::SignalKind};
+
+use crate::{
+    cli::{CommonArgs, RecordArgs, WatchArgs},
+    loader::{DEFAULT_SIGNALS, TraceOptions, Tracer},
+    session::{Session, SinkOptions},
+    signals::parse_signal,
+};
+
+fn trace_options(common: &CommonArgs, traced_only: bool, comms: Vec<String>) -> anyhow::Result<TraceOptions> {
+    let signals: BTreeSet<i32> = if common.signals.is_empty() {
+        DEFAULT_SIGNALS.iter().copied().collect()
+    } else {
+        common
+            .signals
+            .iter()
+            .map(|s| parse_signal(s).with_context(|| format!("unknown signal {s:?} in --signal")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    Ok(TraceOptions {
+        signals,
+        traced_only,
+        include_handled: common.include_survived,
+        comms,
+        stack_bytes: common.stack_bytes,
+        ring_bytes: common.ring_buffer_mib << 20,
+    })
+}
+
+fn sink_options(common: &CommonArgs) -> SinkOptions {
+    SinkOptions {
+        json: common.json,
+        output: common.output.clone(),
+        color: match common.color.as_str() {
+            "always" => Some(true),
+            "never" => Some(false),
+            _ => None,
+        },
+        include_survived: common.include_survived,
+        debug_dirs: common.debug_dirs.clone(),
+    }
+}
+
+/// `crashtrace record`: returns the exit status crashtrace should exit with.
+pub async fn record(args: RecordArgs) -> anyhow::Result<u8> {
+    let opts = trace_options(&args.common, true, Vec::new())?;
+    let tracer = Tracer::load(&opts)?;
+    let mut session = Session::new(tracer, sink_options(&args.common))?;
+    if let Some(pid) = args.pid {
+        follow_tree(session.tracer_mut(), pid)?;
+        eprintln!("crashtrace: following pid {pid} and its descendants (Ctrl-C to stop)");
+        let exited = wait_pid(pid)?;
+        session.run(async {
+            tokio::select! {
+                r = exited => r,
+                r = shutdown_signal() => r,
+            }
+        })
+        .await??;
+        return Ok(0);
+    }
+
+    // Our own pid is traced while the child is forked, so the kernel adds
+    // the child (and everything it forks) before it can run a single
+    // instruction of the command.
+    let me = std::process::id();
+    session.tracer_mut().trace_process(me)?;
+    let spawned = Command::new(&args.command[0]).args(&args.command[1..]).spawn();
+    session.tracer_mut().untrace_process(me)?;
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let program = &args.command[0];
+            return Ok(match e.kind() {
+                io::ErrorKind::NotFound => {
+                    eprintln!("crashtrace: {program}: command not found");
+                    127
+                }
+                _ => {
+                    eprintln!("crashtrace: cannot execute {program}: {e}");
+                    126
+                }
+            });
+        }
+    };
+    let child_pid = child.id().unwrap_or(0) as i32;
+    // Ctrl-C reaches the child through the terminal; SIGTERM is passed on.
+    // crashtrace itself stays to report what happens.
+    let mut interrupt = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let status: ExitStatus = session
+        .run(async {
+            loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {
+                        // SAFETY: plain kill(2) on our own child.
+                        unsafe { libc::kill(child_pid, libc::SIGTERM) };
+                    }
+                }
+            }
+        })
+        .await?
+        .context("waiting for the command")?;
+    Ok(exit_code(status))
+}
+
+fn exit_code(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => (128 + sig) as u8,
+        _ => 1,
+    }
+}
+
+/// `crashtrace watch`.
+pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+    let traced_only = !args.pids.is_empty();
+    let opts = trace_options(&args.common, traced_only, args.comms.clone())?;
+    let tracer = Tracer::load(&opts)?;
+    let mut session = Session::new(tracer, sink_options(&args.common))?;
+    for &pid in &args.pids {
+        follow_tree(session.tracer_mut(), pid)?;
+    }
+    let scope = if traced_only { format!("pids {:?} and their descendants", args.pids) } else { "all processes".into() };
+    let signals: Vec<String> = opts.signals.iter().map(|&s| crate::signals::signal_name(s)).collect();
+    eprintln!("crashtrace: watching {scope} for {} (Ctrl-C to stop)", signals.join(","));
+    session.run(shutdown_signal()).await??;
+    eprintln!("crashtrace: stopped after {} report(s)", session.reports);
+    Ok(0)
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut interrupt = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// Adds `pid` and its current descendants to the traced set; later
+/// descendants are added by the kernel as they are forked.
+fn follow_tree(tracer: &mut Tracer, pid: u32) -> anyhow::Result<()> {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        bail!("no process with pid {pid}");
+    }
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").context("reading /proc")?.flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(p);
+        }
+    }
+    let mut stack = vec![pid];
+    let mut seen = BTreeSet::new();
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        tracer.trace_process(p)?;
+        stack.extend(children.get(&p).into_iter().flatten());
+    }
+    Ok(())
+}
+
+/// A future that completes when `pid` exits (through a pidfd).
+fn wait_pid(pid: u32) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).with_context(|| format!("cannot watch pid {pid}"));
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fd = AsyncFd::new(fd).context("registering the pidfd")?;
+    Ok(async move {
+        let _ready = fd.readable().await?;
+        let _ = fd.as_raw_fd();
+        Ok(())
+    })
+}

@@ -1,0 +1,365 @@
+//! Assembling a [`CrashReport`] from one process's records: identity,
+//! signal, outcome, symbolized frames, class and fingerprint.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use super::{CrashReport, Frame, Outcome, OutcomeKind, SCHEMA, Sender, SignalInfo, time};
+use crate::{
+    classify::{Facts, classify},
+    events::{Mapping, SignalRecord, StateRecord, reg},
+    signals::{code_name, signal_name},
+    symbolize::{ModuleRef, Symbolizer},
+    tracker::Death,
+    unwind::unwind,
+};
+
+/// libc functions on the way from `abort()` or a fatal check to the signal:
+/// not where the problem is, so skipped by summaries and fingerprints.
+const ABORT_PATH: &[&str] = &[
+    "raise",
+    "abort",
+    "gsignal",
+    "pthread_kill",
+    "__pthread_kill_implementation",
+    "__pthread_kill_internal",
+    "__GI_raise",
+    "__GI_abort",
+    "__libc_message",
+    "__libc_message_impl",
+    "malloc_printerr",
+    "__assert_fail",
+    "__assert_fail_base",
+    "__stack_chk_fail",
+    "__fortify_fail",
+    "__chk_fail",
+];
+
+pub struct ReportBuilder {
+    symbolizer: Symbolizer,
+    host: String,
+}
+
+impl ReportBuilder {
+    pub fn new(debug_dirs: Vec<PathBuf>) -> Self {
+        Self { symbolizer: Symbolizer::new(debug_dirs), host: hostname() }
+    }
+
+    pub fn build(&mut self, death: &Death) -> CrashReport {
+        let cause = death.cause();
+        let state = death.state.as_deref();
+        let mut diagnostics = Vec::new();
+
+        let (frames, truncated, unwind_error) = match state {
+            Some(s) => self.frames(death.pid, s, &mut diagnostics),
+            None => (Vec::new(), false, Some("the thread's state was not captured".into())),
+        };
+        let unsymbolized = frames.iter().filter(|f| f.function.is_none()).count();
+
+        let facts = Facts {
+            signal: cause,
+            sp: state.and_then(|s| s.regs).map(|r| r[reg::SP]),
+            ip: state.and_then(|s| s.regs).map(|r| r[reg::IP]),
+            sp_region: state.and_then(|s| s.sp_region),
+            return_addresses: state.map(|s| s.kstack.as_slice()).unwrap_or(&[]),
+        };
+        let mut classification = classify(&facts);
+        let site = first_meaningful(&frames);
+        if let Some(f) = site {
+            classification.evidence.push(format!("crashing frame: {}", describe_frame(f)));
+        }
+
+        let outcome = match (&death.exit, death.alive) {
+            (Some(e), _) => Outcome::from_wait_status(e.status),
+            (None, true) => Outcome::of(OutcomeKind::Survived),
+            (None, false) => {
+                diagnostics.push("the exit record was not seen (see loss records)".into());
+                Outcome::of(OutcomeKind::Unknown)
+            }
+        };
+
+        let (pid, tid, ppid, uid, comm) = identity(death, cause, state);
+        let boot_ns = cause.map(|c| c.boot_ns).or(state.map(|s| s.boot_ns)).unwrap_or(0);
+        let summary = summarize(classification.class, cause, site);
+        let fingerprint = fingerprint(classification.class, cause.map(|c| c.signo), &frames);
+        CrashReport {
+            schema: SCHEMA,
+            record_type: "crash",
+            time: time::rfc3339(time::wall_time_of_boot_ns(boot_ns)),
+            host: self.host.clone(),
+            pid,
+            tid,
+            ppid,
+            uid,
+            comm,
+            exe: state.and_then(|s| s.exe.as_ref()).map(|p| p.display().to_string()),
+            cmdline: state.map(|s| s.cmdline.clone()).unwrap_or_default(),
+            runtime: "native",
+            signal: cause.map(signal_info),
+            outcome,
+            class: classification.class,
+            summary,
+            evidence: classification.evidence,
+            message: None,
+            tags: Vec::new(),
+            frames,
+            frames_truncated: truncated,
+            unwind_error,
+            unsymbolized_frames: unsymbolized,
+            diagnostics,
+            fingerprint,
+        }
+    }
+
+    fn frames(
+        &mut self,
+        pid: u32,
+        state: &StateRecord,
+        diagnostics: &mut Vec<String>,
+    ) -> (Vec<Frame>, bool, Option<String>) {
+        let unwound = unwind(state);
+        let mut frames = Vec::with_capacity(unwound.frames.len());
+        for raw in &unwound.frames {
+            let mapping = state.mappings.iter().find(|m| raw.address >= m.start && raw.address < m.end);
+            let mut frame = Frame {
+                address: format!("{:#x}", raw.address),
+                module: None,
+                build_id: None,
+                offset: None,
+                function: None,
+                file: None,
+                line: None,
+                column: None,
+                inlined: false,
+            };
+            let Some(mapping) = mapping else {
+                frames.push(frame);
+                continue;
+            };
+            frame.module = Some(module_name(mapping));
+            frame.offset = Some(format!("{:#x}", raw.address - mapping.start + mapping.file_offset));
+            let Some(path) = readable_path(pid, mapping, diagnostics) else {
+                frames.push(frame);
+                continue;
+            };
+            let module = ModuleRef { path: &path, start: mapping.start, file_offset: mapping.file_offset };
+            match self.symbolizer.symbolize(&module, raw.address, raw.is_return) {
+                Ok(sym) if !sym.frames.is_empty() => {
+                    frame.build_id = sym.build_id.clone();
+                    for s in sym.frames {
+                        frames.push(Frame {
+                            function: s.function,
+                            file: s.file,
+                            line: s.line,
+                            column: s.column,
+                            inlined: s.inlined,
+                            build_id: sym.build_id.clone(),
+                            ..frame.clone()
+                        });
+                    }
+                    continue;
+                }
+                Ok(sym) => {
+                    frame.build_id = sym.build_id;
+                    diagnostics.push(format!(
+                        "no symbol covers {} in {}",
+                        frame.offset.as_deref().unwrap_or("?"),
+                        path.display()
+                    ));
+                }
+                Err(e) => diagnostics.push(format!("cannot symbolize {}: {e}", frame.address)),
+            }
+            frames.push(frame);
+        }
+        (frames, unwound.truncated, unwound.error)
+    }
+}
+
+fn module_name(m: &Mapping) -> String {
+    match (&m.path, m.vdso) {
+        (Some(p), _) => p.display().to_string(),
+        (None, true) => "[vdso]".into(),
+        (None, false) => "[anonymous]".into(),
+    }
+}
+
+/// A path to the mapping's file that is readable now and is the same file
+/// (device and inode) the process had mapped.
+fn readable_path(pid: u32, m: &Mapping, diagnostics: &mut Vec<String>) -> Option<PathBuf> {
+    let path = m.path.as_ref()?;
+    if m.path_truncated {
+        diagnostics.push(format!("path of {} was truncated by the kernel", path.display()));
+    }
+    let mut candidates = vec![path.clone()];
+    candidates.push(PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path)));
+    let mut mismatch = false;
+    for candidate in candidates {
+        match std::fs::metadata(&candidate) {
+            Ok(md) if md.ino() == m.ino => return Some(candidate),
+            Ok(_) => mismatch = true,
+            Err(_) => {}
+        }
+    }
+    diagnostics.push(if mismatch {
+        format!("{} was replaced after the crash (inode differs); its frames are left unsymbolized", path.display())
+    } else {
+        format!("{} is no longer readable", path.display())
+    });
+    None
+}
+
+fn identity(
+    death: &Death,
+    cause: Option<&SignalRecord>,
+    state: Option<&StateRecord>,
+) -> (u32, u32, u32, u32, String) {
+    if let Some(s) = state {
+        let t = &s.thread;
+        return (t.pid, t.tid, t.ppid, t.uid, t.comm.clone());
+    }
+    if let Some(c) = cause {
+        let t = &c.target;
+        return (t.pid, t.tid, t.ppid, t.uid, t.comm.clone());
+    }
+    (death.pid, death.pid, 0, 0, String::new())
+}
+
+fn signal_info(s: &SignalRecord) -> SignalInfo {
+    let fault = matches!(s.signo, libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP)
+        && s.code > 0
+        && s.code != 0x80;
+    SignalInfo {
+        number: s.signo,
+        name: signal_name(s.signo),
+        code: s.code,
+        code_name: code_name(s.signo, s.code),
+        errno: s.errno,
+        fault_address: fault.then(|| format!("{:#x}", s.fault_addr)),
+        sender: s.sender.as_ref().map(|t| Sender {
+            pid: t.pid,
+            tid: t.tid,
+            uid: t.uid,
+            comm: t.comm.clone(),
+            exe: std::fs::read_link(format!("/proc/{}/exe", t.pid))
+                .ok()
+                .map(|p| p.display().to_string()),
+        }),
+    }
+}
+
+/// The first frame that is not libc's abort machinery.
+fn first_meaningful(frames: &[Frame]) -> Option<&Frame> {
+    frames
+        .iter()
+        .find(|f| f.function.as_deref().is_some_and(|name| !ABORT_PATH.contains(&name)))
+        .or_else(|| frames.first())
+}
+
+fn describe_frame(f: &Frame) -> String {
+    let func = f.function.as_deref().unwrap_or("??");
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => format!("{func} at {file}:{line}"),
+        _ => format!("{func} in {}", f.module.as_deref().unwrap_or("an unknown module")),
+    }
+}
+
+fn summarize(class: &str, cause: Option<&SignalRecord>, site: Option<&Frame>) -> String {
+    let what = match class {
+        "null-pointer-dereference" => "NULL pointer dereference".to_string(),
+        "invalid-memory-access" => "invalid memory access".to_string(),
+        "memory-permission-violation" => "memory access violating page permissions".to_string(),
+        "stack-overflow" => "stack overflow".to_string(),
+        "bus-error" => "bus error".to_string(),
+        "divide-by-zero" => "integer division by zero".to_string(),
+        "arithmetic-error" => "arithmetic exception".to_string(),
+        "illegal-instruction" => "illegal instruction".to_string(),
+        "breakpoint" => "breakpoint trap".to_string(),
+        "seccomp-violation" => "system call refused by seccomp".to_string(),
+        "resource-limit" => "resource limit exceeded".to_string(),
+        "abort" => "abort()".to_string(),
+        "killed-by-signal" => match cause {
+            Some(c) => match &c.sender {
+                Some(s) => format!("killed by {} from pid {} ({})", signal_name(c.signo), s.pid, s.comm),
+                None if c.from_kernel => format!("killed by {} from the kernel", signal_name(c.signo)),
+                None => format!("killed by {}", signal_name(c.signo)),
+            },
+            None => "killed by a signal".to_string(),
+        },
+        other => other.to_string(),
+    };
+    match (class, site) {
+        ("killed-by-signal", _) | (_, None) => what,
+        (_, Some(f)) => format!("{what} in {}", describe_frame(f)),
+    }
+}
+
+/// A stable hash of the crash site: class, signal and the top meaningful
+/// frames by function (or module file name and offset), independent of
+/// ASLR, pids and the directory a binary was built in.
+pub fn fingerprint(class: &str, signo: Option<i32>, frames: &[Frame]) -> String {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0100_0000_01b3;
+    let mut hash = FNV_OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes.iter().chain(std::iter::once(&0xff)) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(FNV_PRIME);
+        }
+    };
+    feed(class.as_bytes());
+    feed(&signo.unwrap_or(0).to_le_bytes());
+    let significant = frames
+        .iter()
+        .filter(|f| !f.function.as_deref().is_some_and(|n| ABORT_PATH.contains(&n)))
+        .take(5);
+    for f in significant {
+        match &f.function {
+            Some(name) => feed(name.as_bytes()),
+            None => {
+                let module = f.module.as_deref().map(|m| Path::new(m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                feed(module.unwrap_or_default().as_bytes());
+                feed(f.offset.as_deref().unwrap_or("").as_bytes());
+            }
+        }
+    }
+    format!("{hash:016x}")
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: Option<&str>, module: &str, offset: &str) -> Frame {
+        Frame {
+            address: "0x1".into(),
+            module: Some(module.into()),
+            build_id: None,
+            offset: Some(offset.into()),
+            function: function.map(Into::into),
+            file: None,
+            line: None,
+            column: None,
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn fingerprint_ignores_paths_and_abort_frames() {
+        let a = [frame(Some("raise"), "/lib/libc.so.6", "0x10"), frame(Some("main"), "/tmp/a/prog", "0x20")];
+        let b = [frame(Some("main"), "/build/xyz/prog", "0x99")];
+        assert_eq!(fingerprint("abort", Some(6), &a), fingerprint("abort", Some(6), &b));
+        assert_ne!(fingerprint("abort", Some(6), &a), fingerprint("abort", Some(11), &a));
+        let c = [frame(None, "/x/prog", "0x20")];
+        let d = [frame(None, "/y/prog", "0x20")];
+        assert_eq!(fingerprint("unknown", None, &c), fingerprint("unknown", None, &d));
+        assert_eq!(fingerprint("unknown", None, &c).len(), 16);
+    }
+}

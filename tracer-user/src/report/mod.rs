@@ -1,0 +1,146 @@
+//! The crash report: the contract with users and their tools.
+//!
+//! The JSON form is documented in `docs/report-schema.md` and versioned by
+//! [`SCHEMA`]; field names and class ids change only on purpose. The text
+//! form is for people and may change freely.
+
+mod build;
+mod text;
+pub mod time;
+
+use serde::Serialize;
+
+pub use build::{ReportBuilder, fingerprint};
+pub use text::render_text;
+
+/// Version of the JSON report format.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CrashReport {
+    pub schema: u32,
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub time: String,
+    pub host: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub cmdline: Vec<String>,
+    pub runtime: &'static str,
+    pub signal: Option<SignalInfo>,
+    pub outcome: Outcome,
+    pub class: &'static str,
+    pub summary: String,
+    pub evidence: Vec<String>,
+    pub message: Option<String>,
+    pub tags: Vec<String>,
+    pub frames: Vec<Frame>,
+    pub frames_truncated: bool,
+    pub unwind_error: Option<String>,
+    /// Frames whose function could not be named.
+    pub unsymbolized_frames: usize,
+    /// Why parts of the report are missing or degraded.
+    pub diagnostics: Vec<String>,
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SignalInfo {
+    pub number: i32,
+    pub name: String,
+    pub code: i32,
+    pub code_name: String,
+    pub errno: i32,
+    pub fault_address: Option<String>,
+    pub sender: Option<Sender>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Sender {
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub kind: OutcomeKind,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeKind {
+    Killed,
+    Exited,
+    Survived,
+    Unknown,
+}
+
+impl Outcome {
+    /// From a wait status (`exit_code` of the last thread).
+    pub fn from_wait_status(status: u32) -> Self {
+        let sig = (status & 0x7f) as i32;
+        if sig != 0 && sig != 0x7f {
+            Self { kind: OutcomeKind::Killed, exit_code: None, signal: Some(sig), core_dumped: status & 0x80 != 0 }
+        } else {
+            Self {
+                kind: OutcomeKind::Exited,
+                exit_code: Some(((status >> 8) & 0xff) as i32),
+                signal: None,
+                core_dumped: false,
+            }
+        }
+    }
+
+    pub fn of(kind: OutcomeKind) -> Self {
+        Self { kind, exit_code: None, signal: None, core_dumped: false }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    pub address: String,
+    pub module: Option<String>,
+    pub build_id: Option<String>,
+    pub offset: Option<String>,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    pub inlined: bool,
+}
+
+/// Counts of lost or degraded events, reported when they change.
+#[derive(Clone, Debug, Serialize)]
+pub struct LossReport {
+    pub schema: u32,
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub time: String,
+    /// Totals since start, by cause.
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_status_decoding() {
+        let o = Outcome::from_wait_status(11 | 0x80);
+        assert_eq!((o.kind, o.signal, o.core_dumped), (OutcomeKind::Killed, Some(11), true));
+        let o = Outcome::from_wait_status(2 << 8);
+        assert_eq!((o.kind, o.exit_code), (OutcomeKind::Exited, Some(2)));
+        let o = Outcome::from_wait_status(9);
+        assert_eq!((o.kind, o.signal, o.core_dumped), (OutcomeKind::Killed, Some(9), false));
+    }
+}

@@ -1,0 +1,105 @@
+//! The human-readable report: what died, how, why, and where.
+
+use std::fmt::Write as _;
+
+use super::{CrashReport, OutcomeKind};
+use crate::signals::signal_name;
+
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+    fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    fn red(&self, t: &str) -> String {
+        self.paint("1;31", t)
+    }
+    fn dim(&self, t: &str) -> String {
+        self.paint("2", t)
+    }
+}
+
+/// Renders one report; `color` adds ANSI styling.
+pub fn render_text(r: &CrashReport, color: bool) -> String {
+    let s = Style { color };
+    let mut out = String::new();
+    let how = match r.outcome.kind {
+        OutcomeKind::Killed => format!(
+            "killed by {}{}",
+            r.outcome.signal.map(signal_name).unwrap_or_default(),
+            if r.outcome.core_dumped { " (core dumped)" } else { "" }
+        ),
+        OutcomeKind::Exited => format!("exited with status {}", r.outcome.exit_code.unwrap_or(0)),
+        OutcomeKind::Survived => "survived".to_string(),
+        OutcomeKind::Unknown => "outcome unknown".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "{} pid {} ({}) {} {}",
+        s.red("crash"),
+        r.pid,
+        r.comm,
+        how,
+        s.dim(&format!("at {} on {}", r.time, r.host))
+    );
+    let _ = writeln!(out, "  {:<9}{}", "class", s.bold(&format!("{}: {}", r.class, r.summary)));
+    if let Some(exe) = &r.exe {
+        let _ = writeln!(out, "  {:<9}{}", "exe", exe);
+    }
+    if !r.cmdline.is_empty() {
+        let _ = writeln!(out, "  {:<9}{}", "cmdline", r.cmdline.join(" "));
+    }
+    if r.tid != r.pid {
+        let _ = writeln!(out, "  {:<9}{} ({})", "thread", r.tid, r.comm);
+    }
+    if let Some(sig) = &r.signal {
+        let mut line = format!("{} ({})", sig.name, sig.code_name);
+        if let Some(addr) = &sig.fault_address {
+            let _ = write!(line, ", fault address {addr}");
+        }
+        if let Some(sender) = &sig.sender {
+            let _ = write!(line, ", sent by pid {} ({}, uid {})", sender.pid, sender.comm, sender.uid);
+            if let Some(exe) = &sender.exe {
+                let _ = write!(line, " {exe}");
+            }
+        }
+        let _ = writeln!(out, "  {:<9}{}", "signal", line);
+    }
+    if let Some(message) = &r.message {
+        let _ = writeln!(out, "  {:<9}{}", "message", message);
+    }
+    if !r.evidence.is_empty() {
+        let _ = writeln!(out, "  evidence");
+        for e in &r.evidence {
+            let _ = writeln!(out, "    - {e}");
+        }
+    }
+    let _ = writeln!(out, "  stack{}", if r.frames_truncated { " (truncated)" } else { "" });
+    for (i, f) in r.frames.iter().enumerate() {
+        let func = f.function.as_deref().unwrap_or("??");
+        let mut line = format!("    #{i:<2} {:>18} {}", f.address, s.bold(func));
+        if let (Some(file), Some(l)) = (&f.file, f.line) {
+            let _ = write!(line, " at {file}:{l}");
+        }
+        if f.inlined {
+            line.push_str(" (inlined)");
+        }
+        if let Some(m) = &f.module {
+            let _ = write!(line, " {}", s.dim(&format!("[{m} +{}]", f.offset.as_deref().unwrap_or("?"))));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if let Some(e) = &r.unwind_error {
+        let _ = writeln!(out, "    {}", s.dim(&format!("unwinding stopped: {e}")));
+    }
+    for d in &r.diagnostics {
+        let _ = writeln!(out, "  {}", s.dim(&format!("note: {d}")));
+    }
+    let _ = writeln!(out, "  {}", s.dim(&format!("fingerprint {}", r.fingerprint)));
+    out
+}

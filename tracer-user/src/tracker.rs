@@ -1,0 +1,203 @@
+//! Per-process bookkeeping: which records belong to one death.
+//!
+//! The kernel sends, for one process, up to three kinds of record: the
+//! signal(s) as generated, the dying thread's state as it exits, and the
+//! group's exit status once the last thread is gone. The tracker joins them
+//! by pid and decides when a process's story is complete:
+//! - an exit record completes it (killed, or exited despite the signal);
+//! - a record with no exit after a grace period is checked against /proc:
+//!   a process still alive survived the signal (only reported with
+//!   `--include-survived`); one that is gone without an exit record has
+//!   an `unknown` outcome (its exit record was lost, and the loss counted).
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use crate::events::{Event, ExitRecord, SignalRecord, StateRecord};
+
+/// Most processes tracked at once; beyond this the oldest is completed
+/// early with an unknown outcome rather than growing without bound.
+const MAX_PENDING: usize = 4096;
+/// Most signal records kept per process (a signal storm keeps the first).
+const MAX_SIGNALS: usize = 16;
+
+/// Everything recorded about one process's death.
+#[derive(Debug)]
+pub struct Death {
+    pub pid: u32,
+    pub signals: Vec<SignalRecord>,
+    pub state: Option<Box<StateRecord>>,
+    pub exit: Option<ExitRecord>,
+    /// The process was still alive when its story was closed.
+    pub alive: bool,
+}
+
+impl Death {
+    /// The signal that decided the death: the first one the process did not
+    /// handle, else the first one.
+    pub fn cause(&self) -> Option<&SignalRecord> {
+        self.signals.iter().find(|s| !s.handled).or_else(|| self.signals.first())
+    }
+}
+
+struct Pending {
+    death: Death,
+    since: Instant,
+}
+
+pub struct Tracker {
+    pending: HashMap<u32, Pending>,
+    grace: Duration,
+}
+
+impl Tracker {
+    pub fn new(grace: Duration) -> Self {
+        Self { pending: HashMap::new(), grace }
+    }
+
+    /// Takes one record; returns a death when this record completed one.
+    pub fn on_event(&mut self, event: Event, now: Instant) -> Vec<Death> {
+        let mut done = Vec::new();
+        let pid = match &event {
+            Event::Signal(s) => s.target.pid,
+            Event::State(s) => s.thread.pid,
+            Event::Exit(e) => e.pid,
+        };
+        if !self.pending.contains_key(&pid) && self.pending.len() >= MAX_PENDING {
+            done.extend(self.evict_oldest());
+        }
+        let entry = self.pending.entry(pid).or_insert_with(|| Pending {
+            death: Death { pid, signals: Vec::new(), state: None, exit: None, alive: false },
+            since: now,
+        });
+        match event {
+            Event::Signal(s) => {
+                if entry.death.signals.len() < MAX_SIGNALS {
+                    entry.death.signals.push(s);
+                }
+            }
+            Event::State(s) => {
+                if entry.death.state.is_none() {
+                    entry.death.state = Some(s);
+                }
+            }
+            Event::Exit(e) => {
+                entry.death.exit = Some(e);
+                if let Some(p) = self.pending.remove(&pid) {
+                    done.push(p.death);
+                }
+            }
+        }
+        done
+    }
+
+    /// Closes the stories whose grace period is over.
+    pub fn expire(&mut self, now: Instant) -> Vec<Death> {
+        let expired: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.since) >= self.grace)
+            .map(|(&pid, _)| pid)
+            .collect();
+        expired.into_iter().filter_map(|pid| self.close(pid)).collect()
+    }
+
+    /// Closes every story (end of a session).
+    pub fn drain(&mut self) -> Vec<Death> {
+        let pids: Vec<u32> = self.pending.keys().copied().collect();
+        pids.into_iter().filter_map(|pid| self.close(pid)).collect()
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn close(&mut self, pid: u32) -> Option<Death> {
+        let mut p = self.pending.remove(&pid)?;
+        p.death.alive = process_alive(pid);
+        Some(p.death)
+    }
+
+    fn evict_oldest(&mut self) -> Option<Death> {
+        let oldest = self.pending.iter().min_by_key(|(_, p)| p.since).map(|(&pid, _)| pid)?;
+        self.close(oldest)
+    }
+}
+
+/// True when `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Task;
+
+    fn signal(pid: u32, handled: bool) -> Event {
+        Event::Signal(SignalRecord {
+            boot_ns: 1,
+            signo: 11,
+            code: 1,
+            errno: 0,
+            fault_addr: 0,
+            si_pid: 0,
+            si_uid: 0,
+            target: Task { pid, tid: pid, ppid: 1, uid: 0, comm: "x".into() },
+            sender: None,
+            from_kernel: false,
+            handled,
+            blocked: false,
+            fault_region: None,
+        })
+    }
+
+    fn exit(pid: u32) -> Event {
+        Event::Exit(ExitRecord { boot_ns: 2, pid, tid: pid, status: 11 })
+    }
+
+    #[test]
+    fn exit_completes_a_death() {
+        let mut t = Tracker::new(Duration::from_secs(2));
+        let now = Instant::now();
+        assert!(t.on_event(signal(7, false), now).is_empty());
+        let done = t.on_event(exit(7), now);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].signals.len(), 1);
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn cause_prefers_the_unhandled_signal() {
+        let mut t = Tracker::new(Duration::from_secs(2));
+        let now = Instant::now();
+        t.on_event(signal(8, true), now);
+        t.on_event(signal(8, false), now);
+        let done = t.on_event(exit(8), now);
+        assert!(!done[0].cause().unwrap().handled);
+    }
+
+    #[test]
+    fn expiry_waits_for_the_grace_period() {
+        let mut t = Tracker::new(Duration::from_secs(2));
+        let now = Instant::now();
+        t.on_event(signal(u32::MAX - 1, true), now);
+        assert!(t.expire(now + Duration::from_secs(1)).is_empty());
+        let done = t.expire(now + Duration::from_secs(3));
+        assert_eq!(done.len(), 1);
+        assert!(!done[0].alive, "no such pid exists");
+    }
+
+    #[test]
+    fn our_own_process_is_alive() {
+        assert!(process_alive(std::process::id()));
+    }
+}
