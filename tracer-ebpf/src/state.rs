@@ -27,7 +27,7 @@ use crate::{
     EVENTS, LOSSES, count,
     kernel::{off, read},
     signal::fill_identity,
-    vma::{capture_modules, summarize_vma, walk_path},
+    vma::{StackWords, capture_modules, summarize_vma, walk_path},
 };
 
 /// x86_64 `pt_regs` word indices.
@@ -81,11 +81,17 @@ pub fn capture(ctx: &BtfTracePointContext, task: u64, snapshot_bytes: u32) {
         }
         capture_process(e, mm);
         (*e).sp_vma = summarize_vma(current.cast(), (*e).regs[REG_SP]);
+        let words = StackWords {
+            base: (*e).snapshot_base,
+            count: (*e).snapshot_len / 8,
+            stack: (*e).sp_vma,
+        };
         let (n, truncated) = capture_modules(
             &raw mut (*e).modules,
             (*e).regs[REG_IP],
             &raw const (*e).kstack,
             (*e).kstack_len,
+            &words,
             mm,
         );
         (*e).modules_len = n;
@@ -97,29 +103,39 @@ pub fn capture(ctx: &BtfTracePointContext, task: u64, snapshot_bytes: u32) {
     entry.submit(0);
 }
 
-/// Copies the user stack, page by page, from the page that holds SP. A
-/// page that cannot be read (the end of the stack, or not resident) ends
-/// the copy. Returns true when the copy is shorter than asked.
+/// Copies the user stack, page by page, from the page that holds SP.
+/// Unreadable pages at the start are skipped (an exhausted stack leaves SP
+/// below its mapping); after the first readable page, an unreadable one
+/// (the end of the stack, or a page not resident) ends the copy. Returns
+/// true when the copy is shorter than asked.
 #[inline(always)]
 unsafe fn snapshot_stack(e: *mut StateEvent, want_above_sp: u32) -> bool {
     unsafe {
         let sp = (*e).regs[REG_SP];
-        let base = sp & !(PAGE - 1);
-        (*e).snapshot_base = base;
-        let want = (sp - base) + want_above_sp as u64;
+        let first = sp & !(PAGE - 1);
+        let want = (sp - first) + want_above_sp as u64;
         let pages = want.div_ceil(PAGE).min(SNAPSHOT_PAGES as u64) as usize;
         let dst = (&raw mut (*e).snapshot).cast::<u8>();
+        let mut copied: usize = 0;
         for i in 0..SNAPSHOT_PAGES {
-            if i >= pages {
+            if i >= pages || copied >= SNAPSHOT_PAGES {
                 break;
             }
-            let from = (base + i as u64 * PAGE) as *const c_void;
-            if bpf_probe_read_user(dst.add(i * PAGE as usize).cast(), PAGE as u32, from) != 0 {
+            let from = first + i as u64 * PAGE;
+            let to = dst.add(copied * PAGE as usize);
+            if bpf_probe_read_user(to.cast(), PAGE as u32, from as *const c_void) != 0 {
+                if copied == 0 {
+                    continue;
+                }
                 return true;
             }
-            (*e).snapshot_len = ((i + 1) * PAGE as usize) as u32;
+            if copied == 0 {
+                (*e).snapshot_base = from;
+            }
+            copied += 1;
+            (*e).snapshot_len = (copied * PAGE as usize) as u32;
         }
-        (pages as u64 * PAGE) < want
+        (copied as u64 * PAGE) < want
     }
 }
 

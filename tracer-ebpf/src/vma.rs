@@ -11,13 +11,14 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::generated::{
         bpf_find_vma, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str,
+        bpf_probe_read_kernel_str, bpf_probe_read_user,
     },
     macros::map,
     maps::PerCpuArray,
 };
 use tracer_common::{
-    KSTACK_MAX, MODULES_MAX, Module, PATH_BUF, PATH_COMPONENT_MAX, PATH_DEPTH_MAX, VmaSummary,
+    KSTACK_MAX, MODULES_MAX, Module, PATH_BUF, PATH_COMPONENT_MAX, PATH_DEPTH_MAX,
+    STACK_SNAPSHOT_MAX, VmaSummary,
     loss, module_flags,
 };
 
@@ -78,6 +79,16 @@ pub unsafe fn summarize_vma(task: *mut c_void, addr: u64) -> VmaSummary {
     }
 }
 
+/// Most non-executable ranges remembered so that stack words pointing into
+/// the heap or data are not looked up again.
+const SKIP_MAX: usize = 8;
+/// Most mapping lookups for stack words (the kernel's frame addresses are
+/// always looked up): bounds the cost of a stack full of heap pointers.
+const WORD_LOOKUPS_MAX: u32 = 48;
+/// Lowest and highest user addresses that can hold code.
+const USER_MIN: u64 = 0x10000;
+const USER_MAX: u64 = 0x0000_8000_0000_0000;
+
 /// Scratch space for the module capture loop: `bpf_loop` callbacks cannot
 /// see the ring-buffer reservation, so they work here and the result is
 /// copied into the event afterwards.
@@ -88,22 +99,43 @@ pub struct ModuleScratch {
     n_modules: u32,
     vdso: u64,
     truncated: u32,
-    _pad: u32,
+    n_skip: u32,
+    /// Stack words to scan: `n_words` words from `words_base`.
+    words_base: u64,
+    n_words: u32,
+    word_lookups: u32,
+    /// The stack's own range, never code.
+    stack_start: u64,
+    stack_end: u64,
+    skip: [[u64; 2]; SKIP_MAX],
     modules: [Module; MODULES_MAX],
 }
 
 #[map]
 static MODULE_SCRATCH: PerCpuArray<ModuleScratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// Describes the mapping of `ip` and of every frame-pointer return address
-/// into `modules`; returns how many were filled and whether some did not fit.
-/// Runs in the exiting thread's context (`current` owns the addresses).
+/// What the module capture looks at, besides the kernel's frame addresses.
+pub struct StackWords {
+    /// User address of the first word of the captured stack.
+    pub base: u64,
+    /// Number of 8-byte words captured.
+    pub count: u32,
+    /// The stack mapping, skipped without a lookup.
+    pub stack: VmaSummary,
+}
+
+/// Describes the mapping of `ip`, of every frame-pointer return address and
+/// of every stack word that points into executable memory (candidate
+/// return addresses for the userspace unwinder) into `modules`. Returns how
+/// many were filled and whether some did not fit. Runs in the exiting
+/// thread's context (`current` owns the addresses).
 #[inline(always)]
 pub unsafe fn capture_modules(
     modules: *mut [Module; MODULES_MAX],
     ip: u64,
     kstack: *const [u64; KSTACK_MAX],
     kstack_len: u32,
+    words: &StackWords,
     mm: u64,
 ) -> (u32, bool) {
     let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else { return (0, false) };
@@ -117,8 +149,19 @@ pub unsafe fn capture_modules(
         (*scratch).n_addrs = kstack_len.min(KSTACK_MAX as u32) + 1;
         (*scratch).n_modules = 0;
         (*scratch).truncated = 0;
+        (*scratch).n_skip = 0;
+        (*scratch).word_lookups = 0;
+        (*scratch).words_base = words.base;
+        (*scratch).n_words = words.count.min(WORDS_MAX);
+        (*scratch).stack_start = words.stack.start;
+        (*scratch).stack_end = words.stack.end;
         (*scratch).vdso = read(mm, off!(mm_vdso));
-        bpf_loop(KSTACK_MAX as u32 + 1, module_step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(
+            KSTACK_MAX as u32 + 1 + WORDS_MAX,
+            module_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
         bpf_probe_read_kernel(
             modules.cast(),
             core::mem::size_of::<[Module; MODULES_MAX]>() as u32,
@@ -128,16 +171,42 @@ pub unsafe fn capture_modules(
     }
 }
 
-/// One address of the module capture loop (a `bpf_loop` callback).
+/// Stack words scanned at most (the whole snapshot).
+const WORDS_MAX: u32 = (STACK_SNAPSHOT_MAX / 8) as u32;
+
+/// One address of the module capture loop (a `bpf_loop` callback): first
+/// the kernel's frame addresses, then the stack words.
 extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
     let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else { return 1 };
     unsafe {
         let i = index as usize;
-        if i >= (*scratch).n_addrs as usize || i > KSTACK_MAX {
-            return 1;
+        let n_addrs = (*scratch).n_addrs as usize;
+        let from_stack = i >= n_addrs;
+        let addr = if !from_stack {
+            if i > KSTACK_MAX {
+                return 1;
+            }
+            (*scratch).addrs[i]
+        } else {
+            let w = (i - n_addrs) as u64;
+            if w >= (*scratch).n_words as u64 {
+                return 1;
+            }
+            let mut value: u64 = 0;
+            if bpf_probe_read_user(
+                (&raw mut value).cast(),
+                8,
+                ((*scratch).words_base + w * 8) as *const c_void,
+            ) != 0
+            {
+                return 1;
+            }
+            value
+        };
+        if !(USER_MIN..USER_MAX).contains(&addr) {
+            return 0;
         }
-        let addr = (*scratch).addrs[i];
-        if addr == 0 {
+        if from_stack && addr >= (*scratch).stack_start && addr < (*scratch).stack_end {
             return 0;
         }
         let n = (*scratch).n_modules as usize;
@@ -150,15 +219,40 @@ extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
                 return 0;
             }
         }
+        let n_skip = (*scratch).n_skip as usize;
+        for j in 0..SKIP_MAX {
+            if j >= n_skip {
+                break;
+            }
+            let r = &(*scratch).skip[j];
+            if addr >= r[0] && addr < r[1] {
+                return 0;
+            }
+        }
         if n >= MODULES_MAX {
             (*scratch).truncated = 1;
             return 1;
         }
+        if from_stack {
+            if (*scratch).word_lookups >= WORD_LOOKUPS_MAX {
+                return 1;
+            }
+            (*scratch).word_lookups += 1;
+        }
         let task = bpf_get_current_task_btf() as *mut c_void;
         let Some(vma) = find_vma(task, addr) else {
-            count(&LOSSES, loss::VMA_LOOKUP);
+            if !from_stack {
+                count(&LOSSES, loss::VMA_LOOKUP);
+            }
             return 0;
         };
+        if from_stack && vma.flags & VM_EXEC == 0 {
+            if n_skip < SKIP_MAX {
+                (*scratch).skip[n_skip] = [vma.start, vma.end];
+                (*scratch).n_skip = n_skip as u32 + 1;
+            }
+            return 0;
+        }
         describe_module(&raw mut (*scratch).modules[n], &vma, (*scratch).vdso);
         (*scratch).n_modules = n as u32 + 1;
     }

@@ -175,31 +175,40 @@ fn segv(sig: &SignalRecord, facts: &Facts, headline: String) -> Classification {
     Classification::new("unknown").because(headline)
 }
 
-/// The stack growing into its guard: a fault just below the stack pointer
-/// and outside the stack's mapping.
+/// The stack growing into its guard: a fault within reach of the stack
+/// pointer, at an address no accessible mapping holds (the guard gap below
+/// a main stack, or a thread stack's PROT_NONE guard page).
 fn stack_overflow(sig: &SignalRecord, facts: &Facts, headline: &str) -> Option<Classification> {
     let sp = facts.sp?;
     let addr = sig.fault_addr;
-    let below = sp.checked_sub(addr)?;
-    if below > STACK_GUARD_REACH && addr < sp {
+    if addr.abs_diff(sp) > STACK_GUARD_REACH {
         return None;
     }
-    if addr >= sp.saturating_add(256) {
+    let accessible = sig
+        .fault_region
+        .is_some_and(|r| r.vm_flags & (VM_READ | VM_WRITE | VM_EXEC) != 0);
+    if accessible {
         return None;
     }
-    let region = facts.sp_region?;
-    if addr >= region.start && addr < region.end && sig.code == SEGV_MAPERR {
-        return None;
-    }
-    let mut c = Classification::new("stack-overflow").because(headline).because(format!(
-        "the fault address is {below} bytes below the stack pointer {sp:#x}"
-    ));
-    c = c.because(format!(
-        "the stack mapping is {:#x}-{:#x} ({} KiB) and the fault lies outside it, in the guard area",
-        region.start,
-        region.end,
-        (region.end - region.start) / 1024
-    ));
+    let mut c = Classification::new("stack-overflow").because(headline);
+    c = c.because(if addr <= sp {
+        format!("the fault address is {} bytes below the stack pointer {sp:#x}", sp - addr)
+    } else {
+        format!("the fault address is {} bytes above the stack pointer {sp:#x}, within the current frame", addr - sp)
+    });
+    c = c.because(match (facts.sp_region, sig.fault_region) {
+        (None, _) => "the stack pointer itself points outside any mapping: the stack is exhausted".to_string(),
+        (Some(r), None) => format!(
+            "the stack mapping is {:#x}-{:#x} ({} KiB) and no mapping holds the fault address: the guard gap below the stack",
+            r.start,
+            r.end,
+            (r.end - r.start) / 1024
+        ),
+        (Some(_), Some(g)) => format!(
+            "the fault address is in an inaccessible guard mapping {:#x}-{:#x} next to the stack",
+            g.start, g.end
+        ),
+    });
     if let Some((addr, count)) = most_repeated(facts.return_addresses)
         && count >= 8
     {
@@ -269,6 +278,10 @@ mod tests {
         assert_eq!(class_of(&sig(11, SI_KERNEL, 0)), "invalid-memory-access");
         // Just below the stack mapping and near SP: the guard area.
         assert_eq!(class_of(&sig(11, SEGV_MAPERR, 0x7ffc_ffff_fff8)), "stack-overflow");
+        // Near SP but inside an accessible mapping: not an overflow.
+        let mut s = sig(11, SEGV_ACCERR, 0x7ffd_0000_7000);
+        s.fault_region = Some(Region { start: 0x7ffd_0000_0000, end: 0x7ffd_0002_0000, vm_flags: 1, has_file: false });
+        assert_eq!(class_of(&s), "memory-permission-violation");
     }
 
     #[test]
@@ -277,7 +290,9 @@ mod tests {
         let mut f = facts(&s);
         f.sp = Some(0x7ffd_0000_8000);
         f.sp_region = Some(Region { start: 0x7ffd_0000_8000, end: 0x7ffd_0010_0000, vm_flags: 3, has_file: false });
+        f.return_addresses = &[0x5555_0000_1234; 20];
         let c = classify(&f);
+        assert!(c.evidence.iter().any(|e| e.contains("repeats 20 times")));
         assert_eq!(c.class, "stack-overflow");
         assert!(c.evidence.iter().any(|e| e.contains("8 bytes below the stack pointer")));
     }

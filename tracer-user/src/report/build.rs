@@ -13,7 +13,7 @@ use crate::{
     signals::{code_name, signal_name},
     symbolize::{ModuleRef, Symbolizer},
     tracker::Death,
-    unwind::unwind,
+    unwind::Unwinder,
 };
 
 /// libc functions on the way from `abort()` or a fatal check to the signal:
@@ -39,12 +39,13 @@ const ABORT_PATH: &[&str] = &[
 
 pub struct ReportBuilder {
     symbolizer: Symbolizer,
+    unwinder: Unwinder,
     host: String,
 }
 
 impl ReportBuilder {
     pub fn new(debug_dirs: Vec<PathBuf>) -> Self {
-        Self { symbolizer: Symbolizer::new(debug_dirs), host: hostname() }
+        Self { symbolizer: Symbolizer::new(debug_dirs), unwinder: Unwinder::new(), host: hostname() }
     }
 
     pub fn build(&mut self, death: &Death) -> CrashReport {
@@ -119,10 +120,13 @@ impl ReportBuilder {
         state: &StateRecord,
         diagnostics: &mut Vec<String>,
     ) -> (Vec<Frame>, bool, Option<String>) {
-        let unwound = unwind(state);
+        let files: Vec<Option<PathBuf>> =
+            state.mappings.iter().map(|m| readable_path(pid, m, diagnostics)).collect();
+        let unwound = self.unwinder.unwind(state, &files);
         let mut frames = Vec::with_capacity(unwound.frames.len());
         for raw in &unwound.frames {
-            let mapping = state.mappings.iter().find(|m| raw.address >= m.start && raw.address < m.end);
+            let index = state.mappings.iter().position(|m| raw.address >= m.start && raw.address < m.end);
+            let mapping = index.map(|i| &state.mappings[i]);
             let mut frame = Frame {
                 address: format!("{:#x}", raw.address),
                 module: None,
@@ -140,7 +144,7 @@ impl ReportBuilder {
             };
             frame.module = Some(module_name(mapping));
             frame.offset = Some(format!("{:#x}", raw.address - mapping.start + mapping.file_offset));
-            let Some(path) = readable_path(pid, mapping, diagnostics) else {
+            let Some(path) = index.and_then(|i| files[i].clone()) else {
                 frames.push(frame);
                 continue;
             };

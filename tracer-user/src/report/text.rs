@@ -80,7 +80,10 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
         }
     }
     let _ = writeln!(out, "  stack{}", if r.frames_truncated { " (truncated)" } else { "" });
-    for (i, f) in r.frames.iter().enumerate() {
+    let mut i = 0;
+    while i < r.frames.len() {
+        let f = &r.frames[i];
+        let repeats = r.frames[i..].iter().take_while(|g| *g == f).count();
         let func = f.function.as_deref().unwrap_or("??");
         let mut line = format!("    #{i:<2} {:>18} {}", f.address, s.bold(func));
         if let (Some(file), Some(l)) = (&f.file, f.line) {
@@ -93,6 +96,12 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
             let _ = write!(line, " {}", s.dim(&format!("[{m} +{}]", f.offset.as_deref().unwrap_or("?"))));
         }
         let _ = writeln!(out, "{line}");
+        if repeats > 2 {
+            let _ = writeln!(out, "    {}", s.dim(&format!("... the same frame {} more times (#{}-#{})", repeats - 1, i + 1, i + repeats - 1)));
+            i += repeats;
+        } else {
+            i += 1;
+        }
     }
     if let Some(e) = &r.unwind_error {
         let _ = writeln!(out, "    {}", s.dim(&format!("unwinding stopped: {e}")));

@@ -5,7 +5,6 @@
 mod debug_files;
 mod programs;
 mod robustness;
-mod fuzz_tmp;
 
 use std::{
     collections::HashMap,
@@ -261,4 +260,11 @@ pub(super) fn assert_outer(s: &Symbolization, function: &str, file_suffix: &str,
     );
     assert_eq!(frame.line, Some(line), "{s:?}");
     assert!(!frame.inlined, "{s:?}");
+}
+
+#[test]
+fn symbolizer_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Symbolizer>();
+    assert_send::<super::SymbolizeError>();
 }

@@ -1,11 +1,40 @@
 //! From captured thread state to a list of frame addresses.
 //!
-//! Today the frames come from the kernel's frame-pointer walk, taken from
-//! the dying thread's own context. That walk cannot see through code built
-//! without frame pointers (Debian's libc among it): it then repeats one
-//! address, or stops early. Both are detected and reported, never looped on.
+//! The input is what the kernel captured as the thread exited: its user
+//! registers and a copy of its stack from the page holding SP. Frames are
+//! recovered by walking the frame-pointer chain inside that copy; a chain
+//! that does not grow toward the stack's base is cut and reported, so a
+//! walk never loops and never reads outside the snapshot. The kernel's own
+//! frame-pointer walk is the fallback when no snapshot was taken.
+
+mod fp;
+
+use std::path::PathBuf;
 
 use crate::events::{StateRecord, reg};
+
+/// Turns a captured thread state into frames. Holds per-file caches.
+#[derive(Default)]
+pub struct Unwinder {}
+
+impl Unwinder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Frames of the captured thread, innermost first. `files[i]` is a
+    /// readable path for `state.mappings[i]`, when one exists.
+    pub fn unwind(&mut self, state: &StateRecord, files: &[Option<PathBuf>]) -> Unwound {
+        let _ = files;
+        if let Some(regs) = state.regs
+            && !state.snapshot.is_empty()
+        {
+            let stack = fp::Stack { base: state.snapshot_base, bytes: &state.snapshot };
+            return fp::walk(&regs, &stack);
+        }
+        unwind(state)
+    }
+}
 
 /// One frame's address; `is_return` frames are return addresses, whose call
 /// site is the instruction before them.
@@ -22,7 +51,7 @@ pub struct Unwound {
     pub error: Option<String>,
 }
 
-/// Frames of the captured thread, innermost first.
+/// Frames from the kernel's frame-pointer walk, innermost first.
 pub fn unwind(state: &StateRecord) -> Unwound {
     let ip = state.regs.map(|r| r[reg::IP]);
     let mut out = Unwound::default();
@@ -32,25 +61,19 @@ pub fn unwind(state: &StateRecord) -> Unwound {
         (Some(ip), _) if ip != 0 => out.frames.push(RawFrame { address: ip, is_return: false }),
         _ => {}
     }
-    let mut previous = None;
     for addr in addrs {
         if addr == 0 {
             break;
         }
-        if previous == Some(addr) {
-            out.truncated = true;
-            out.error = Some(format!(
-                "the frame-pointer chain loops at {addr:#x}: the code there keeps no frame pointer"
-            ));
-            break;
-        }
-        previous = Some(addr);
         let is_return = !out.frames.is_empty();
         out.frames.push(RawFrame { address: addr, is_return });
     }
-    if state.kstack.len() >= tracer_common::KSTACK_MAX && !out.truncated {
+    if state.kstack.len() >= tracer_common::KSTACK_MAX {
         out.truncated = true;
-        out.error = Some(format!("stack deeper than {} frames", tracer_common::KSTACK_MAX));
+        out.error = Some(format!(
+            "no stack snapshot: frames come from the kernel's frame-pointer walk, which stops at {} frames",
+            tracer_common::KSTACK_MAX
+        ));
     }
     if out.frames.is_empty() {
         out.error = Some("no user registers or stack were captured".into());
@@ -99,10 +122,10 @@ mod tests {
     }
 
     #[test]
-    fn a_looping_chain_stops_with_a_reason() {
-        let u = unwind(&state(0x10, vec![0x10, 0x20, 0x20, 0x20, 0x20]));
-        assert_eq!(u.frames.len(), 2);
+    fn recursion_repeats_are_kept_and_depth_is_bounded() {
+        let u = unwind(&state(0x10, vec![0x20; tracer_common::KSTACK_MAX]));
+        assert_eq!(u.frames.len(), tracer_common::KSTACK_MAX + 1);
         assert!(u.truncated);
-        assert!(u.error.unwrap().contains("loops at 0x20"));
+        assert!(u.error.unwrap().contains("stops at 64 frames"));
     }
 }
