@@ -1,87 +1,129 @@
-//! Frame-pointer walking over a stack snapshot.
+//! The stack snapshot and the frame-pointer rule.
+//!
+//! Every memory read an unwinder makes goes through [`Stack`], which only
+//! answers from the bytes the kernel copied: the process is dead, and even if
+//! it were not, its memory is not ours to read. A read that misses says
+//! whether the stack simply goes on past the copy (a deep stack, nothing
+//! wrong) or the address is nowhere near it (a corrupt frame).
+//!
+//! The frame-pointer rule is what code without unwind tables (JIT output,
+//! hand-written assembly, stripped `.eh_frame`) leaves to go on: `[rbp]` is
+//! the caller's `rbp` and `[rbp + 8]` the return address.
 
-use super::{RawFrame, Unwound};
-use crate::events::reg;
+use crate::events::Region;
 
-/// Most frames produced by one walk.
-pub const MAX_FRAMES: usize = 256;
+/// How far past the snapshot's end a read still counts as "the stack goes
+/// on" when the stack mapping's bounds are unknown.
+const SLACK: u64 = 1 << 20;
 
 /// A copy of part of a thread's stack: `bytes[0]` was at address `base`.
 pub struct Stack<'a> {
     pub base: u64,
     pub bytes: &'a [u8],
+    /// The mapping that held SP, when the kernel found it.
+    pub region: Option<Region>,
+}
+
+/// Why a read from the snapshot failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryError {
+    #[error("the stack continues beyond the {len}-byte snapshot (read at {addr:#x})")]
+    BeyondSnapshot { addr: u64, len: usize },
+    #[error("address {addr:#x} is outside the captured stack")]
+    Outside { addr: u64 },
 }
 
 impl Stack<'_> {
     /// The 8 bytes at `addr`, if the snapshot holds all of them.
     pub fn read_u64(&self, addr: u64) -> Option<u64> {
+        self.read_sized(addr, 8)
+    }
+
+    /// `size` (at most 8) little-endian bytes at `addr`, zero-extended.
+    pub fn read_sized(&self, addr: u64, size: u8) -> Option<u64> {
+        let size = usize::from(size);
+        if size == 0 || size > 8 {
+            return None;
+        }
         let offset = usize::try_from(addr.checked_sub(self.base)?).ok()?;
-        let end = offset.checked_add(8)?;
-        let bytes = self.bytes.get(offset..end)?;
-        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+        let bytes = self.bytes.get(offset..offset.checked_add(size)?)?;
+        let mut word = [0u8; 8];
+        word[..size].copy_from_slice(bytes);
+        Some(u64::from_le_bytes(word))
+    }
+
+    /// Like [`Stack::read_u64`], explaining a miss.
+    pub fn load(&self, addr: u64) -> Result<u64, MemoryError> {
+        self.read_u64(addr).ok_or_else(|| self.miss(addr))
+    }
+
+    /// Why `addr` cannot be read.
+    pub fn miss(&self, addr: u64) -> MemoryError {
+        let end = self.end();
+        let limit = match self.region {
+            Some(r) if r.end > end => r.end,
+            _ => end.saturating_add(SLACK),
+        };
+        if addr >= end.saturating_sub(7) && addr < limit {
+            MemoryError::BeyondSnapshot { addr, len: self.bytes.len() }
+        } else {
+            MemoryError::Outside { addr }
+        }
     }
 
     pub fn end(&self) -> u64 {
-        self.base + self.bytes.len() as u64
+        self.base.saturating_add(self.bytes.len() as u64)
+    }
+
+    /// Whether `addr` lies in the snapshot.
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.base && addr < self.end()
     }
 }
 
-/// Follows `rbp` links: `[rbp]` is the caller's `rbp`, `[rbp + 8]` the
-/// return address. Stops when a link leaves the snapshot or does not move
-/// toward the stack's base.
-pub fn walk(regs: &[u64; tracer_common::REGS_LEN], stack: &Stack<'_>) -> Unwound {
-    let mut out = Unwound::default();
-    let ip = regs[reg::IP];
-    if ip == 0 {
-        out.error = Some("the instruction pointer is 0".into());
-        return out;
+/// What the frame-pointer rule recovers for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FpStep {
+    pub cfa: u64,
+    pub ra: u64,
+    pub bp: u64,
+}
+
+/// Why the frame-pointer rule does not apply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FpError {
+    #[error("rbp is 0")]
+    Zero,
+    #[error("rbp ({bp:#x}) does not point up the stack from sp ({sp:#x})")]
+    NotAboveSp { bp: u64, sp: u64 },
+    #[error("rbp ({bp:#x}) is not inside the captured stack")]
+    NotInSnapshot { bp: u64 },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+}
+
+/// Applies the frame-pointer rule: CFA = rbp + 16, the return address at
+/// CFA - 8 and the caller's rbp at CFA - 16. `rbp` must point into the
+/// snapshot above `sp`, so the rule never moves down the stack.
+pub fn step(bp: u64, sp: u64, stack: &Stack<'_>) -> Result<FpStep, FpError> {
+    if bp == 0 {
+        return Err(FpError::Zero);
     }
-    out.frames.push(RawFrame { address: ip, is_return: false });
-    let mut bp = regs[reg::BP];
-    let mut previous_bp = regs[reg::SP].saturating_sub(1);
-    while out.frames.len() < MAX_FRAMES {
-        if bp == 0 {
-            return out; // the outermost frame clears rbp
-        }
-        if bp <= previous_bp {
-            out.truncated = true;
-            out.error = Some(format!(
-                "frame pointer {bp:#x} does not point up the stack: the code keeps no frame pointer"
-            ));
-            return out;
-        }
-        let (Some(next_bp), Some(ret)) = (stack.read_u64(bp), stack.read_u64(bp + 8)) else {
-            out.truncated = true;
-            out.error = Some(if bp >= stack.base && bp < stack.end() + 4096 {
-                format!("the stack continues beyond the {}-byte snapshot", stack.bytes.len())
-            } else {
-                format!("frame pointer {bp:#x} is outside the captured stack")
-            });
-            return out;
-        };
-        if ret == 0 {
-            return out;
-        }
-        out.frames.push(RawFrame { address: ret, is_return: true });
-        previous_bp = bp;
-        bp = next_bp;
+    if bp < sp {
+        return Err(FpError::NotAboveSp { bp, sp });
     }
-    out.truncated = true;
-    out.error = Some(format!("more than {MAX_FRAMES} frames"));
-    out
+    if !stack.contains(bp) {
+        return Err(FpError::NotInSnapshot { bp });
+    }
+    let cfa = bp.checked_add(16).ok_or(FpError::NotInSnapshot { bp })?;
+    let next_bp = stack.load(bp)?;
+    let ra = stack.load(bp + 8)?;
+    Ok(FpStep { cfa, ra, bp: next_bp })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn regs(ip: u64, sp: u64, bp: u64) -> [u64; tracer_common::REGS_LEN] {
-        let mut r = [0; tracer_common::REGS_LEN];
-        r[reg::IP] = ip;
-        r[reg::SP] = sp;
-        r[reg::BP] = bp;
-        r
-    }
 
     fn stack_with(words: &[(u64, u64)], base: u64, len: usize) -> Vec<u8> {
         let mut bytes = vec![0u8; len];
@@ -93,29 +135,42 @@ mod tests {
     }
 
     #[test]
-    fn follows_a_chain_to_its_end() {
+    fn follows_one_link() {
         let base = 0x7000;
-        let bytes = stack_with(&[(0x7010, 0x7040), (0x7018, 0xaaa), (0x7040, 0), (0x7048, 0xbbb)], base, 0x100);
-        let u = walk(&regs(0x1234, 0x7008, 0x7010), &Stack { base, bytes: &bytes });
-        let addrs: Vec<u64> = u.frames.iter().map(|f| f.address).collect();
-        assert_eq!(addrs, vec![0x1234, 0xaaa, 0xbbb]);
-        assert!(!u.truncated, "{:?}", u.error);
+        let bytes = stack_with(&[(0x7010, 0x7040), (0x7018, 0xaaa)], base, 0x100);
+        let stack = Stack { base, bytes: &bytes, region: None };
+        let s = step(0x7010, 0x7008, &stack).unwrap();
+        assert_eq!(s, FpStep { cfa: 0x7020, ra: 0xaaa, bp: 0x7040 });
     }
 
     #[test]
-    fn a_self_loop_is_cut() {
-        let base = 0x7000;
-        let bytes = stack_with(&[(0x7010, 0x7010), (0x7018, 0xaaa)], base, 0x100);
-        let u = walk(&regs(0x1234, 0x7008, 0x7010), &Stack { base, bytes: &bytes });
-        assert_eq!(u.frames.len(), 2);
-        assert!(u.truncated);
-    }
-
-    #[test]
-    fn garbage_frame_pointer_stops_cleanly() {
+    fn refuses_links_below_sp_or_outside() {
         let bytes = vec![0u8; 64];
-        let u = walk(&regs(0x1234, 0x7008, 0xdead_beef_0000), &Stack { base: 0x7000, bytes: &bytes });
-        assert_eq!(u.frames.len(), 1);
-        assert!(u.error.unwrap().contains("outside the captured stack"));
+        let stack = Stack { base: 0x7000, bytes: &bytes, region: None };
+        assert_eq!(step(0x7000, 0x7008, &stack), Err(FpError::NotAboveSp { bp: 0x7000, sp: 0x7008 }));
+        assert_eq!(
+            step(0xdead_beef_0000, 0x7008, &stack),
+            Err(FpError::NotInSnapshot { bp: 0xdead_beef_0000 })
+        );
+        assert_eq!(step(0, 0x7008, &stack), Err(FpError::Zero));
+        // rbp in the last word: the return address is past the end.
+        assert!(matches!(
+            step(0x7038, 0x7008, &stack),
+            Err(FpError::Memory(MemoryError::BeyondSnapshot { addr: 0x7040, len: 64 }))
+        ));
+    }
+
+    #[test]
+    fn reads_sized_and_explains_misses() {
+        let bytes: Vec<u8> = (0u8..16).collect();
+        let region = Region { start: 0x6000, end: 0x9000, vm_flags: 0, has_file: false };
+        let stack = Stack { base: 0x7000, bytes: &bytes, region: Some(region) };
+        assert_eq!(stack.read_sized(0x7001, 2), Some(0x0201));
+        assert_eq!(stack.read_sized(0x700f, 2), None);
+        assert_eq!(stack.read_sized(0x7000, 9), None);
+        assert_eq!(stack.read_u64(u64::MAX), None);
+        assert!(matches!(stack.miss(0x8000), MemoryError::BeyondSnapshot { .. }));
+        assert!(matches!(stack.miss(0x9000), MemoryError::Outside { .. }));
+        assert!(matches!(stack.miss(0x10), MemoryError::Outside { .. }));
     }
 }
