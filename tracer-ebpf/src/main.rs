@@ -77,12 +77,12 @@ fn watched(cfg: &Config, task: u64, tgid: u32) -> bool {
     if tgid == cfg.self_tgid {
         return false;
     }
-    if cfg.flags & config_flags::TRACED_ONLY != 0 && unsafe { TRACED.get(&tgid) }.is_none() {
+    if cfg.flags & config_flags::TRACED_ONLY != 0 && unsafe { TRACED.get(tgid) }.is_none() {
         return false;
     }
     if cfg.flags & config_flags::COMM_FILTER != 0 {
         let comm: [u8; COMM_LEN] = read(task, off!(task_comm));
-        if unsafe { COMMS.get(&comm) }.is_none() {
+        if unsafe { COMMS.get(comm) }.is_none() {
             return false;
         }
     }
@@ -106,14 +106,14 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let tid = pid_tgid as u32;
     let Some(cfg) = config() else { return 0 };
     let traced = cfg.flags & config_flags::TRACED_ONLY != 0;
-    let doom = DOOMED.get_ptr_mut(&tgid);
+    let doom = DOOMED.get_ptr_mut(tgid);
     if doom.is_none() && !traced {
         return 0;
     }
     let signal: u64 = read(task, off!(task_signal));
     let group_dead = read::<i32>(signal, off!(signal_live)) == 0;
     if traced && group_dead {
-        let _ = TRACED.remove(&tgid);
+        let _ = TRACED.remove(tgid);
     }
     let Some(doom) = doom else { return 0 };
     unsafe {
@@ -125,7 +125,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     if !group_dead {
         return 0;
     }
-    let _ = DOOMED.remove(&tgid);
+    let _ = DOOMED.remove(tgid);
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         count(&LOSSES, loss::RINGBUF_EXIT);
         return 0;
@@ -153,10 +153,10 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
     let child: u64 = ctx.arg(1);
     let parent_tgid: u32 = read(parent, off!(task_tgid));
     let child_tgid: u32 = read(child, off!(task_tgid));
-    if parent_tgid == child_tgid || unsafe { TRACED.get(&parent_tgid) }.is_none() {
+    if parent_tgid == child_tgid || unsafe { TRACED.get(parent_tgid) }.is_none() {
         return 0;
     }
-    if TRACED.insert(&child_tgid, &1, 0).is_err() {
+    if TRACED.insert(child_tgid, 1, 0).is_err() {
         count(&LOSSES, loss::TRACED_FULL);
     }
     0

@@ -26,8 +26,8 @@ use crate::{
 
 const SIGKILL: i32 = 9;
 /// Signals whose default action is to ignore or stop, not to terminate.
-const DEFAULT_NOT_FATAL: u64 = (1 << 17) | (1 << 18) | (1 << 19) | (1 << 20) | (1 << 21)
-    | (1 << 22) | (1 << 23) | (1 << 28);
+const DEFAULT_NOT_FATAL: u64 =
+    (1 << 17) | (1 << 18) | (1 << 19) | (1 << 20) | (1 << 21) | (1 << 22) | (1 << 23) | (1 << 28);
 /// Signals whose siginfo carries a fault address.
 const FAULT_SIGNALS: u64 = (1 << 4) | (1 << 5) | (1 << 7) | (1 << 8) | (1 << 11);
 const SIG_DFL: u64 = 0;
@@ -116,13 +116,18 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
             core::mem::zeroed()
         };
     }
-    let thread_directed = group == 0 || unsafe { (*e).code } > 0 || unsafe { (*e).code } == SI_TKILL;
+    let thread_directed =
+        group == 0 || unsafe { (*e).code } > 0 || unsafe { (*e).code } == SI_TKILL;
     entry.submit(0);
 
     if !handled {
-        let doom = Doom { boot_ns, tid: if thread_directed { tid } else { 0 }, captured: 0 };
+        let doom = Doom {
+            boot_ns,
+            tid: if thread_directed { tid } else { 0 },
+            captured: 0,
+        };
         // Keep the first signal's target thread if one is already recorded.
-        if unsafe { DOOMED.get(&tgid) }.is_none() && DOOMED.insert(&tgid, &doom, 0).is_err() {
+        if unsafe { DOOMED.get(tgid) }.is_none() && DOOMED.insert(tgid, doom, 0).is_err() {
             count(&LOSSES, loss::DOOMED_FULL);
         }
     }
@@ -179,4 +184,3 @@ pub unsafe fn fill_identity(dst: *mut TaskIdentity, task: u64) {
         (*dst).comm = read::<[u8; COMM_LEN]>(task, off!(task_comm));
     }
 }
-

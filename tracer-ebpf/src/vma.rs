@@ -18,8 +18,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     KSTACK_MAX, MODULES_MAX, Module, PATH_BUF, PATH_COMPONENT_MAX, PATH_DEPTH_MAX,
-    STACK_SNAPSHOT_MAX, VmaSummary,
-    loss, module_flags,
+    STACK_SNAPSHOT_MAX, VmaSummary, loss, module_flags,
 };
 
 use crate::{
@@ -54,9 +53,21 @@ const VM_EXEC: u64 = 0x4;
 
 #[inline(always)]
 pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Option<VmaOut> {
-    let mut out = VmaOut { start: 0, end: 0, pgoff: 0, file: 0, flags: 0 };
+    let mut out = VmaOut {
+        start: 0,
+        end: 0,
+        pgoff: 0,
+        file: 0,
+        flags: 0,
+    };
     let rc = unsafe {
-        bpf_find_vma(task as *mut _, addr, vma_callback as *mut c_void, (&raw mut out).cast(), 0)
+        bpf_find_vma(
+            task as *mut _,
+            addr,
+            vma_callback as *mut c_void,
+            (&raw mut out).cast(),
+            0,
+        )
     };
     (rc == 0).then_some(out)
 }
@@ -138,7 +149,9 @@ pub unsafe fn capture_modules(
     words: &StackWords,
     mm: u64,
 ) -> (u32, bool) {
-    let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else { return (0, false) };
+    let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else {
+        return (0, false);
+    };
     unsafe {
         (*scratch).addrs[0] = ip;
         bpf_probe_read_kernel(
@@ -150,6 +163,15 @@ pub unsafe fn capture_modules(
         (*scratch).n_modules = 0;
         (*scratch).truncated = 0;
         (*scratch).n_skip = 0;
+        // Empty ranges, so lookups can scan every slot without consulting
+        // the counts (which keeps the verifier's state space small).
+        for j in 0..MODULES_MAX {
+            (*scratch).modules[j].start = 0;
+            (*scratch).modules[j].end = 0;
+        }
+        for j in 0..SKIP_MAX {
+            (*scratch).skip[j] = [0, 0];
+        }
         (*scratch).word_lookups = 0;
         (*scratch).words_base = words.base;
         (*scratch).n_words = words.count.min(WORDS_MAX);
@@ -167,7 +189,10 @@ pub unsafe fn capture_modules(
             core::mem::size_of::<[Module; MODULES_MAX]>() as u32,
             (&raw const (*scratch).modules).cast(),
         );
-        ((*scratch).n_modules.min(MODULES_MAX as u32), (*scratch).truncated != 0)
+        (
+            (*scratch).n_modules.min(MODULES_MAX as u32),
+            (*scratch).truncated != 0,
+        )
     }
 }
 
@@ -177,7 +202,9 @@ const WORDS_MAX: u32 = (STACK_SNAPSHOT_MAX / 8) as u32;
 /// One address of the module capture loop (a `bpf_loop` callback): first
 /// the kernel's frame addresses, then the stack words.
 extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else { return 1 };
+    let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
     unsafe {
         let i = index as usize;
         let n_addrs = (*scratch).n_addrs as usize;
@@ -209,26 +236,19 @@ extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
         if from_stack && addr >= (*scratch).stack_start && addr < (*scratch).stack_end {
             return 0;
         }
-        let n = (*scratch).n_modules as usize;
+        let mut known = false;
         for j in 0..MODULES_MAX {
-            if j >= n {
-                break;
-            }
             let m = &(*scratch).modules[j];
-            if addr >= m.start && addr < m.end {
-                return 0;
-            }
+            known |= addr >= m.start && addr < m.end;
         }
-        let n_skip = (*scratch).n_skip as usize;
         for j in 0..SKIP_MAX {
-            if j >= n_skip {
-                break;
-            }
             let r = &(*scratch).skip[j];
-            if addr >= r[0] && addr < r[1] {
-                return 0;
-            }
+            known |= addr >= r[0] && addr < r[1];
         }
+        if known {
+            return 0;
+        }
+        let n = (*scratch).n_modules as usize;
         if n >= MODULES_MAX {
             (*scratch).truncated = 1;
             return 1;
@@ -247,13 +267,18 @@ extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
             return 0;
         };
         if from_stack && vma.flags & VM_EXEC == 0 {
+            let n_skip = (*scratch).n_skip as usize;
             if n_skip < SKIP_MAX {
-                (*scratch).skip[n_skip] = [vma.start, vma.end];
+                (*scratch).skip[n_skip & (SKIP_MAX - 1)] = [vma.start, vma.end];
                 (*scratch).n_skip = n_skip as u32 + 1;
             }
             return 0;
         }
-        describe_module(&raw mut (*scratch).modules[n], &vma, (*scratch).vdso);
+        describe_module(
+            &raw mut (*scratch).modules[n & (MODULES_MAX - 1)],
+            &vma,
+            (*scratch).vdso,
+        );
         (*scratch).n_modules = n as u32 + 1;
     }
     0
@@ -312,14 +337,21 @@ static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1,
 /// the root.
 #[inline(always)]
 pub unsafe fn walk_path(buf: *mut u8, file: u64) -> (u32, bool) {
-    let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else { return (0, false) };
+    let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return (0, false);
+    };
     unsafe {
         let path = file + off!(file_path);
         (*w).dentry = read(path, off!(path_dentry));
         (*w).mount = read::<u64>(path, off!(path_mnt)) - off!(mount_mnt);
         (*w).len = 0;
         (*w).state = 0;
-        bpf_loop(PATH_DEPTH_MAX, path_step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(
+            PATH_DEPTH_MAX,
+            path_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
         bpf_probe_read_kernel(buf.cast(), PATH_BUF as u32, (&raw const (*w).buf).cast());
         (((*w).len as u32).min(PATH_BUF as u32), (*w).state == 1)
     }
@@ -327,7 +359,9 @@ pub unsafe fn walk_path(buf: *mut u8, file: u64) -> (u32, bool) {
 
 /// One step of [`walk_path`]: one component, or one mount crossing.
 extern "C" fn path_step(_index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else { return 1 };
+    let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
     unsafe {
         let dentry = (*w).dentry;
         let mount = (*w).mount;

@@ -46,7 +46,10 @@ pub struct Classification {
 
 impl Classification {
     fn new(class: &'static str) -> Self {
-        Self { class, evidence: Vec::new() }
+        Self {
+            class,
+            evidence: Vec::new(),
+        }
     }
 
     fn because(mut self, fact: impl Into<String>) -> Self {
@@ -57,7 +60,8 @@ impl Classification {
 
 pub fn classify(facts: &Facts) -> Classification {
     let Some(sig) = facts.signal else {
-        return Classification::new("unknown").because("no fatal signal was captured for this process");
+        return Classification::new("unknown")
+            .because("no fatal signal was captured for this process");
     };
     let name = signal_name(sig.signo);
     let code = code_name(sig.signo, sig.code);
@@ -141,11 +145,17 @@ fn segv(sig: &SignalRecord, facts: &Facts, headline: String) -> Classification {
         return c;
     }
     if sig.code == SEGV_MAPERR && addr < NULL_PAGE_LIMIT {
-        return Classification::new("null-pointer-dereference").because(headline).because(format!(
-            "{addr:#x} is within the first {} KiB, which is never mapped: a NULL pointer{}",
-            NULL_PAGE_LIMIT / 1024,
-            if addr == 0 { String::new() } else { format!(" plus an offset of {addr}") }
-        ));
+        return Classification::new("null-pointer-dereference")
+            .because(headline)
+            .because(format!(
+                "{addr:#x} is within the first {} KiB, which is never mapped: a NULL pointer{}",
+                NULL_PAGE_LIMIT / 1024,
+                if addr == 0 {
+                    String::new()
+                } else {
+                    format!(" plus an offset of {addr}")
+                }
+            ));
     }
     if sig.code == SEGV_ACCERR {
         let mut c = Classification::new("memory-permission-violation").because(headline);
@@ -158,7 +168,9 @@ fn segv(sig: &SignalRecord, facts: &Facts, headline: String) -> Classification {
                 if r.has_file { ", file-backed" } else { "" }
             ));
             if facts.ip == Some(addr) && r.vm_flags & VM_EXEC == 0 {
-                c = c.because("the fault is at the instruction pointer: execution of non-executable memory");
+                c = c.because(
+                    "the fault is at the instruction pointer: execution of non-executable memory",
+                );
             } else if r.vm_flags & VM_WRITE == 0 && r.vm_flags & VM_READ != 0 {
                 c = c.because("the mapping is read-only: a write to read-only memory (for example a string literal)");
             } else if r.vm_flags & (VM_READ | VM_WRITE | VM_EXEC) == 0 {
@@ -170,7 +182,9 @@ fn segv(sig: &SignalRecord, facts: &Facts, headline: String) -> Classification {
     if sig.code == SEGV_MAPERR {
         return Classification::new("invalid-memory-access")
             .because(headline)
-            .because(format!("no mapping contains {addr:#x}: a wild or dangling pointer"));
+            .because(format!(
+                "no mapping contains {addr:#x}: a wild or dangling pointer"
+            ));
     }
     Classification::new("unknown").because(headline)
 }
@@ -229,7 +243,9 @@ fn most_repeated(addrs: &[u64]) -> Option<(u64, usize)> {
 
 fn permissions(flags: u64) -> String {
     let bit = |b, c| if flags & b != 0 { c } else { '-' };
-    [bit(VM_READ, 'r'), bit(VM_WRITE, 'w'), bit(VM_EXEC, 'x')].iter().collect()
+    [bit(VM_READ, 'r'), bit(VM_WRITE, 'w'), bit(VM_EXEC, 'x')]
+        .iter()
+        .collect()
 }
 
 #[cfg(test)]
@@ -246,7 +262,13 @@ mod tests {
             fault_addr,
             si_pid: 0,
             si_uid: 0,
-            target: Task { pid: 10, tid: 10, ppid: 1, uid: 0, comm: "t".into() },
+            target: Task {
+                pid: 10,
+                tid: 10,
+                ppid: 1,
+                uid: 0,
+                comm: "t".into(),
+            },
             sender: None,
             from_kernel: false,
             handled: false,
@@ -260,7 +282,12 @@ mod tests {
             signal: Some(s),
             sp: Some(0x7ffd_0000_8000),
             ip: Some(0x5555_0000_1000),
-            sp_region: Some(Region { start: 0x7ffd_0000_0000, end: 0x7ffd_0002_0000, vm_flags: 3, has_file: false }),
+            sp_region: Some(Region {
+                start: 0x7ffd_0000_0000,
+                end: 0x7ffd_0002_0000,
+                vm_flags: 3,
+                has_file: false,
+            }),
             return_addresses: &[],
         }
     }
@@ -271,16 +298,36 @@ mod tests {
 
     #[test]
     fn segv_classes() {
-        assert_eq!(class_of(&sig(11, SEGV_MAPERR, 0)), "null-pointer-dereference");
-        assert_eq!(class_of(&sig(11, SEGV_MAPERR, 0x18)), "null-pointer-dereference");
-        assert_eq!(class_of(&sig(11, SEGV_MAPERR, 0xdead_0000)), "invalid-memory-access");
-        assert_eq!(class_of(&sig(11, SEGV_ACCERR, 0x5555_0000_2000)), "memory-permission-violation");
+        assert_eq!(
+            class_of(&sig(11, SEGV_MAPERR, 0)),
+            "null-pointer-dereference"
+        );
+        assert_eq!(
+            class_of(&sig(11, SEGV_MAPERR, 0x18)),
+            "null-pointer-dereference"
+        );
+        assert_eq!(
+            class_of(&sig(11, SEGV_MAPERR, 0xdead_0000)),
+            "invalid-memory-access"
+        );
+        assert_eq!(
+            class_of(&sig(11, SEGV_ACCERR, 0x5555_0000_2000)),
+            "memory-permission-violation"
+        );
         assert_eq!(class_of(&sig(11, SI_KERNEL, 0)), "invalid-memory-access");
         // Just below the stack mapping and near SP: the guard area.
-        assert_eq!(class_of(&sig(11, SEGV_MAPERR, 0x7ffc_ffff_fff8)), "stack-overflow");
+        assert_eq!(
+            class_of(&sig(11, SEGV_MAPERR, 0x7ffc_ffff_fff8)),
+            "stack-overflow"
+        );
         // Near SP but inside an accessible mapping: not an overflow.
         let mut s = sig(11, SEGV_ACCERR, 0x7ffd_0000_7000);
-        s.fault_region = Some(Region { start: 0x7ffd_0000_0000, end: 0x7ffd_0002_0000, vm_flags: 1, has_file: false });
+        s.fault_region = Some(Region {
+            start: 0x7ffd_0000_0000,
+            end: 0x7ffd_0002_0000,
+            vm_flags: 1,
+            has_file: false,
+        });
         assert_eq!(class_of(&s), "memory-permission-violation");
     }
 
@@ -289,12 +336,21 @@ mod tests {
         let s = sig(11, SEGV_MAPERR, 0x7ffd_0000_7ff8);
         let mut f = facts(&s);
         f.sp = Some(0x7ffd_0000_8000);
-        f.sp_region = Some(Region { start: 0x7ffd_0000_8000, end: 0x7ffd_0010_0000, vm_flags: 3, has_file: false });
+        f.sp_region = Some(Region {
+            start: 0x7ffd_0000_8000,
+            end: 0x7ffd_0010_0000,
+            vm_flags: 3,
+            has_file: false,
+        });
         f.return_addresses = &[0x5555_0000_1234; 20];
         let c = classify(&f);
         assert!(c.evidence.iter().any(|e| e.contains("repeats 20 times")));
         assert_eq!(c.class, "stack-overflow");
-        assert!(c.evidence.iter().any(|e| e.contains("8 bytes below the stack pointer")));
+        assert!(
+            c.evidence
+                .iter()
+                .any(|e| e.contains("8 bytes below the stack pointer"))
+        );
     }
 
     #[test]
@@ -312,19 +368,37 @@ mod tests {
     #[test]
     fn kills_from_others_name_the_sender() {
         let mut s = sig(9, SI_USER, 0);
-        s.sender = Some(Task { pid: 99, tid: 99, ppid: 1, uid: 1000, comm: "killer".into() });
+        s.sender = Some(Task {
+            pid: 99,
+            tid: 99,
+            ppid: 1,
+            uid: 1000,
+            comm: "killer".into(),
+        });
         let c = classify(&facts(&s));
         assert_eq!(c.class, "killed-by-signal");
         assert!(c.evidence[0].contains("pid 99 (killer)"));
         // SIGABRT from another process is a kill, not an abort.
         let mut s = sig(6, SI_USER, 0);
-        s.sender = Some(Task { pid: 99, tid: 99, ppid: 1, uid: 0, comm: "k".into() });
+        s.sender = Some(Task {
+            pid: 99,
+            tid: 99,
+            ppid: 1,
+            uid: 0,
+            comm: "k".into(),
+        });
         assert_eq!(classify(&facts(&s)).class, "killed-by-signal");
     }
 
     #[test]
     fn no_signal_is_unknown() {
-        let f = Facts { signal: None, sp: None, ip: None, sp_region: None, return_addresses: &[] };
+        let f = Facts {
+            signal: None,
+            sp: None,
+            ip: None,
+            sp_region: None,
+            return_addresses: &[],
+        };
         assert_eq!(classify(&f).class, "unknown");
     }
 }

@@ -35,7 +35,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a command (or follow a running process) and report how it and its
     /// descendants die. Probes are attached before the command starts.
-    #[command(after_help = "The command's stdin, stdout and stderr are its own; reports go to stdout (or --output) after its output, diagnostics to stderr.")]
+    #[command(
+        after_help = "The command's stdin, stdout and stderr are its own; reports go to stdout (or --output) after its output, diagnostics to stderr."
+    )]
     Record(RecordArgs),
     /// Report every process on this host that dies of a watched signal,
     /// until SIGINT or SIGTERM.
@@ -130,7 +132,8 @@ mod tests {
 
     #[test]
     fn record_takes_a_command_after_dashes() {
-        let cli = Cli::try_parse_from(["crashtrace", "record", "--json", "--", "ls", "-l"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["crashtrace", "record", "--json", "--", "ls", "-l"]).unwrap();
         match cli.command {
             Command::Record(r) => {
                 assert_eq!(r.command, vec!["ls", "-l"]);

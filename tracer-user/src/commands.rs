@@ -4,12 +4,16 @@
 use std::{
     collections::{BTreeSet, HashMap},
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{FromRawFd, OwnedFd},
     process::ExitStatus,
 };
 
 use anyhow::{Context as _, bail};
-use tokio::{io::unix::AsyncFd, process::Command, signal::unix::SignalKind};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    process::Command,
+    signal::unix::SignalKind,
+};
 
 use crate::{
     cli::{CommonArgs, RecordArgs, WatchArgs},
@@ -18,7 +22,11 @@ use crate::{
     signals::parse_signal,
 };
 
-fn trace_options(common: &CommonArgs, traced_only: bool, comms: Vec<String>) -> anyhow::Result<TraceOptions> {
+fn trace_options(
+    common: &CommonArgs,
+    traced_only: bool,
+    comms: Vec<String>,
+) -> anyhow::Result<TraceOptions> {
     let signals: BTreeSet<i32> = if common.signals.is_empty() {
         DEFAULT_SIGNALS.iter().copied().collect()
     } else {
@@ -61,13 +69,14 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<u8> {
         follow_tree(session.tracer_mut(), pid)?;
         eprintln!("crashtrace: following pid {pid} and its descendants (Ctrl-C to stop)");
         let exited = wait_pid(pid)?;
-        session.run(async {
-            tokio::select! {
-                r = exited => r,
-                r = shutdown_signal() => r,
-            }
-        })
-        .await??;
+        session
+            .run(async {
+                tokio::select! {
+                    r = exited => r,
+                    r = shutdown_signal() => r,
+                }
+            })
+            .await??;
         return Ok(0);
     }
 
@@ -76,7 +85,9 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     // instruction of the command.
     let me = std::process::id();
     session.tracer_mut().trace_process(me)?;
-    let spawned = Command::new(&args.command[0]).args(&args.command[1..]).spawn();
+    let spawned = Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .spawn();
     session.tracer_mut().untrace_process(me)?;
     let mut child = match spawned {
         Ok(child) => child,
@@ -135,9 +146,20 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     for &pid in &args.pids {
         follow_tree(session.tracer_mut(), pid)?;
     }
-    let scope = if traced_only { format!("pids {:?} and their descendants", args.pids) } else { "all processes".into() };
-    let signals: Vec<String> = opts.signals.iter().map(|&s| crate::signals::signal_name(s)).collect();
-    eprintln!("crashtrace: watching {scope} for {} (Ctrl-C to stop)", signals.join(","));
+    let scope = if traced_only {
+        format!("pids {:?} and their descendants", args.pids)
+    } else {
+        "all processes".into()
+    };
+    let signals: Vec<String> = opts
+        .signals
+        .iter()
+        .map(|&s| crate::signals::signal_name(s))
+        .collect();
+    eprintln!(
+        "crashtrace: watching {scope} for {} (Ctrl-C to stop)",
+        signals.join(",")
+    );
     session.run(shutdown_signal()).await??;
     eprintln!("crashtrace: stopped after {} report(s)", session.reports);
     Ok(0)
@@ -160,9 +182,20 @@ fn follow_tree(tracer: &mut Tracer, pid: u32) -> anyhow::Result<()> {
         bail!("no process with pid {pid}");
     }
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").context("reading /proc")?.flatten() {
-        let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+    for entry in std::fs::read_dir("/proc")
+        .context("reading /proc")?
+        .flatten()
+    {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
         let ppid = stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
@@ -192,10 +225,12 @@ fn wait_pid(pid: u32) -> anyhow::Result<impl std::future::Future<Output = anyhow
     }
     // SAFETY: `fd` is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let fd = AsyncFd::new(fd).context("registering the pidfd")?;
+    // SAFETY: the AsyncFd owns the descriptor for its whole life.
+    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("registering the pidfd")?;
     Ok(async move {
         let _ready = fd.readable().await?;
-        let _ = fd.as_raw_fd();
         Ok(())
     })
 }

@@ -17,7 +17,11 @@ pub enum DecodeError {
     #[error("record of {0} bytes is too short to hold a kind")]
     Empty(usize),
     #[error("record of kind {kind} has {len} bytes, expected {expected}")]
-    Size { kind: u32, len: usize, expected: usize },
+    Size {
+        kind: u32,
+        len: usize,
+        expected: usize,
+    },
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
     #[error("signal record has invalid signal number {0}")]
@@ -151,7 +155,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 fn read_boxed<T: Copy>(bytes: &[u8], kind: u32) -> Result<Box<T>, DecodeError> {
     let expected = size_of::<T>();
     if bytes.len() < expected {
-        return Err(DecodeError::Size { kind, len: bytes.len(), expected });
+        return Err(DecodeError::Size {
+            kind,
+            len: bytes.len(),
+            expected,
+        });
     }
     let mut out = Box::<T>::new_uninit();
     // SAFETY: the length is checked above and `T` is plain `#[repr(C)]`
@@ -206,7 +214,13 @@ fn decode_state(e: &StateEvent) -> StateRecord {
 }
 
 fn task(t: &TaskIdentity) -> Task {
-    Task { pid: t.tgid, tid: t.tid, ppid: t.ppid, uid: t.uid, comm: c_string(&t.comm) }
+    Task {
+        pid: t.tgid,
+        tid: t.tid,
+        ppid: t.ppid,
+        uid: t.uid,
+        comm: c_string(&t.comm),
+    }
 }
 
 fn region(v: &VmaSummary) -> Option<Region> {
@@ -226,7 +240,11 @@ fn mapping(m: &Module) -> Mapping {
         file_offset: m.pgoff.saturating_mul(4096),
         ino: m.ino,
         dev: kernel_dev_to_user(m.dev),
-        path: if has_file { path_from_components(&m.path, m.path_len as usize) } else { None },
+        path: if has_file {
+            path_from_components(&m.path, m.path_len as usize)
+        } else {
+            None
+        },
         path_truncated: m.flags & module_flags::PATH_TRUNCATED != 0,
         executable: m.flags & module_flags::EXEC != 0,
         vdso: m.flags & module_flags::VDSO != 0,
@@ -265,7 +283,9 @@ fn split_cmdline(buf: &[u8], len: usize) -> Vec<String> {
     if used.is_empty() {
         return Vec::new();
     }
-    used.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+    used.split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -280,7 +300,10 @@ mod tests {
             Some(PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6"))
         );
         assert_eq!(path_from_components(b"\0\0", 2), None);
-        assert_eq!(path_from_components(b"abc", 100), Some(PathBuf::from("/abc")));
+        assert_eq!(
+            path_from_components(b"abc", 100),
+            Some(PathBuf::from("/abc"))
+        );
     }
 
     #[test]
@@ -292,14 +315,32 @@ mod tests {
     #[test]
     fn short_and_unknown_records_are_errors() {
         assert_eq!(decode(&[1, 0]).unwrap_err(), DecodeError::Empty(2));
-        assert_eq!(decode(&9u32.to_ne_bytes()).unwrap_err(), DecodeError::UnknownKind(9));
+        assert_eq!(
+            decode(&9u32.to_ne_bytes()).unwrap_err(),
+            DecodeError::UnknownKind(9)
+        );
         let err = decode(&kind::SIGNAL.to_ne_bytes()).unwrap_err();
-        assert!(matches!(err, DecodeError::Size { kind: kind::SIGNAL, len: 4, .. }));
+        assert!(matches!(
+            err,
+            DecodeError::Size {
+                kind: kind::SIGNAL,
+                len: 4,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn exit_record_round_trips() {
-        let raw = ExitEvent { kind: kind::EXIT, _pad: 0, boot_ns: 5, tgid: 10, tid: 11, exit_code: 0x8b, _pad2: 0 };
+        let raw = ExitEvent {
+            kind: kind::EXIT,
+            _pad: 0,
+            boot_ns: 5,
+            tgid: 10,
+            tid: 11,
+            exit_code: 0x8b,
+            _pad2: 0,
+        };
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw const raw).cast::<u8>(), size_of::<ExitEvent>())
         };

@@ -16,7 +16,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
+use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::loss;
 
 use crate::{
@@ -70,19 +70,28 @@ pub struct Session {
 
 impl Session {
     pub fn new(mut tracer: Tracer, opts: SinkOptions) -> Result<Self, SessionError> {
-        let ring = AsyncFd::new(tracer.take_events()?).map_err(SessionError::Poll)?;
+        // SAFETY: the ring buffer owns its descriptor, and the AsyncFd owns
+        // the ring buffer until both are dropped together.
+        let ring =
+            unsafe { AsyncFd::register_with_interest(tracer.take_events()?, Interest::READABLE) }
+                .map_err(|e| SessionError::Poll(e.into()))?;
         let (out, terminal): (Box<dyn Write>, bool) = match &opts.output {
             Some(path) => {
                 let file = File::options()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|source| SessionError::Output { path: path.clone(), source })?;
+                    .map_err(|source| SessionError::Output {
+                        path: path.clone(),
+                        source,
+                    })?;
                 (Box::new(file), false)
             }
             None => (Box::new(io::stdout()), io::stdout().is_terminal()),
         };
-        let color = opts.color.unwrap_or(terminal && std::env::var_os("NO_COLOR").is_none());
+        let color = opts
+            .color
+            .unwrap_or(terminal && std::env::var_os("NO_COLOR").is_none());
         Ok(Self {
             tracer,
             ring,
@@ -165,7 +174,9 @@ impl Session {
             } else {
                 render_text(&report, self.color) + "\n"
             };
-            self.out.write_all(text.as_bytes()).map_err(SessionError::Write)?;
+            self.out
+                .write_all(text.as_bytes())
+                .map_err(SessionError::Write)?;
             self.out.flush().map_err(SessionError::Write)?;
             self.reports += 1;
         }
@@ -204,7 +215,9 @@ impl Session {
             };
             let mut line = serde_json::to_string(&record).expect("loss records serialize");
             line.push('\n');
-            self.out.write_all(line.as_bytes()).map_err(SessionError::Write)?;
+            self.out
+                .write_all(line.as_bytes())
+                .map_err(SessionError::Write)?;
             self.out.flush().map_err(SessionError::Write)?;
         }
         Ok(())

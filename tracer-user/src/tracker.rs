@@ -38,7 +38,10 @@ impl Death {
     /// The signal that decided the death: the first one the process did not
     /// handle, else the first one.
     pub fn cause(&self) -> Option<&SignalRecord> {
-        self.signals.iter().find(|s| !s.handled).or_else(|| self.signals.first())
+        self.signals
+            .iter()
+            .find(|s| !s.handled)
+            .or_else(|| self.signals.first())
     }
 }
 
@@ -54,7 +57,10 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(grace: Duration) -> Self {
-        Self { pending: HashMap::new(), grace }
+        Self {
+            pending: HashMap::new(),
+            grace,
+        }
     }
 
     /// Takes one record; returns a death when this record completed one.
@@ -69,7 +75,13 @@ impl Tracker {
             done.extend(self.evict_oldest());
         }
         let entry = self.pending.entry(pid).or_insert_with(|| Pending {
-            death: Death { pid, signals: Vec::new(), state: None, exit: None, alive: false },
+            death: Death {
+                pid,
+                signals: Vec::new(),
+                state: None,
+                exit: None,
+                alive: false,
+            },
             since: now,
         });
         match event {
@@ -101,7 +113,10 @@ impl Tracker {
             .filter(|(_, p)| now.duration_since(p.since) >= self.grace)
             .map(|(&pid, _)| pid)
             .collect();
-        expired.into_iter().filter_map(|pid| self.close(pid)).collect()
+        expired
+            .into_iter()
+            .filter_map(|pid| self.close(pid))
+            .collect()
     }
 
     /// Closes every story (end of a session).
@@ -121,7 +136,11 @@ impl Tracker {
     }
 
     fn evict_oldest(&mut self) -> Option<Death> {
-        let oldest = self.pending.iter().min_by_key(|(_, p)| p.since).map(|(&pid, _)| pid)?;
+        let oldest = self
+            .pending
+            .iter()
+            .min_by_key(|(_, p)| p.since)
+            .map(|(&pid, _)| pid)?;
         self.close(oldest)
     }
 }
@@ -151,7 +170,13 @@ mod tests {
             fault_addr: 0,
             si_pid: 0,
             si_uid: 0,
-            target: Task { pid, tid: pid, ppid: 1, uid: 0, comm: "x".into() },
+            target: Task {
+                pid,
+                tid: pid,
+                ppid: 1,
+                uid: 0,
+                comm: "x".into(),
+            },
             sender: None,
             from_kernel: false,
             handled,
@@ -161,7 +186,12 @@ mod tests {
     }
 
     fn exit(pid: u32) -> Event {
-        Event::Exit(ExitRecord { boot_ns: 2, pid, tid: pid, status: 11 })
+        Event::Exit(ExitRecord {
+            boot_ns: 2,
+            pid,
+            tid: pid,
+            status: 11,
+        })
     }
 
     #[test]

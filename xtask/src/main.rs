@@ -2,7 +2,9 @@
 
 mod bench;
 mod bpf_linker;
+mod bpfstats;
 mod setup;
+mod storm;
 mod tracer;
 
 use std::{

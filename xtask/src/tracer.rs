@@ -18,21 +18,33 @@ use anyhow::{Context, Result, bail};
 pub struct Tracer {
     pub program: OsString,
     pub args: Vec<OsString>,
+    /// Whether the tracer is known to print a ready line ("watching" on
+    /// stderr). If so, not printing it within [`READY_TIMEOUT`] is an error;
+    /// otherwise the tracer is given [`UNKNOWN_READY_WAIT`] to attach.
+    pub prints_ready: bool,
 }
 
 impl Tracer {
     pub fn crashtrace_watch() -> Self {
+        Self::crashtrace(["watch", "--output", "/dev/null"].map(OsString::from))
+    }
+
+    /// `crashtrace ARGS...` from this workspace's release build.
+    pub fn crashtrace(args: impl IntoIterator<Item = OsString>) -> Self {
         Tracer {
             program: crate::crashtrace_bin().into(),
-            args: ["watch", "--output", "/dev/null"]
-                .map(OsString::from)
-                .into(),
+            args: args.into_iter().collect(),
+            prints_ready: true,
         }
     }
 }
 
-/// How long a tracer may take to print its ready line.
-const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a tracer that prints a ready line may take to print it. Loading
+/// and attaching crashtrace's programs takes seconds on a busy host.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a tracer without a known ready line is given before the
+/// workload starts (it may print "watching" sooner).
+const UNKNOWN_READY_WAIT: Duration = Duration::from_secs(3);
 /// How long a tracer may take to exit after SIGINT before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stderr lines kept to explain a tracer's failure.
@@ -48,7 +60,9 @@ pub struct TracerProcess {
 
 impl TracerProcess {
     /// Starts the tracer and waits until it prints a stderr line containing
-    /// "watching", or for [`READY_TIMEOUT`], whichever comes first.
+    /// "watching". A tracer that [`Tracer::prints_ready`] must do so within
+    /// [`READY_TIMEOUT`]; any other is waited for at most
+    /// [`UNKNOWN_READY_WAIT`].
     pub fn start(tracer: &Tracer) -> Result<Self> {
         let name = std::iter::once(&tracer.program)
             .chain(&tracer.args)
@@ -100,13 +114,39 @@ impl TracerProcess {
                 tail.push_back(line);
             }
         });
-        match ready_rx.recv_timeout(READY_TIMEOUT) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+        let wait = if tracer.prints_ready {
+            READY_TIMEOUT
+        } else {
+            UNKNOWN_READY_WAIT
+        };
+        match ready_rx.recv_timeout(wait) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) if !tracer.prints_ready => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                process.ensure_running()?;
+                let tail = process.stderr_tail().join("\n");
+                bail!(
+                    "tracer `{}` printed no line containing \"watching\" within {wait:?}; \
+                     its last stderr lines:\n{tail}",
+                    process.name
+                );
+            }
             // The tracer closed its stderr, most likely by exiting.
             Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(Duration::from_millis(50)),
         }
         process.ensure_running()?;
         Ok(process)
+    }
+
+    /// The tracer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The tracer's last stderr lines, oldest first.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        let tail = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter().cloned().collect()
     }
 
     pub fn ensure_running(&mut self) -> Result<()> {
@@ -116,8 +156,7 @@ impl TracerProcess {
             .context("cannot wait for the tracer")?
         {
             self.stopped = true;
-            let tail = self.stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
-            let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+            let tail = self.stderr_tail();
             bail!(
                 "tracer `{}` exited ({status}); its last stderr lines:\n{}",
                 self.name,

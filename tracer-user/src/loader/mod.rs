@@ -36,7 +36,11 @@ pub const DEFAULT_SIGNALS: &[i32] = &[
 ];
 
 /// The tracepoints attached, by program name (also the tracepoint name).
-const PROGRAMS: &[&str] = &["signal_generate", "sched_process_exit", "sched_process_fork"];
+const PROGRAMS: &[&str] = &[
+    "signal_generate",
+    "sched_process_exit",
+    "sched_process_fork",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -135,11 +139,16 @@ impl Tracer {
         }
         if !opts.comms.is_empty() {
             flags |= config_flags::COMM_FILTER;
-            let map = self.ebpf.map_mut("COMMS").ok_or(LoadError::MissingMap("COMMS"))?;
+            let map = self
+                .ebpf
+                .map_mut("COMMS")
+                .ok_or(LoadError::MissingMap("COMMS"))?;
             let mut comms: HashMap<_, [u8; COMM_LEN], u8> =
                 HashMap::try_from(map).map_err(|e| map_error("COMMS", e))?;
             for comm in &opts.comms {
-                comms.insert(comm_key(comm), 1, 0).map_err(|e| map_error("COMMS", e))?;
+                comms
+                    .insert(comm_key(comm), 1, 0)
+                    .map_err(|e| map_error("COMMS", e))?;
             }
         }
         let config = Config {
@@ -149,8 +158,12 @@ impl Tracer {
             self_tgid: std::process::id(),
             _pad: 0,
         };
-        let map = self.ebpf.map_mut("CONFIG").ok_or(LoadError::MissingMap("CONFIG"))?;
-        let mut array: Array<_, Config> = Array::try_from(map).map_err(|e| map_error("CONFIG", e))?;
+        let map = self
+            .ebpf
+            .map_mut("CONFIG")
+            .ok_or(LoadError::MissingMap("CONFIG"))?;
+        let mut array: Array<_, Config> =
+            Array::try_from(map).map_err(|e| map_error("CONFIG", e))?;
         array.set(0, config, 0).map_err(|e| map_error("CONFIG", e))
     }
 
@@ -158,26 +171,38 @@ impl Tracer {
         let program: &mut BtfTracePoint = self
             .ebpf
             .program_mut(name)
-            .ok_or(LoadError::Probe { probe: name, reason: "missing from the object".into() })?
+            .ok_or(LoadError::Probe {
+                probe: name,
+                reason: "missing from the object".into(),
+            })?
             .try_into()
-            .map_err(|e| LoadError::Probe { probe: name, reason: format!("{e}") })?;
+            .map_err(|e| LoadError::Probe {
+                probe: name,
+                reason: format!("{e}"),
+            })?;
         program.load(name, btf).map_err(|e| {
             let reason = format!("{e:#}");
             if is_permission_error(&reason) {
                 LoadError::NotPrivileged
             } else {
-                LoadError::Probe { probe: name, reason: verifier_summary(&e) }
+                LoadError::Probe {
+                    probe: name,
+                    reason: verifier_summary(&e),
+                }
             }
         })?;
-        program
-            .attach()
-            .map_err(|e| LoadError::Attach { probe: name, reason: format!("{e:#}") })?;
+        program.attach().map_err(|e| LoadError::Attach {
+            probe: name,
+            reason: format!("{e:#}"),
+        })?;
         Ok(())
     }
 
     /// Starts following `tgid` (and, from now on, its descendants).
     pub fn trace_process(&mut self, tgid: u32) -> Result<(), LoadError> {
-        self.traced_map()?.insert(tgid, 1, 0).map_err(|e| map_error("TRACED", e))
+        self.traced_map()?
+            .insert(tgid, 1, 0)
+            .map_err(|e| map_error("TRACED", e))
     }
 
     /// Stops following `tgid` itself (descendants already added stay).
@@ -189,13 +214,19 @@ impl Tracer {
     }
 
     fn traced_map(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, LoadError> {
-        let map = self.ebpf.map_mut("TRACED").ok_or(LoadError::MissingMap("TRACED"))?;
+        let map = self
+            .ebpf
+            .map_mut("TRACED")
+            .ok_or(LoadError::MissingMap("TRACED"))?;
         HashMap::try_from(map).map_err(|e| map_error("TRACED", e))
     }
 
     /// Takes the event ring buffer out of the object (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap("EVENTS"))?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?;
         RingBuf::try_from(map).map_err(|e| map_error("EVENTS", e))
     }
 
@@ -214,8 +245,12 @@ impl Tracer {
     }
 
     fn sum_per_cpu(&self, name: &str, out: &mut [u64]) {
-        let Some(map) = self.ebpf.map(name) else { return };
-        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else { return };
+        let Some(map) = self.ebpf.map(name) else {
+            return;
+        };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
+            return;
+        };
         for (i, slot) in out.iter_mut().enumerate() {
             if let Ok(values) = array.get(&(i as u32), 0) {
                 *slot = values.iter().sum();
@@ -225,7 +260,10 @@ impl Tracer {
 }
 
 fn map_error(map: &'static str, e: impl std::fmt::Display) -> LoadError {
-    LoadError::Map { map, reason: e.to_string() }
+    LoadError::Map {
+        map,
+        reason: e.to_string(),
+    }
 }
 
 /// A comm as the kernel stores it: truncated to 15 bytes, NUL-padded.
@@ -249,6 +287,9 @@ fn verifier_summary(e: &aya::programs::ProgramError) -> String {
 /// memory cgroup, where raising the limit is unnecessary (and may be
 /// refused without CAP_SYS_RESOURCE), so failure is ignored.
 fn bump_memlock_rlimit() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 }

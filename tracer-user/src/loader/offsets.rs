@@ -17,7 +17,9 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
-    #[error("kernel BTF not found at {VMLINUX_BTF}: this kernel was built without CONFIG_DEBUG_INFO_BTF, which crashtrace needs")]
+    #[error(
+        "kernel BTF not found at {VMLINUX_BTF}: this kernel was built without CONFIG_DEBUG_INFO_BTF, which crashtrace needs"
+    )]
     NoBtf,
     #[error("cannot parse kernel BTF at {VMLINUX_BTF}: {0}")]
     Parse(String),

@@ -45,7 +45,11 @@ pub struct ReportBuilder {
 
 impl ReportBuilder {
     pub fn new(debug_dirs: Vec<PathBuf>) -> Self {
-        Self { symbolizer: Symbolizer::new(debug_dirs), unwinder: Unwinder::new(), host: hostname() }
+        Self {
+            symbolizer: Symbolizer::new(debug_dirs),
+            unwinder: Unwinder::new(),
+            host: hostname(),
+        }
     }
 
     pub fn build(&mut self, death: &Death) -> CrashReport {
@@ -55,7 +59,11 @@ impl ReportBuilder {
 
         let (frames, truncated, unwind_error) = match state {
             Some(s) => self.frames(death.pid, s, &mut diagnostics),
-            None => (Vec::new(), false, Some("the thread's state was not captured".into())),
+            None => (
+                Vec::new(),
+                false,
+                Some("the thread's state was not captured".into()),
+            ),
         };
         let unsymbolized = frames.iter().filter(|f| f.function.is_none()).count();
 
@@ -69,7 +77,9 @@ impl ReportBuilder {
         let mut classification = classify(&facts);
         let site = first_meaningful(&frames);
         if let Some(f) = site {
-            classification.evidence.push(format!("crashing frame: {}", describe_frame(f)));
+            classification
+                .evidence
+                .push(format!("crashing frame: {}", describe_frame(f)));
         }
 
         let outcome = match (&death.exit, death.alive) {
@@ -82,7 +92,10 @@ impl ReportBuilder {
         };
 
         let (pid, tid, ppid, uid, comm) = identity(death, cause, state);
-        let boot_ns = cause.map(|c| c.boot_ns).or(state.map(|s| s.boot_ns)).unwrap_or(0);
+        let boot_ns = cause
+            .map(|c| c.boot_ns)
+            .or(state.map(|s| s.boot_ns))
+            .unwrap_or(0);
         let summary = summarize(classification.class, cause, site);
         let fingerprint = fingerprint(classification.class, cause.map(|c| c.signo), &frames);
         CrashReport {
@@ -95,7 +108,9 @@ impl ReportBuilder {
             ppid,
             uid,
             comm,
-            exe: state.and_then(|s| s.exe.as_ref()).map(|p| p.display().to_string()),
+            exe: state
+                .and_then(|s| s.exe.as_ref())
+                .map(|p| p.display().to_string()),
             cmdline: state.map(|s| s.cmdline.clone()).unwrap_or_default(),
             runtime: "native",
             signal: cause.map(signal_info),
@@ -120,12 +135,18 @@ impl ReportBuilder {
         state: &StateRecord,
         diagnostics: &mut Vec<String>,
     ) -> (Vec<Frame>, bool, Option<String>) {
-        let files: Vec<Option<PathBuf>> =
-            state.mappings.iter().map(|m| readable_path(pid, m, diagnostics)).collect();
+        let files: Vec<Option<PathBuf>> = state
+            .mappings
+            .iter()
+            .map(|m| readable_path(pid, m, diagnostics))
+            .collect();
         let unwound = self.unwinder.unwind(state, &files);
         let mut frames = Vec::with_capacity(unwound.frames.len());
         for raw in &unwound.frames {
-            let index = state.mappings.iter().position(|m| raw.address >= m.start && raw.address < m.end);
+            let index = state
+                .mappings
+                .iter()
+                .position(|m| raw.address >= m.start && raw.address < m.end);
             let mapping = index.map(|i| &state.mappings[i]);
             let mut frame = Frame {
                 address: format!("{:#x}", raw.address),
@@ -143,13 +164,23 @@ impl ReportBuilder {
                 continue;
             };
             frame.module = Some(module_name(mapping));
-            frame.offset = Some(format!("{:#x}", raw.address - mapping.start + mapping.file_offset));
+            frame.offset = Some(format!(
+                "{:#x}",
+                raw.address - mapping.start + mapping.file_offset
+            ));
             let Some(path) = index.and_then(|i| files[i].clone()) else {
                 frames.push(frame);
                 continue;
             };
-            let module = ModuleRef { path: &path, start: mapping.start, file_offset: mapping.file_offset };
-            match self.symbolizer.symbolize(&module, raw.address, raw.is_return) {
+            let module = ModuleRef {
+                path: &path,
+                start: mapping.start,
+                file_offset: mapping.file_offset,
+            };
+            match self
+                .symbolizer
+                .symbolize(&module, raw.address, raw.is_return)
+            {
                 Ok(sym) if !sym.frames.is_empty() => {
                     frame.build_id = sym.build_id.clone();
                     for s in sym.frames {
@@ -194,10 +225,15 @@ fn module_name(m: &Mapping) -> String {
 fn readable_path(pid: u32, m: &Mapping, diagnostics: &mut Vec<String>) -> Option<PathBuf> {
     let path = m.path.as_ref()?;
     if m.path_truncated {
-        diagnostics.push(format!("path of {} was truncated by the kernel", path.display()));
+        diagnostics.push(format!(
+            "path of {} was truncated by the kernel",
+            path.display()
+        ));
     }
     let mut candidates = vec![path.clone()];
-    candidates.push(PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path)));
+    candidates.push(
+        PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path)),
+    );
     let mut mismatch = false;
     for candidate in candidates {
         match std::fs::metadata(&candidate) {
@@ -207,7 +243,10 @@ fn readable_path(pid: u32, m: &Mapping, diagnostics: &mut Vec<String>) -> Option
         }
     }
     diagnostics.push(if mismatch {
-        format!("{} was replaced after the crash (inode differs); its frames are left unsymbolized", path.display())
+        format!(
+            "{} was replaced after the crash (inode differs); its frames are left unsymbolized",
+            path.display()
+        )
     } else {
         format!("{} is no longer readable", path.display())
     });
@@ -231,8 +270,10 @@ fn identity(
 }
 
 fn signal_info(s: &SignalRecord) -> SignalInfo {
-    let fault = matches!(s.signo, libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP)
-        && s.code > 0
+    let fault = matches!(
+        s.signo,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP
+    ) && s.code > 0
         && s.code != 0x80;
     SignalInfo {
         number: s.signo,
@@ -257,7 +298,11 @@ fn signal_info(s: &SignalRecord) -> SignalInfo {
 fn first_meaningful(frames: &[Frame]) -> Option<&Frame> {
     frames
         .iter()
-        .find(|f| f.function.as_deref().is_some_and(|name| !ABORT_PATH.contains(&name)))
+        .find(|f| {
+            f.function
+                .as_deref()
+                .is_some_and(|name| !ABORT_PATH.contains(&name))
+        })
         .or_else(|| frames.first())
 }
 
@@ -265,7 +310,10 @@ fn describe_frame(f: &Frame) -> String {
     let func = f.function.as_deref().unwrap_or("??");
     match (&f.file, f.line) {
         (Some(file), Some(line)) => format!("{func} at {file}:{line}"),
-        _ => format!("{func} in {}", f.module.as_deref().unwrap_or("an unknown module")),
+        _ => format!(
+            "{func} in {}",
+            f.module.as_deref().unwrap_or("an unknown module")
+        ),
     }
 }
 
@@ -285,8 +333,15 @@ fn summarize(class: &str, cause: Option<&SignalRecord>, site: Option<&Frame>) ->
         "abort" => "abort()".to_string(),
         "killed-by-signal" => match cause {
             Some(c) => match &c.sender {
-                Some(s) => format!("killed by {} from pid {} ({})", signal_name(c.signo), s.pid, s.comm),
-                None if c.from_kernel => format!("killed by {} from the kernel", signal_name(c.signo)),
+                Some(s) => format!(
+                    "killed by {} from pid {} ({})",
+                    signal_name(c.signo),
+                    s.pid,
+                    s.comm
+                ),
+                None if c.from_kernel => {
+                    format!("killed by {} from the kernel", signal_name(c.signo))
+                }
                 None => format!("killed by {}", signal_name(c.signo)),
             },
             None => "killed by a signal".to_string(),
@@ -316,13 +371,22 @@ pub fn fingerprint(class: &str, signo: Option<i32>, frames: &[Frame]) -> String 
     feed(&signo.unwrap_or(0).to_le_bytes());
     let significant = frames
         .iter()
-        .filter(|f| !f.function.as_deref().is_some_and(|n| ABORT_PATH.contains(&n)))
+        .filter(|f| {
+            !f.function
+                .as_deref()
+                .is_some_and(|n| ABORT_PATH.contains(&n))
+        })
         .take(5);
     for f in significant {
         match &f.function {
             Some(name) => feed(name.as_bytes()),
             None => {
-                let module = f.module.as_deref().map(|m| Path::new(m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                let module = f.module.as_deref().map(|m| {
+                    Path::new(m)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                });
                 feed(module.unwrap_or_default().as_bytes());
                 feed(f.offset.as_deref().unwrap_or("").as_bytes());
             }
@@ -357,13 +421,25 @@ mod tests {
 
     #[test]
     fn fingerprint_ignores_paths_and_abort_frames() {
-        let a = [frame(Some("raise"), "/lib/libc.so.6", "0x10"), frame(Some("main"), "/tmp/a/prog", "0x20")];
+        let a = [
+            frame(Some("raise"), "/lib/libc.so.6", "0x10"),
+            frame(Some("main"), "/tmp/a/prog", "0x20"),
+        ];
         let b = [frame(Some("main"), "/build/xyz/prog", "0x99")];
-        assert_eq!(fingerprint("abort", Some(6), &a), fingerprint("abort", Some(6), &b));
-        assert_ne!(fingerprint("abort", Some(6), &a), fingerprint("abort", Some(11), &a));
+        assert_eq!(
+            fingerprint("abort", Some(6), &a),
+            fingerprint("abort", Some(6), &b)
+        );
+        assert_ne!(
+            fingerprint("abort", Some(6), &a),
+            fingerprint("abort", Some(11), &a)
+        );
         let c = [frame(None, "/x/prog", "0x20")];
         let d = [frame(None, "/y/prog", "0x20")];
-        assert_eq!(fingerprint("unknown", None, &c), fingerprint("unknown", None, &d));
+        assert_eq!(
+            fingerprint("unknown", None, &c),
+            fingerprint("unknown", None, &d)
+        );
         assert_eq!(fingerprint("unknown", None, &c).len(), 16);
     }
 }

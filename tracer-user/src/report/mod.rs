@@ -90,7 +90,12 @@ impl Outcome {
     pub fn from_wait_status(status: u32) -> Self {
         let sig = (status & 0x7f) as i32;
         if sig != 0 && sig != 0x7f {
-            Self { kind: OutcomeKind::Killed, exit_code: None, signal: Some(sig), core_dumped: status & 0x80 != 0 }
+            Self {
+                kind: OutcomeKind::Killed,
+                exit_code: None,
+                signal: Some(sig),
+                core_dumped: status & 0x80 != 0,
+            }
         } else {
             Self {
                 kind: OutcomeKind::Exited,
@@ -102,7 +107,12 @@ impl Outcome {
     }
 
     pub fn of(kind: OutcomeKind) -> Self {
-        Self { kind, exit_code: None, signal: None, core_dumped: false }
+        Self {
+            kind,
+            exit_code: None,
+            signal: None,
+            core_dumped: false,
+        }
     }
 }
 
@@ -137,10 +147,16 @@ mod tests {
     #[test]
     fn wait_status_decoding() {
         let o = Outcome::from_wait_status(11 | 0x80);
-        assert_eq!((o.kind, o.signal, o.core_dumped), (OutcomeKind::Killed, Some(11), true));
+        assert_eq!(
+            (o.kind, o.signal, o.core_dumped),
+            (OutcomeKind::Killed, Some(11), true)
+        );
         let o = Outcome::from_wait_status(2 << 8);
         assert_eq!((o.kind, o.exit_code), (OutcomeKind::Exited, Some(2)));
         let o = Outcome::from_wait_status(9);
-        assert_eq!((o.kind, o.signal, o.core_dumped), (OutcomeKind::Killed, Some(9), false));
+        assert_eq!(
+            (o.kind, o.signal, o.core_dumped),
+            (OutcomeKind::Killed, Some(9), false)
+        );
     }
 }

@@ -11,7 +11,11 @@ struct Style {
 
 impl Style {
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
     fn bold(&self, t: &str) -> String {
         self.paint("1", t)
@@ -32,7 +36,11 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
         OutcomeKind::Killed => format!(
             "killed by {}{}",
             r.outcome.signal.map(signal_name).unwrap_or_default(),
-            if r.outcome.core_dumped { " (core dumped)" } else { "" }
+            if r.outcome.core_dumped {
+                " (core dumped)"
+            } else {
+                ""
+            }
         ),
         OutcomeKind::Exited => format!("exited with status {}", r.outcome.exit_code.unwrap_or(0)),
         OutcomeKind::Survived => "survived".to_string(),
@@ -47,7 +55,12 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
         how,
         s.dim(&format!("at {} on {}", r.time, r.host))
     );
-    let _ = writeln!(out, "  {:<9}{}", "class", s.bold(&format!("{}: {}", r.class, r.summary)));
+    let _ = writeln!(
+        out,
+        "  {:<9}{}",
+        "class",
+        s.bold(&format!("{}: {}", r.class, r.summary))
+    );
     if let Some(exe) = &r.exe {
         let _ = writeln!(out, "  {:<9}{}", "exe", exe);
     }
@@ -63,7 +76,11 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
             let _ = write!(line, ", fault address {addr}");
         }
         if let Some(sender) = &sig.sender {
-            let _ = write!(line, ", sent by pid {} ({}, uid {})", sender.pid, sender.comm, sender.uid);
+            let _ = write!(
+                line,
+                ", sent by pid {} ({}, uid {})",
+                sender.pid, sender.comm, sender.uid
+            );
             if let Some(exe) = &sender.exe {
                 let _ = write!(line, " {exe}");
             }
@@ -79,7 +96,15 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
             let _ = writeln!(out, "    - {e}");
         }
     }
-    let _ = writeln!(out, "  stack{}", if r.frames_truncated { " (truncated)" } else { "" });
+    let _ = writeln!(
+        out,
+        "  stack{}",
+        if r.frames_truncated {
+            " (truncated)"
+        } else {
+            ""
+        }
+    );
     let mut i = 0;
     while i < r.frames.len() {
         let f = &r.frames[i];
@@ -93,11 +118,24 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
             line.push_str(" (inlined)");
         }
         if let Some(m) = &f.module {
-            let _ = write!(line, " {}", s.dim(&format!("[{m} +{}]", f.offset.as_deref().unwrap_or("?"))));
+            let _ = write!(
+                line,
+                " {}",
+                s.dim(&format!("[{m} +{}]", f.offset.as_deref().unwrap_or("?")))
+            );
         }
         let _ = writeln!(out, "{line}");
         if repeats > 2 {
-            let _ = writeln!(out, "    {}", s.dim(&format!("... the same frame {} more times (#{}-#{})", repeats - 1, i + 1, i + repeats - 1)));
+            let _ = writeln!(
+                out,
+                "    {}",
+                s.dim(&format!(
+                    "... the same frame {} more times (#{}-#{})",
+                    repeats - 1,
+                    i + 1,
+                    i + repeats - 1
+                ))
+            );
             i += repeats;
         } else {
             i += 1;
@@ -109,6 +147,10 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
     for d in &r.diagnostics {
         let _ = writeln!(out, "  {}", s.dim(&format!("note: {d}")));
     }
-    let _ = writeln!(out, "  {}", s.dim(&format!("fingerprint {}", r.fingerprint)));
+    let _ = writeln!(
+        out,
+        "  {}",
+        s.dim(&format!("fingerprint {}", r.fingerprint))
+    );
     out
 }

@@ -4,12 +4,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Wall-clock time of a `CLOCK_BOOTTIME` timestamp taken by the kernel.
 pub fn wall_time_of_boot_ns(boot_ns: u64) -> SystemTime {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     let now_boot = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
     let ago = Duration::from_nanos(now_boot.saturating_sub(boot_ns));
-    SystemTime::now().checked_sub(ago).unwrap_or_else(SystemTime::now)
+    SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or_else(SystemTime::now)
 }
 
 /// `2026-11-22T01:02:03.456789Z`.

@@ -65,7 +65,10 @@ impl Stack<'_> {
             _ => end.saturating_add(SLACK),
         };
         if addr >= end.saturating_sub(7) && addr < limit {
-            MemoryError::BeyondSnapshot { addr, len: self.bytes.len() }
+            MemoryError::BeyondSnapshot {
+                addr,
+                len: self.bytes.len(),
+            }
         } else {
             MemoryError::Outside { addr }
         }
@@ -94,6 +97,8 @@ pub struct FpStep {
 pub enum FpError {
     #[error("rbp is 0")]
     Zero,
+    #[error("rbp is unknown")]
+    Unknown,
     #[error("rbp ({bp:#x}) does not point up the stack from sp ({sp:#x})")]
     NotAboveSp { bp: u64, sp: u64 },
     #[error("rbp ({bp:#x}) is not inside the captured stack")]
@@ -118,7 +123,11 @@ pub fn step(bp: u64, sp: u64, stack: &Stack<'_>) -> Result<FpStep, FpError> {
     let cfa = bp.checked_add(16).ok_or(FpError::NotInSnapshot { bp })?;
     let next_bp = stack.load(bp)?;
     let ra = stack.load(bp + 8)?;
-    Ok(FpStep { cfa, ra, bp: next_bp })
+    Ok(FpStep {
+        cfa,
+        ra,
+        bp: next_bp,
+    })
 }
 
 #[cfg(test)]
@@ -138,38 +147,76 @@ mod tests {
     fn follows_one_link() {
         let base = 0x7000;
         let bytes = stack_with(&[(0x7010, 0x7040), (0x7018, 0xaaa)], base, 0x100);
-        let stack = Stack { base, bytes: &bytes, region: None };
+        let stack = Stack {
+            base,
+            bytes: &bytes,
+            region: None,
+        };
         let s = step(0x7010, 0x7008, &stack).unwrap();
-        assert_eq!(s, FpStep { cfa: 0x7020, ra: 0xaaa, bp: 0x7040 });
+        assert_eq!(
+            s,
+            FpStep {
+                cfa: 0x7020,
+                ra: 0xaaa,
+                bp: 0x7040
+            }
+        );
     }
 
     #[test]
     fn refuses_links_below_sp_or_outside() {
         let bytes = vec![0u8; 64];
-        let stack = Stack { base: 0x7000, bytes: &bytes, region: None };
-        assert_eq!(step(0x7000, 0x7008, &stack), Err(FpError::NotAboveSp { bp: 0x7000, sp: 0x7008 }));
+        let stack = Stack {
+            base: 0x7000,
+            bytes: &bytes,
+            region: None,
+        };
+        assert_eq!(
+            step(0x7000, 0x7008, &stack),
+            Err(FpError::NotAboveSp {
+                bp: 0x7000,
+                sp: 0x7008
+            })
+        );
         assert_eq!(
             step(0xdead_beef_0000, 0x7008, &stack),
-            Err(FpError::NotInSnapshot { bp: 0xdead_beef_0000 })
+            Err(FpError::NotInSnapshot {
+                bp: 0xdead_beef_0000
+            })
         );
         assert_eq!(step(0, 0x7008, &stack), Err(FpError::Zero));
         // rbp in the last word: the return address is past the end.
         assert!(matches!(
             step(0x7038, 0x7008, &stack),
-            Err(FpError::Memory(MemoryError::BeyondSnapshot { addr: 0x7040, len: 64 }))
+            Err(FpError::Memory(MemoryError::BeyondSnapshot {
+                addr: 0x7040,
+                len: 64
+            }))
         ));
     }
 
     #[test]
     fn reads_sized_and_explains_misses() {
         let bytes: Vec<u8> = (0u8..16).collect();
-        let region = Region { start: 0x6000, end: 0x9000, vm_flags: 0, has_file: false };
-        let stack = Stack { base: 0x7000, bytes: &bytes, region: Some(region) };
+        let region = Region {
+            start: 0x6000,
+            end: 0x9000,
+            vm_flags: 0,
+            has_file: false,
+        };
+        let stack = Stack {
+            base: 0x7000,
+            bytes: &bytes,
+            region: Some(region),
+        };
         assert_eq!(stack.read_sized(0x7001, 2), Some(0x0201));
         assert_eq!(stack.read_sized(0x700f, 2), None);
         assert_eq!(stack.read_sized(0x7000, 9), None);
         assert_eq!(stack.read_u64(u64::MAX), None);
-        assert!(matches!(stack.miss(0x8000), MemoryError::BeyondSnapshot { .. }));
+        assert!(matches!(
+            stack.miss(0x8000),
+            MemoryError::BeyondSnapshot { .. }
+        ));
         assert!(matches!(stack.miss(0x9000), MemoryError::Outside { .. }));
         assert!(matches!(stack.miss(0x10), MemoryError::Outside { .. }));
     }

@@ -59,10 +59,15 @@ pub struct FileKey {
 
 fn check(path: &Path, meta: &Metadata) -> Result<FileKey, LoadError> {
     if !meta.file_type().is_file() {
-        return Err(LoadError::NotRegular { path: path.to_owned() });
+        return Err(LoadError::NotRegular {
+            path: path.to_owned(),
+        });
     }
     if meta.size() > MAX_FILE_SIZE {
-        return Err(LoadError::TooLarge { path: path.to_owned(), size: meta.size() });
+        return Err(LoadError::TooLarge {
+            path: path.to_owned(),
+            size: meta.size(),
+        });
     }
     Ok(FileKey {
         dev: meta.dev(),
@@ -76,8 +81,10 @@ fn check(path: &Path, meta: &Metadata) -> Result<FileKey, LoadError> {
 /// `stat`s `path` (following symlinks) and checks it is a regular file of
 /// acceptable size.
 pub fn stat_regular(path: &Path) -> Result<FileKey, LoadError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|source| LoadError::Stat { path: path.to_owned(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| LoadError::Stat {
+        path: path.to_owned(),
+        source,
+    })?;
     check(path, &meta)
 }
 
@@ -115,15 +122,24 @@ impl Image {
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
             .open(path)
-            .map_err(|source| LoadError::Open { path: path.to_owned(), source })?;
-        let meta = file
-            .metadata()
-            .map_err(|source| LoadError::Stat { path: path.to_owned(), source })?;
+            .map_err(|source| LoadError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let meta = file.metadata().map_err(|source| LoadError::Stat {
+            path: path.to_owned(),
+            source,
+        })?;
         if check(path, &meta)? != key {
-            return Err(LoadError::Changed { path: path.to_owned() });
+            return Err(LoadError::Changed {
+                path: path.to_owned(),
+            });
         }
         let cache = object::ReadCache::new(file);
-        Self::parse(&cache).map_err(|reason| LoadError::Parse { path: path.to_owned(), reason })
+        Self::parse(&cache).map_err(|reason| LoadError::Parse {
+            path: path.to_owned(),
+            reason,
+        })
     }
 
     /// Reads the tables of the ELF image in `data`.
@@ -139,7 +155,11 @@ impl Image {
             .segments()
             .map(|s| {
                 let (offset, filesz) = s.file_range();
-                Segment { offset, filesz, vaddr: s.address() }
+                Segment {
+                    offset,
+                    filesz,
+                    vaddr: s.address(),
+                }
             })
             .collect();
         Ok(Self {
@@ -214,7 +234,10 @@ fn section<'d, R: ReadRef<'d>>(file: &object::File<'d, R>, name: &str) -> Option
             return None;
         }
     };
-    (!data.is_empty()).then(|| Section { addr: s.address(), data: Arc::from(data) })
+    (!data.is_empty()).then(|| Section {
+        addr: s.address(),
+        data: Arc::from(data),
+    })
 }
 
 /// A copy of this process's vDSO, located through `AT_SYSINFO_EHDR` and
@@ -226,11 +249,17 @@ fn own_vdso() -> Option<Vec<u8>> {
         return None;
     }
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let (start, end) = maps.lines().filter(|l| l.ends_with("[vdso]")).find_map(|line| {
-        let range = line.split_whitespace().next()?;
-        let (start, end) = range.split_once('-')?;
-        Some((u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?))
-    })?;
+    let (start, end) = maps
+        .lines()
+        .filter(|l| l.ends_with("[vdso]"))
+        .find_map(|line| {
+            let range = line.split_whitespace().next()?;
+            let (start, end) = range.split_once('-')?;
+            Some((
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+            ))
+        })?;
     if start != base || end <= start || end - start > MAX_VDSO_SIZE {
         return None;
     }
@@ -246,19 +275,40 @@ mod tests {
     use super::*;
 
     fn image(segments: Vec<Segment>) -> Image {
-        Image { segments, ..Image::default() }
+        Image {
+            segments,
+            ..Image::default()
+        }
     }
 
     #[test]
     fn translates_through_load_segments() {
         let elf = image(vec![
-            Segment { offset: 0, filesz: 0x600, vaddr: 0 },
-            Segment { offset: 0x1000, filesz: 0x200, vaddr: 0x1000 },
-            Segment { offset: 0x2df0, filesz: 0x230, vaddr: 0x3df0 },
+            Segment {
+                offset: 0,
+                filesz: 0x600,
+                vaddr: 0,
+            },
+            Segment {
+                offset: 0x1000,
+                filesz: 0x200,
+                vaddr: 0x1000,
+            },
+            Segment {
+                offset: 0x2df0,
+                filesz: 0x230,
+                vaddr: 0x3df0,
+            },
         ]);
         let base = 0x5555_5555_4000;
-        assert_eq!(elf.file_address(base + 0x1000, 0x1000, base + 0x1123), Some(0x1123));
-        assert_eq!(elf.file_address(base + 0x3000, 0x2000, base + 0x3e00), Some(0x3e00));
+        assert_eq!(
+            elf.file_address(base + 0x1000, 0x1000, base + 0x1123),
+            Some(0x1123)
+        );
+        assert_eq!(
+            elf.file_address(base + 0x3000, 0x2000, base + 0x3e00),
+            Some(0x3e00)
+        );
         assert_eq!(elf.file_address(base + 0x1000, 0x1000, base + 0x1fff), None);
         assert_eq!(elf.file_address(base, 0, base - 1), None);
         assert_eq!(elf.file_address(0, u64::MAX, 1), None);
@@ -266,8 +316,14 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_regular_elf_file() {
-        assert!(matches!(stat_regular(Path::new("/dev/null")), Err(LoadError::NotRegular { .. })));
-        assert!(matches!(stat_regular(Path::new("/nonexistent/x")), Err(LoadError::Stat { .. })));
+        assert!(matches!(
+            stat_regular(Path::new("/dev/null")),
+            Err(LoadError::NotRegular { .. })
+        ));
+        assert!(matches!(
+            stat_regular(Path::new("/nonexistent/x")),
+            Err(LoadError::Stat { .. })
+        ));
         assert!(Image::parse(&b"\x7fELF garbage"[..]).is_err());
         assert!(Image::parse(&[][..]).is_err());
     }

@@ -1,21 +1,41 @@
 //! From captured thread state to a list of frame addresses.
 //!
 //! The input is what the kernel captured as the thread exited: its user
-//! registers and a copy of its stack from the page holding SP. Frames are
-//! recovered by walking the frame-pointer chain inside that copy; a chain
-//! that does not grow toward the stack's base is cut and reported, so a
-//! walk never loops and never reads outside the snapshot. The kernel's own
-//! frame-pointer walk is the fallback when no snapshot was taken.
+//! registers and a copy of its stack from the page holding SP. Optimized
+//! code, and the distribution libraries every program goes through (glibc's
+//! `abort` path included), keep no frame pointers, so frames are recovered
+//! the way debuggers and C++ exception handling do it: with the DWARF CFI
+//! of the file mapped at each code address (see `cfi` and `step`), falling
+//! back to the frame-pointer rule only for code that has none. Memory is
+//! read only from the snapshot, and every way a walk can stop early is
+//! reported with its reason (see `walk`). The kernel's own frame-pointer
+//! walk is the fallback when no registers or stack were captured.
 
+mod cache;
+mod cfi;
 mod fp;
+mod image;
+#[cfg(test)]
+mod program_tests;
+mod step;
+mod walk;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::events::{StateRecord, reg};
+use crate::events::{Mapping, StateRecord, reg};
 
-/// Turns a captured thread state into frames. Holds per-file caches.
+use cfi::{Cfi, Context};
+use walk::Lookup;
+
+/// Turns a captured thread state into frames. Keeps the parsed unwind
+/// tables of the files it has seen.
 #[derive(Default)]
-pub struct Unwinder {}
+pub struct Unwinder {
+    cache: cache::Cache,
+    /// crashtrace's own vDSO tables and image size, loaded on first use.
+    vdso: Option<Option<(Cfi, u64)>>,
+    ctx: Box<Context>,
+}
 
 impl Unwinder {
     pub fn new() -> Self {
@@ -25,14 +45,68 @@ impl Unwinder {
     /// Frames of the captured thread, innermost first. `files[i]` is a
     /// readable path for `state.mappings[i]`, when one exists.
     pub fn unwind(&mut self, state: &StateRecord, files: &[Option<PathBuf>]) -> Unwound {
-        let _ = files;
-        if let Some(regs) = state.regs
-            && !state.snapshot.is_empty()
-        {
-            let stack = fp::Stack { base: state.snapshot_base, bytes: &state.snapshot };
-            return fp::walk(&regs, &stack);
+        let Some(regs) = state.regs.filter(|_| !state.snapshot.is_empty()) else {
+            return unwind(state);
+        };
+        let stack = fp::Stack {
+            base: state.snapshot_base,
+            bytes: &state.snapshot,
+            region: state.sp_region,
+        };
+        walk::walk(&regs, &stack, &mut |addr| self.lookup(state, files, addr))
+    }
+
+    /// What is known about unwinding through code address `addr`.
+    fn lookup(&mut self, state: &StateRecord, files: &[Option<PathBuf>], addr: u64) -> Lookup {
+        let Some(index) = state
+            .mappings
+            .iter()
+            .position(|m| addr >= m.start && addr < m.end)
+        else {
+            return Lookup::NoMapping;
+        };
+        let mapping = &state.mappings[index];
+        if !mapping.executable {
+            return Lookup::NotCode;
         }
-        unwind(state)
+        let Self { cache, vdso, ctx } = self;
+        let (cfi, file_offset, name) = if mapping.vdso {
+            let loaded = vdso.get_or_insert_with(|| {
+                let image = image::Image::vdso()?;
+                let size = image.segments.iter().map(|s| s.offset + s.filesz).max()?;
+                Some((Cfi::new(image), size))
+            });
+            match loaded {
+                Some((cfi, size)) if mapping.end - mapping.start >= *size => {
+                    (&*cfi, 0, Path::new("[vdso]"))
+                }
+                _ => return Lookup::NoCfi("no usable vdso image".into()),
+            }
+        } else {
+            let Some(path) = files.get(index).and_then(Option::as_deref) else {
+                return Lookup::NoCfi(format!("no readable file for {}", describe(mapping)));
+            };
+            match cache.get(path) {
+                Ok(cfi) => (cfi, mapping.file_offset, path),
+                Err(e) => return Lookup::NoCfi(e),
+            }
+        };
+        let name = name.display();
+        let Some(vaddr) = cfi.image().file_address(mapping.start, file_offset, addr) else {
+            return Lookup::NoCfi(format!("{addr:#x} is in no load segment of {name}"));
+        };
+        match cfi.row(ctx, vaddr) {
+            Ok(Some(row)) => Lookup::Row(row),
+            Ok(None) => Lookup::NoCfi(format!("no cfi covers {vaddr:#x} in {name}")),
+            Err(e) => Lookup::NoCfi(format!("corrupt cfi for {vaddr:#x} in {name}: {e}")),
+        }
+    }
+}
+
+fn describe(mapping: &Mapping) -> String {
+    match &mapping.path {
+        Some(path) => path.display().to_string(),
+        None => format!("the mapping at {:#x}", mapping.start),
     }
 }
 
@@ -58,7 +132,10 @@ pub fn unwind(state: &StateRecord) -> Unwound {
     let mut addrs = state.kstack.iter().copied().peekable();
     match (ip, addrs.peek().copied()) {
         (Some(ip), Some(first)) if first == ip => {}
-        (Some(ip), _) if ip != 0 => out.frames.push(RawFrame { address: ip, is_return: false }),
+        (Some(ip), _) if ip != 0 => out.frames.push(RawFrame {
+            address: ip,
+            is_return: false,
+        }),
         _ => {}
     }
     for addr in addrs {
@@ -66,7 +143,10 @@ pub fn unwind(state: &StateRecord) -> Unwound {
             break;
         }
         let is_return = !out.frames.is_empty();
-        out.frames.push(RawFrame { address: addr, is_return });
+        out.frames.push(RawFrame {
+            address: addr,
+            is_return,
+        });
     }
     if state.kstack.len() >= tracer_common::KSTACK_MAX {
         out.truncated = true;
@@ -91,7 +171,13 @@ mod tests {
         regs[reg::IP] = ip;
         StateRecord {
             boot_ns: 0,
-            thread: Task { pid: 1, tid: 1, ppid: 0, uid: 0, comm: String::new() },
+            thread: Task {
+                pid: 1,
+                tid: 1,
+                ppid: 0,
+                uid: 0,
+                comm: String::new(),
+            },
             regs: Some(regs),
             kstack,
             snapshot_base: 0,
@@ -117,7 +203,13 @@ mod tests {
     #[test]
     fn missing_ip_is_prepended() {
         let u = unwind(&state(0x10, vec![0x20, 0x30]));
-        assert_eq!(u.frames[0], RawFrame { address: 0x10, is_return: false });
+        assert_eq!(
+            u.frames[0],
+            RawFrame {
+                address: 0x10,
+                is_return: false
+            }
+        );
         assert_eq!(u.frames.len(), 3);
     }
 

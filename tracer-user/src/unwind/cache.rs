@@ -1,0 +1,116 @@
+//! Parsed unwind tables, kept per file.
+//!
+//! Crash stacks pass through the same few libraries (libc, the language
+//! runtime) over and over, and indexing a file's CFI costs far more than
+//! one lookup, so parsed tables are kept, keyed by the file's identity
+//! (device, inode, size, modification time) rather than its path: the same
+//! library reached through `/proc/PID/root` or `/proc/PID/map_files` is
+//! parsed once, and a rebuilt binary at the same path is parsed again.
+//! Failures are kept too, so an unreadable file is not retried for every
+//! frame. The cache is bounded in files and in heap bytes.
+
+use std::path::Path;
+
+use super::{
+    cfi::Cfi,
+    image::{FileKey, Image, stat_regular},
+};
+
+pub const MAX_FILES: usize = 64;
+pub const MAX_BYTES: u64 = 512 << 20;
+
+pub struct Cache {
+    /// Least recently used first.
+    entries: Vec<(FileKey, Result<Cfi, String>)>,
+    max_files: usize,
+    max_bytes: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::new(MAX_FILES, MAX_BYTES)
+    }
+}
+
+fn weight(entry: &(FileKey, Result<Cfi, String>)) -> u64 {
+    entry.1.as_ref().map_or(0, Cfi::heap_bytes)
+}
+
+impl Cache {
+    pub fn new(max_files: usize, max_bytes: u64) -> Self {
+        Self {
+            entries: Vec::new(),
+            max_files: max_files.max(1),
+            max_bytes,
+        }
+    }
+
+    /// The tables of the file at `path`, parsed on first use.
+    pub fn get(&mut self, path: &Path) -> Result<&Cfi, String> {
+        let key = stat_regular(path).map_err(|e| e.to_string())?;
+        match self.entries.iter().position(|(k, _)| *k == key) {
+            Some(pos) => {
+                let entry = self.entries.remove(pos);
+                self.entries.push(entry);
+            }
+            None => {
+                let cfi = Image::load(path, key)
+                    .map(Cfi::new)
+                    .map_err(|e| e.to_string());
+                self.entries.push((key, cfi));
+                self.evict();
+            }
+        }
+        match self.entries.last() {
+            Some((_, cfi)) => cfi.as_ref().map_err(Clone::clone),
+            None => Err("unwind cache is empty".into()),
+        }
+    }
+
+    /// Drops least recently used entries until the limits hold; the newest
+    /// entry always stays.
+    fn evict(&mut self) {
+        let excess = self.entries.len().saturating_sub(self.max_files);
+        self.entries.drain(..excess);
+        let mut total: u64 = self.entries.iter().map(weight).sum();
+        while total > self.max_bytes && self.entries.len() > 1 {
+            total = total.saturating_sub(weight(&self.entries.remove(0)));
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_files_by_identity_within_bounds() {
+        let dir =
+            std::env::temp_dir().join(format!("crashtrace-unwind-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let copy = dir.join("copy");
+        std::fs::copy(&exe, &copy).unwrap();
+        let junk = dir.join("junk");
+        std::fs::write(&junk, b"not elf").unwrap();
+        let mut cache = Cache::new(2, u64::MAX);
+        assert!(cache.get(&exe).is_ok());
+        assert!(cache.get(&exe).is_ok());
+        assert_eq!(cache.len(), 1, "same file, one entry");
+        assert!(cache.get(&junk).is_err());
+        assert!(cache.get(&junk).is_err());
+        assert_eq!(cache.len(), 2, "failures are kept");
+        assert!(cache.get(&copy).is_ok());
+        assert_eq!(cache.len(), 2, "bounded in files");
+        let mut small = Cache::new(8, 1);
+        assert!(small.get(&exe).is_ok() && small.get(&copy).is_ok());
+        assert_eq!(small.len(), 1, "bounded in bytes, newest kept");
+        assert!(cache.get(&dir).is_err(), "directories are refused");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,536 @@
+//! Unwinding real crashes of real programs.
+//!
+//! Hand-made stacks only test what their author believed about compilers.
+//! These tests build C programs with the host's `cc`, let them crash, and
+//! have a signal handler inside the program record exactly what the kernel
+//! side would capture (the interrupted registers in `pt_regs` order, the
+//! stack from the page holding SP upward, and `/proc/self/maps`), then
+//! unwind that record and name the frames with the symbolizer.
+
+use std::{path::PathBuf, process::Command};
+
+use super::{RawFrame, Unwinder, Unwound};
+use crate::{
+    events::{Mapping, Region, StateRecord, Task, reg},
+    symbolize::{ModuleRef, Symbolizer},
+};
+
+const PROGRAM: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+static const char *out;
+static char maps[1 << 20];
+int *volatile null_pointer;
+volatile int sink;
+
+static void save(const char *name, const void *data, size_t len) {
+    char path[4096];
+    strcpy(path, out);
+    strcat(path, "/");
+    strcat(path, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n <= 0) _exit(3);
+        p += n;
+        len -= n;
+    }
+    close(fd);
+}
+
+static void capture(int sig, siginfo_t *info, void *context) {
+    (void)sig; (void)info;
+    greg_t *g = ((ucontext_t *)context)->uc_mcontext.gregs;
+    unsigned long regs[21] = {
+        g[REG_R15], g[REG_R14], g[REG_R13], g[REG_R12], g[REG_RBP], g[REG_RBX],
+        g[REG_R11], g[REG_R10], g[REG_R9], g[REG_R8], g[REG_RAX], g[REG_RCX],
+        g[REG_RDX], g[REG_RSI], g[REG_RDI], (unsigned long)-1, g[REG_RIP], 0x33,
+        g[REG_EFL], g[REG_RSP], 0x2b,
+    };
+    save("regs", regs, sizeof regs);
+    int fd = open("/proc/self/maps", O_RDONLY);
+    size_t len = 0;
+    ssize_t n;
+    while ((n = read(fd, maps + len, sizeof maps - 1 - len)) > 0) len += n;
+    close(fd);
+    save("maps", maps, len);
+    unsigned long sp = g[REG_RSP], base = sp & ~4095UL, end = 0;
+    for (char *line = maps; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0) {
+        char *rest;
+        unsigned long lo = strtoul(line, &rest, 16), hi = strtoul(rest + 1, 0, 16);
+        if (sp >= lo && sp < hi) end = hi;
+    }
+    save("stack_base", &base, sizeof base);
+    save("stack", (void *)base, end - base);
+    _exit(0);
+}
+
+__attribute__((noinline)) int crash_leaf(int x) {
+    *null_pointer = x;
+    return x + 1;
+}
+
+__attribute__((noinline)) int middle_b(int x) {
+    volatile char buffer[64];
+    int kept = x * 7;
+    buffer[x & 63] = (char)x;
+    int r = crash_leaf(x + buffer[1]);
+    return r + kept;
+}
+
+__attribute__((noinline)) int outer_a(int x) {
+    int kept = x * 3;
+    int r = middle_b(x + 1);
+    return r + kept;
+}
+
+__attribute__((noinline)) void abort_b(int x) {
+    sink = x;
+    abort();
+}
+
+__attribute__((noinline)) int abort_a(int x) {
+    int kept = x * 5;
+    abort_b(x + 1);
+    return kept + sink;
+}
+
+__attribute__((noinline)) int handler_leaf(int x) {
+    *null_pointer = x;
+    return 0;
+}
+
+static void on_usr1(int sig) {
+    sink = handler_leaf(sig) + 1;
+}
+
+int main(int argc, char **argv) {
+    out = argv[2];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = capture;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    sigaction(SIGABRT, &sa, 0);
+    signal(SIGUSR1, on_usr1);
+    int r = 0;
+    if (!strcmp(argv[1], "segv")) r = outer_a(argc);
+    else if (!strcmp(argv[1], "abort")) r = abort_a(argc);
+    else if (!strcmp(argv[1], "handler")) r = raise(SIGUSR1);
+    return r + sink;
+}
+"#;
+
+/// A crashed run of the test program, as the kernel side would see it.
+struct Capture {
+    state: StateRecord,
+    files: Vec<Option<PathBuf>>,
+    dir: PathBuf,
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Builds the program with `flags`, runs it in `mode`, and loads what its
+/// handler saved. `None` when there is no C compiler.
+fn run(name: &str, flags: &[&str], mode: &str) -> Option<Capture> {
+    let dir = std::env::temp_dir().join(format!("crashtrace-unwind-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("prog.c");
+    std::fs::write(&source, PROGRAM).unwrap();
+    let exe = dir.join("prog");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = match Command::new(&cc)
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&source)
+        .status()
+    {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("skipping: cannot run {cc}: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
+    };
+    assert!(built.success(), "{cc} {flags:?} failed");
+    let status = Command::new(&exe).arg(mode).arg(&dir).status().unwrap();
+    assert!(
+        status.success(),
+        "{mode} run did not reach the capture handler: {status}"
+    );
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let words: Vec<u64> = read("regs")
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let regs: [u64; tracer_common::REGS_LEN] = words.try_into().unwrap();
+    let snapshot_base = u64::from_le_bytes(read("stack_base").try_into().unwrap());
+    let mappings = parse_maps(&String::from_utf8(read("maps")).unwrap());
+    let sp_region = mappings
+        .iter()
+        .find(|m| regs[reg::SP] >= m.start && regs[reg::SP] < m.end)
+        .map(|m| Region {
+            start: m.start,
+            end: m.end,
+            vm_flags: 0,
+            has_file: false,
+        });
+    let files = mappings
+        .iter()
+        .map(|m| m.path.clone().filter(|p| p.is_file()))
+        .collect();
+    let state = StateRecord {
+        boot_ns: 0,
+        thread: Task {
+            pid: 1,
+            tid: 1,
+            ppid: 0,
+            uid: 0,
+            comm: "prog".into(),
+        },
+        regs: Some(regs),
+        kstack: Vec::new(),
+        snapshot_base,
+        snapshot: read("stack"),
+        snapshot_short: false,
+        exe: Some(exe),
+        cmdline: Vec::new(),
+        sp_region,
+        mappings,
+        mappings_truncated: false,
+    };
+    Some(Capture { state, files, dir })
+}
+
+fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let perms = fields.next()?;
+            let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+            let (major, minor) = fields.next()?.split_once(':')?;
+            let ino = fields.next()?.parse().ok()?;
+            let name = fields.next();
+            Some(Mapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                file_offset: offset,
+                ino,
+                dev: libc::makedev(
+                    u32::from_str_radix(major, 16).ok()?,
+                    u32::from_str_radix(minor, 16).ok()?,
+                ),
+                path: name.filter(|n| n.starts_with('/')).map(PathBuf::from),
+                path_truncated: false,
+                executable: perms.contains('x'),
+                vdso: name == Some("[vdso]"),
+            })
+        })
+        .collect()
+}
+
+/// Every function name of every frame, innermost first (inlined ones
+/// included), or `?` for frames nothing names.
+fn frame_names(capture: &Capture, unwound: &Unwound) -> Vec<String> {
+    let mut symbolizer = Symbolizer::new(Vec::new());
+    let mut out = Vec::new();
+    for &RawFrame { address, is_return } in &unwound.frames {
+        let found = capture
+            .state
+            .mappings
+            .iter()
+            .zip(&capture.files)
+            .find(|(m, _)| address >= m.start && address < m.end);
+        let mut named = Vec::new();
+        if let Some((m, Some(path))) = found {
+            let module = ModuleRef {
+                path,
+                start: m.start,
+                file_offset: m.file_offset,
+            };
+            if let Ok(sym) = symbolizer.symbolize(&module, address, is_return) {
+                named.extend(sym.frames.into_iter().filter_map(|f| f.function));
+            }
+        }
+        if named.is_empty() {
+            named.push("?".into());
+        }
+        out.extend(named);
+    }
+    out
+}
+
+/// Asserts that `expected` appears in `names` in order; an expected name
+/// matches a name that equals it or contains it.
+fn assert_in_order(names: &[String], expected: &[&str], unwound: &Unwound) {
+    let mut rest = names.iter();
+    for want in expected {
+        assert!(
+            rest.any(|n| n == want || n.contains(want)),
+            "{want} missing or out of order in {names:?} ({unwound:?})"
+        );
+    }
+}
+
+const OPTIMIZED: &[&str] = &["-O2", "-fomit-frame-pointer", "-g"];
+
+#[test]
+fn segv_in_optimized_code_without_frame_pointers() {
+    let Some(capture) = run("segv", OPTIMIZED, "segv") else {
+        return;
+    };
+    let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
+    let names = frame_names(&capture, &unwound);
+    assert_eq!(names[0], "crash_leaf", "{names:?}");
+    assert_eq!(&names[1..4], ["middle_b", "outer_a", "main"], "{unwound:?}");
+    assert!(names.iter().any(|n| n == "_start"), "{names:?}");
+    assert_eq!(
+        (unwound.truncated, &unwound.error),
+        (false, &None),
+        "{names:?}"
+    );
+    assert!(!unwound.frames[0].is_return);
+    assert!(unwound.frames[1..].iter().all(|f| f.is_return));
+}
+
+#[test]
+fn abort_through_libc() {
+    let Some(capture) = run("abort", OPTIMIZED, "abort") else {
+        return;
+    };
+    let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
+    let names = frame_names(&capture, &unwound);
+    assert_in_order(
+        &names,
+        &[
+            "pthread_kill",
+            "raise",
+            "abort",
+            "abort_b",
+            "abort_a",
+            "main",
+            "_start",
+        ],
+        &unwound,
+    );
+    assert_eq!(
+        (unwound.truncated, &unwound.error),
+        (false, &None),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn snapshot_as_small_as_the_kernel_takes() {
+    let Some(mut capture) = run("small", OPTIMIZED, "abort") else {
+        return;
+    };
+    let sp = capture.state.regs.unwrap()[reg::SP];
+    let keep = (sp - capture.state.snapshot_base) as usize + 256;
+    capture.state.snapshot.truncate(keep);
+    let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
+    assert!(unwound.truncated);
+    let error = unwound.error.clone().unwrap();
+    assert!(
+        error.contains(&format!("beyond the {keep}-byte snapshot")),
+        "{error}"
+    );
+}
+
+#[test]
+fn crash_in_a_signal_handler_unwinds_through_the_signal_frame() {
+    let Some(capture) = run("handler", OPTIMIZED, "handler") else {
+        return;
+    };
+    let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
+    let names = frame_names(&capture, &unwound);
+    assert_in_order(
+        &names,
+        &[
+            "handler_leaf",
+            "on_usr1",
+            "__restore_rt",
+            "pthread_kill",
+            "raise",
+            "main",
+        ],
+        &unwound,
+    );
+    // The trampoline was never called, and the frame after it is where the
+    // signal hit: neither is a return address.
+    let restorer = names.iter().position(|n| n == "__restore_rt").unwrap();
+    assert!(!unwound.frames[restorer].is_return, "{unwound:?}");
+    assert!(!unwound.frames[restorer + 1].is_return, "{unwound:?}");
+    assert_eq!(
+        (unwound.truncated, &unwound.error),
+        (false, &None),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn debug_frame_and_frame_pointer_fallbacks() {
+    // CFI only in .debug_frame.
+    let flags = [
+        "-O2",
+        "-fomit-frame-pointer",
+        "-g",
+        "-fno-asynchronous-unwind-tables",
+    ];
+    let Some(capture) = run("debug-frame", &flags, "segv") else {
+        return;
+    };
+    let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
+    let names = frame_names(&capture, &unwound);
+    assert_eq!(
+        &names[..4],
+        ["crash_leaf", "middle_b", "outer_a", "main"],
+        "{unwound:?}"
+    );
+    // No CFI at all for the program's code: frame pointers carry the walk.
+    let flags = [
+        "-O0",
+        "-fno-omit-frame-pointer",
+        "-fno-asynchronous-unwind-tables",
+    ];
+    let Some(capture) = run("fp", &flags, "segv") else {
+        return;
+    };
+    let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
+    let names = frame_names(&capture, &unwound);
+    assert_in_order(
+        &names,
+        &["crash_leaf", "middle_b", "outer_a", "main"],
+        &unwound,
+    );
+}
+
+#[test]
+fn a_missing_mapping_stops_the_walk() {
+    let Some(mut capture) = run("no-exe", OPTIMIZED, "abort") else {
+        return;
+    };
+    let exe = capture.state.exe.clone();
+    let (mappings, files) = capture
+        .state
+        .mappings
+        .iter()
+        .cloned()
+        .zip(capture.files.iter().cloned())
+        .filter(|(m, _)| m.path != exe)
+        .unzip();
+    (capture.state.mappings, capture.files) = (mappings, files);
+    let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
+    let last = unwound.frames.last().unwrap().address;
+    assert_eq!(
+        unwound.error,
+        Some(format!("no mapping captured for {last:#x}")),
+        "{unwound:?}"
+    );
+    assert!(unwound.truncated && unwound.frames.len() >= 3);
+}
+
+#[test]
+fn garbage_stops_cleanly() {
+    let Some(capture) = run("garbage", OPTIMIZED, "segv") else {
+        return;
+    };
+    let mut unwinder = Unwinder::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let code: Vec<&Mapping> = capture
+        .state
+        .mappings
+        .iter()
+        .filter(|m| m.executable)
+        .collect();
+    for round in 0..300 {
+        let mut state = capture.state.clone();
+        let len = (next() % 20_000) as usize & !7;
+        state.snapshot = (0..len).map(|_| next() as u8).collect();
+        let base = state.snapshot_base;
+        let mut regs = [0u64; tracer_common::REGS_LEN];
+        regs.iter_mut().for_each(|r| *r = next());
+        if round % 2 == 0 {
+            // Plausible registers: code in real mappings, pointers into the
+            // snapshot, words in it that point at code.
+            let m = code[(next() % code.len() as u64) as usize];
+            regs[reg::IP] = m.start + next() % (m.end - m.start);
+            regs[reg::SP] = base + next() % (len as u64 + 1);
+            regs[reg::BP] = base + next() % (len as u64 + 1);
+            for word in state.snapshot.chunks_exact_mut(8) {
+                if next() % 3 == 0 {
+                    let m = code[(next() % code.len() as u64) as usize];
+                    word.copy_from_slice(&(m.start + next() % (m.end - m.start)).to_le_bytes());
+                }
+            }
+        }
+        state.regs = Some(regs);
+        let unwound = unwinder.unwind(&state, &capture.files);
+        assert!(!unwound.frames.is_empty() && unwound.frames.len() <= super::walk::MAX_FRAMES);
+        if unwound.truncated {
+            assert!(unwound.error.is_some(), "{unwound:?}");
+        }
+    }
+    // Registers pointing nowhere near the snapshot.
+    let mut state = capture.state.clone();
+    let mut regs = state.regs.unwrap();
+    regs[reg::SP] = 0xdead_0000;
+    regs[reg::BP] = 0xbeef_0000;
+    state.regs = Some(regs);
+    let unwound = unwinder.unwind(&state, &capture.files);
+    assert!(unwound.truncated);
+    assert!(
+        unwound
+            .error
+            .unwrap()
+            .contains("outside the captured stack")
+    );
+}
+
+#[test]
+fn without_a_snapshot_the_kernel_walk_is_used() {
+    let mut regs = [0u64; tracer_common::REGS_LEN];
+    regs[reg::IP] = 0x10;
+    let state = StateRecord {
+        boot_ns: 0,
+        thread: Task {
+            pid: 1,
+            tid: 1,
+            ppid: 0,
+            uid: 0,
+            comm: String::new(),
+        },
+        regs: Some(regs),
+        kstack: vec![0x10, 0x20],
+        snapshot_base: 0,
+        snapshot: Vec::new(),
+        snapshot_short: false,
+        exe: None,
+        cmdline: Vec::new(),
+        sp_region: None,
+        mappings: Vec::new(),
+        mappings_truncated: false,
+    };
+    let unwound = Unwinder::new().unwind(&state, &[]);
+    let addrs: Vec<u64> = unwound.frames.iter().map(|f| f.address).collect();
+    assert_eq!(addrs, [0x10, 0x20]);
+}
