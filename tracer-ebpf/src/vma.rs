@@ -52,7 +52,7 @@ extern "C" fn vma_callback(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_voi
 const VM_EXEC: u64 = 0x4;
 
 #[inline(always)]
-pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Option<VmaOut> {
+pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Result<VmaOut, i64> {
     let mut out = VmaOut {
         start: 0,
         end: 0,
@@ -69,7 +69,7 @@ pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Option<VmaOut> {
             0,
         )
     };
-    (rc == 0).then_some(out)
+    if rc == 0 { Ok(out) } else { Err(rc) }
 }
 
 /// The mapping holding `addr`; `found == 0` when none does (or `addr` is 0).
@@ -79,14 +79,19 @@ pub unsafe fn summarize_vma(task: *mut c_void, addr: u64) -> VmaSummary {
         return VmaSummary::default();
     }
     match unsafe { find_vma(task, addr) } {
-        Some(v) => VmaSummary {
+        Ok(v) => VmaSummary {
             start: v.start,
             end: v.end,
             vm_flags: v.flags,
             found: 1,
             has_file: (v.file != 0) as u32,
         },
-        None => VmaSummary::default(),
+        Err(rc) => {
+            if rc != -ENOENT {
+                count(&LOSSES, loss::VMA_LOOKUP);
+            }
+            VmaSummary::default()
+        }
     }
 }
 
@@ -96,6 +101,7 @@ const SKIP_MAX: usize = 8;
 /// Most mapping lookups for stack words (the kernel's frame addresses are
 /// always looked up): bounds the cost of a stack full of heap pointers.
 const WORD_LOOKUPS_MAX: u32 = 48;
+const ENOENT: i64 = 2;
 /// Lowest and highest user addresses that can hold code.
 const USER_MIN: u64 = 0x10000;
 const USER_MAX: u64 = 0x0000_8000_0000_0000;
@@ -260,11 +266,16 @@ extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
             (*scratch).word_lookups += 1;
         }
         let task = bpf_get_current_task_btf() as *mut c_void;
-        let Some(vma) = find_vma(task, addr) else {
-            if !from_stack {
-                count(&LOSSES, loss::VMA_LOOKUP);
+        let vma = match find_vma(task, addr) {
+            Ok(vma) => vma,
+            Err(rc) => {
+                // No mapping (-ENOENT) is an answer; anything else (the mmap
+                // lock was contended) loses a mapping that existed.
+                if rc != -ENOENT {
+                    count(&LOSSES, loss::VMA_LOOKUP);
+                }
+                return 0;
             }
-            return 0;
         };
         if from_stack && vma.flags & VM_EXEC == 0 {
             let n_skip = (*scratch).n_skip as usize;

@@ -4,6 +4,7 @@
 //! without BTF, a verifier rejection) fails here, before any process is
 //! started, with an error that names the probe and the kernel's reason.
 
+mod btf;
 pub mod offsets;
 
 use std::collections::BTreeSet;

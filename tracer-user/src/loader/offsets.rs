@@ -9,8 +9,9 @@
 
 use std::path::Path;
 
-use btf_rs::{Btf, Type};
 use tracer_common::KernelOffsets;
+
+use super::btf::Btf;
 
 /// Where the kernel exposes its own type information.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -21,8 +22,10 @@ pub enum OffsetError {
         "kernel BTF not found at {VMLINUX_BTF}: this kernel was built without CONFIG_DEBUG_INFO_BTF, which crashtrace needs"
     )]
     NoBtf,
+    #[error("cannot read kernel BTF at {VMLINUX_BTF}: {0}")]
+    Read(std::io::Error),
     #[error("cannot parse kernel BTF at {VMLINUX_BTF}: {0}")]
-    Parse(String),
+    Parse(#[from] super::btf::BtfError),
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
     #[error("kernel BTF: struct {strukt} has no member {member}")]
@@ -36,77 +39,61 @@ struct Resolver {
 }
 
 impl Resolver {
-    /// The struct (or union) named `name` that has members (skipping
-    /// forward declarations).
-    fn strukt(&self, name: &str) -> Result<btf_rs::Struct, OffsetError> {
-        let types = self
-            .btf
-            .resolve_types_by_name(name)
-            .map_err(|_| OffsetError::NoStruct(name.to_string()))?;
-        types
+    /// The struct (or union) named `name` that has members.
+    fn strukt(&self, name: &str) -> Result<u32, OffsetError> {
+        self.btf
+            .structs_named(name)
             .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s),
-                _ => None,
-            })
+            .next()
             .ok_or_else(|| OffsetError::NoStruct(name.to_string()))
     }
 
-    /// Strips typedefs and qualifiers down to a struct or union, if any.
-    fn as_struct(&self, mut ty: Type) -> Option<btf_rs::Struct> {
-        for _ in 0..16 {
-            ty = match ty {
-                Type::Struct(s) | Type::Union(s) => return Some(s),
-                Type::Typedef(t) => self.btf.resolve_chained_type(&t).ok()?,
-                Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
-                    self.btf.resolve_chained_type(&t).ok()?
-                }
-                Type::TypeTag(t) => self.btf.resolve_chained_type(&t).ok()?,
-                _ => return None,
-            };
-        }
-        None
-    }
-
-    /// Byte offset of `member` in `s`, searching anonymous members too.
-    fn member_in(&self, s: &btf_rs::Struct, member: &str, depth: u32) -> Option<(u32, Type)> {
+    /// Byte offset and type of `member` in struct `id`, searching anonymous
+    /// members too.
+    fn member_in(
+        &self,
+        id: u32,
+        member: &str,
+        depth: u32,
+    ) -> Result<Option<(u32, u32)>, OffsetError> {
         if depth > 8 {
-            return None;
+            return Ok(None);
         }
-        for m in &s.members {
-            let name = self.btf.resolve_name(m).unwrap_or_default();
-            let ty = self.btf.resolve_chained_type(m).ok()?;
-            let offset = m.bit_offset() / 8;
-            if name == member {
-                return Some((offset, ty));
+        for m in self.btf.members(id)? {
+            let ty = self.btf.resolve(m.type_id);
+            if m.name == member {
+                return Ok(Some((m.bit_offset / 8, ty)));
             }
-            if name.is_empty()
-                && let Some(inner) = self.as_struct(ty)
-                && let Some((o, t)) = self.member_in(&inner, member, depth + 1)
+            if m.name.is_empty()
+                && self.btf.is_struct(ty)
+                && let Some((o, t)) = self.member_in(ty, member, depth + 1)?
             {
-                return Some((offset + o, t));
+                return Ok(Some((m.bit_offset / 8 + o, t)));
             }
         }
-        None
+        Ok(None)
     }
 
     /// Offset of a dotted member path such as `["context", "vdso"]`.
     fn offset(&self, strukt: &str, path: &[&str]) -> Result<u32, OffsetError> {
-        let mut s = self.strukt(strukt)?;
+        let mut id = self.strukt(strukt)?;
         let mut total = 0;
         let mut current = strukt.to_string();
         for (i, member) in path.iter().enumerate() {
             let (offset, ty) =
-                self.member_in(&s, member, 0)
+                self.member_in(id, member, 0)?
                     .ok_or_else(|| OffsetError::NoMember {
                         strukt: current.clone(),
                         member: (*member).to_string(),
                     })?;
             total += offset;
             if i + 1 < path.len() {
-                s = self.as_struct(ty).ok_or_else(|| {
-                    OffsetError::Layout(format!("{current}.{member} is not a struct"))
-                })?;
+                if !self.btf.is_struct(ty) {
+                    return Err(OffsetError::Layout(format!(
+                        "{current}.{member} is not a struct"
+                    )));
+                }
+                id = ty;
                 current = format!("{current}.{member}");
             }
         }
@@ -114,7 +101,10 @@ impl Resolver {
     }
 
     fn size(&self, strukt: &str) -> Result<u32, OffsetError> {
-        Ok(self.strukt(strukt)?.size() as u32)
+        let id = self.strukt(strukt)?;
+        self.btf
+            .size(id)
+            .ok_or_else(|| OffsetError::NoStruct(strukt.to_string()))
     }
 }
 
@@ -123,8 +113,10 @@ pub fn resolve() -> Result<KernelOffsets, OffsetError> {
     if !Path::new(VMLINUX_BTF).exists() {
         return Err(OffsetError::NoBtf);
     }
-    let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| OffsetError::Parse(e.to_string()))?;
-    resolve_with(&Resolver { btf })
+    let data = std::fs::read(VMLINUX_BTF).map_err(OffsetError::Read)?;
+    resolve_with(&Resolver {
+        btf: Btf::parse(data)?,
+    })
 }
 
 fn resolve_with(r: &Resolver) -> Result<KernelOffsets, OffsetError> {

@@ -82,9 +82,13 @@ impl ReportBuilder {
                 .push(format!("crashing frame: {}", describe_frame(f)));
         }
 
+        let all_handled = !death.signals.is_empty() && death.signals.iter().all(|s| s.handled);
         let outcome = match (&death.exit, death.alive) {
             (Some(e), _) => Outcome::from_wait_status(e.status),
             (None, true) => Outcome::of(OutcomeKind::Survived),
+            // A handled signal does not doom a process, so no exit record
+            // follows: it survived the signal even if it has exited since.
+            (None, false) if all_handled => Outcome::of(OutcomeKind::Survived),
             (None, false) => {
                 diagnostics.push("the exit record was not seen (see loss records)".into());
                 Outcome::of(OutcomeKind::Unknown)

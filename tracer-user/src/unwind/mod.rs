@@ -63,7 +63,9 @@ impl Unwinder {
             .iter()
             .position(|m| addr >= m.start && addr < m.end)
         else {
-            return Lookup::NoMapping;
+            return Lookup::NoMapping {
+                list_full: state.mappings_truncated,
+            };
         };
         let mapping = &state.mappings[index];
         if !mapping.executable {

@@ -33,22 +33,34 @@ const FROM_PT_REGS: [usize; COUNT] = [10, 12, 11, 5, 13, 14, 4, 19, 9, 8, 7, 6, 
 /// Most operations one DWARF expression may execute.
 const MAX_OPS: u32 = 1000;
 
-/// Register values of one frame; `None` where unknown.
+/// Register values of one frame, with a bit per register that is known.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Regs([Option<u64>; COUNT]);
+pub struct Regs {
+    values: [u64; COUNT],
+    known: u32,
+}
 
 impl Regs {
     pub fn from_pt_regs(regs: &[u64; tracer_common::REGS_LEN]) -> Self {
-        Self(FROM_PT_REGS.map(|i| Some(regs[i])))
+        Self {
+            values: FROM_PT_REGS.map(|i| regs[i]),
+            known: (1 << COUNT) - 1,
+        }
     }
 
     pub fn get(&self, register: u16) -> Option<u64> {
-        self.0.get(usize::from(register)).copied().flatten()
+        let i = usize::from(register);
+        (i < COUNT && self.known & (1 << i) != 0).then(|| self.values[i])
     }
 
     pub fn set(&mut self, register: u16, value: Option<u64>) {
-        if let Some(slot) = self.0.get_mut(usize::from(register)) {
-            *slot = value;
+        let i = usize::from(register);
+        if i < COUNT {
+            self.values[i] = value.unwrap_or(0);
+            match value {
+                Some(_) => self.known |= 1 << i,
+                None => self.known &= !(1 << i),
+            }
         }
     }
 

@@ -27,8 +27,11 @@ pub enum Lookup {
     Row(Row),
     /// The address is code, but no CFI describes it; why.
     NoCfi(String),
-    /// No captured mapping holds the address.
-    NoMapping,
+    /// No captured mapping holds the address; `list_full` when the kernel
+    /// had more mappings to report than it had room for.
+    NoMapping {
+        list_full: bool,
+    },
     /// The mapping holding the address is not executable.
     NotCode,
 }
@@ -97,15 +100,18 @@ pub fn walk(
                     "no unwind information for {pc:#x} ({reason}), and no frame pointer to follow ({e})"
                 )),
             },
-            lookup @ (Lookup::NoMapping | Lookup::NotCode) => {
+            lookup @ (Lookup::NoMapping { .. } | Lookup::NotCode) => {
                 // A call through a wild pointer jumps to non-code with
                 // the return address on top of the stack.
                 match first.then(|| bad_call(&regs, stack, find)).flatten() {
                     Some(caller) => Ok((caller, false)),
-                    None if matches!(lookup, Lookup::NoMapping) => {
-                        Err(format!("no mapping captured for {pc:#x}"))
-                    }
-                    None => Err(format!("{pc:#x} is not in an executable mapping")),
+                    None => Err(match lookup {
+                        Lookup::NoMapping { list_full: true } => format!(
+                            "no mapping captured for {pc:#x} (the kernel's list of mappings was full)"
+                        ),
+                        Lookup::NoMapping { .. } => format!("no mapping captured for {pc:#x}"),
+                        _ => format!("{pc:#x} is not in an executable mapping"),
+                    }),
                 }
             }
         };
@@ -204,7 +210,7 @@ mod tests {
         if (0x1000..0x10000).contains(&addr) {
             Lookup::NoCfi("test".into())
         } else {
-            Lookup::NoMapping
+            Lookup::NoMapping { list_full: false }
         }
     }
 
