@@ -14,6 +14,7 @@
 
 pub mod checks;
 pub mod expect;
+pub mod gdb;
 pub mod programs;
 pub mod record;
 pub mod report;

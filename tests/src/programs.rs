@@ -65,6 +65,7 @@ const RECIPES: &[Recipe] = &[
     },
     exe("sleeper", "sleeper.c"),
     exe("recover", "recover.c"),
+    exe("signalfd_term", "signalfd_term.c"),
     exe("exit_code", "exit_code.c"),
     // Test support, not a crash program: see the comment in the source.
     Recipe {

@@ -317,6 +317,22 @@ fn recovered_faults_are_not_crashes() {
 }
 
 #[test]
+fn signals_taken_through_signalfd_are_not_crashes() {
+    if !require_bpf() {
+        return;
+    }
+    let harness = harness();
+    let recording = harness.record(&harness.program("signalfd_term"), &[]);
+    assert_eq!(recording.exit_code(), Some(0), "{}", recording.context());
+    assert_eq!(recording.printed("received:"), "SIGTERM");
+    assert!(
+        recording.crashes.is_empty(),
+        "a SIGTERM read from a signalfd was reported\n{}",
+        recording.context()
+    );
+}
+
+#[test]
 fn exit_code_passes_through() {
     if !require_bpf() {
         return;

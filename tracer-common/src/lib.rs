@@ -313,4 +313,5 @@ mod user {
     // holes that matter and no invalid bit patterns.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::Doom {}
 }

@@ -70,7 +70,17 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
     // signal has already been reset to SIG_DFL by the kernel at this point.
     let handler = sa_handler(task_addr, sig);
     let fatal_default = DEFAULT_NOT_FATAL & (1u64 << sig) == 0;
-    let handled = sig != SIGKILL && (handler != SIG_DFL || !fatal_default);
+    // A blocked signal that is not a fault stays pending for signalfd or
+    // sigwait (how many services take SIGTERM): it does not kill either.
+    let blocked_mask: u64 = read(task_addr, off!(task_blocked));
+    let blocked = blocked_mask & (1u64 << (sig - 1)) != 0;
+    let code_hint: i32 = if info > SEND_SIG_PRIV {
+        read(info, 8)
+    } else {
+        SI_USER
+    };
+    let waited_for = blocked && code_hint <= 0;
+    let handled = sig != SIGKILL && (handler != SIG_DFL || !fatal_default || waited_for);
     if handled {
         count(&HANDLED, sig as u32);
         if cfg.flags & config_flags::INCLUDE_HANDLED == 0 || handler == SIG_IGN {
@@ -103,8 +113,7 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
         } else {
             core::ptr::write_bytes(&raw mut (*e).sender, 0, 1);
         }
-        let blocked: u64 = read(task_addr, off!(task_blocked));
-        if blocked & (1u64 << (sig - 1)) != 0 {
+        if blocked {
             flags |= signal_flags::BLOCKED;
         }
         (*e).flags = flags;

@@ -84,9 +84,18 @@ pub fn capture(ctx: &BtfTracePointContext, task: u64, snapshot_bytes: u32) {
         }
         capture_process(e, mm);
         (*e).sp_vma = summarize_vma(current.cast(), (*e).regs[REG_SP]);
+        // Scan from SP up: words below it are dead and would only spend the
+        // lookup budget.
+        let sp = (*e).regs[REG_SP];
+        let snapshot_end = (*e).snapshot_base + (*e).snapshot_len as u64;
+        let scan_from = if sp > (*e).snapshot_base && sp < snapshot_end {
+            sp & !7
+        } else {
+            (*e).snapshot_base
+        };
         let words = StackWords {
-            base: (*e).snapshot_base,
-            count: (*e).snapshot_len / 8,
+            base: scan_from,
+            count: ((snapshot_end - scan_from) / 8) as u32,
             stack: (*e).sp_vma,
         };
         let (n, truncated) = capture_modules(

@@ -277,7 +277,10 @@ extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
                 return 0;
             }
         };
-        if from_stack && vma.flags & VM_EXEC == 0 {
+        // Only code can be a frame: the instruction pointer is described
+        // whatever it points at, other addresses only when executable (a
+        // frame-pointer walk gone astray repeats data addresses).
+        if i > 0 && vma.flags & VM_EXEC == 0 {
             let n_skip = (*scratch).n_skip as usize;
             if n_skip < SKIP_MAX {
                 (*scratch).skip[n_skip & (SKIP_MAX - 1)] = [vma.start, vma.end];

@@ -137,9 +137,9 @@ fn sent_by_someone(sig: &SignalRecord, name: &str, code: &str) -> Option<Classif
 fn segv(sig: &SignalRecord, facts: &Facts, headline: String) -> Classification {
     let addr = sig.fault_addr;
     if sig.code == SI_KERNEL {
-        return Classification::new("invalid-memory-access").because(format!(
-            "SIGSEGV (SI_KERNEL): a general protection fault, which reports no address: a non-canonical pointer (often garbage or freed memory) or a misaligned vector access"
-        ));
+        return Classification::new("invalid-memory-access").because(
+            "SIGSEGV (SI_KERNEL): a general protection fault, which reports no address: a non-canonical pointer (often garbage or freed memory) or a misaligned vector access",
+        );
     }
     if let Some(c) = stack_overflow(sig, facts, &headline) {
         return c;

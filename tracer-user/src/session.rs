@@ -162,6 +162,9 @@ impl Session {
     fn emit_all(&mut self, deaths: Vec<Death>) -> Result<(), SessionError> {
         for death in deaths {
             let survived = death.exit.is_none() && death.alive;
+            if survived {
+                self.tracer.forget_doomed(death.pid)?;
+            }
             let only_handled = death.signals.iter().all(|s| s.handled) && death.exit.is_none();
             if (survived || only_handled) && !self.include_survived {
                 continue;

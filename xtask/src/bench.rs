@@ -30,8 +30,9 @@ Figures:
   Overhead table      Per workload, the median wall time of its untraced and
                       traced runs (traced: `crashtrace watch --output
                       /dev/null` running, started and ready before the clock
-                      starts) and their ratio, against the highest acceptable
-                      ratio. Workloads (sources in xtask/bench/):
+                      starts), their ratio traced/untraced, and the target:
+                      the highest acceptable ratio. Workloads (sources in
+                      xtask/bench/):
                         segv_recover   200,000 SIGSEGVs, each recovered with
                                        siglongjmp
                         sigusr1_self   300,000 handled SIGUSR1s sent to itself
@@ -40,18 +41,20 @@ Figures:
                                        from a SIGSEGV that HotSpot handles
                         spawn_true     1,000 fork+exec+wait of /bin/true
   BPF program table   Per workload and per BPF program (signal_generate,
-                      sched_process_exit, sched_process_fork): how often it ran
-                      during one traced run and its mean run time in ns, from
-                      the kernel's BPF statistics (run_cnt, run_time_ns via
-                      `bpftool prog show --json`). Only the programs of the
-                      tracer the bench started are read, and only while the
-                      workload runs; the counts are host-wide, so other
-                      activity on the host adds to them. Statistics are
-                      switched on (/proc/sys/kernel/bpf_stats_enabled) only
-                      during traced runs, which adds some nanoseconds to each
-                      program run and so to the traced wall time; the previous
-                      setting is restored afterwards, also on Ctrl-C.
-                      --no-bpf-stats leaves them off.
+                      sched_process_exit, sched_process_fork), per traced run
+                      (mean over the rounds): how often it ran (runs), its
+                      mean run time (mean ns) and their product (total ms),
+                      from the kernel's BPF statistics (run_cnt and
+                      run_time_ns from `bpftool prog show --json`). Only
+                      the programs of the tracer the bench started are read,
+                      and only while the workload runs; the programs see the
+                      whole host, so other activity adds to the counts.
+                      Statistics are switched on
+                      (/proc/sys/kernel/bpf_stats_enabled) only during traced
+                      runs, which adds some nanoseconds to each program run
+                      and so to the traced wall time; the previous setting is
+                      restored afterwards, also on Ctrl-C. --no-bpf-stats
+                      leaves them off.
   record /bin/true    Median wall time of `crashtrace record -- /bin/true`:
                       the fixed cost of tracing one command, loading and
                       attaching included.
@@ -563,13 +566,15 @@ fn print_summary(rows: &[Row], record: Option<Duration>, storm: Option<&Result<S
             ));
             lines.push((
                 "storm lost events".into(),
-                format!(
-                    "{} ({} loss records)",
-                    result.lost_total(),
-                    result.loss_records
-                ),
+                result.lost_total().to_string(),
                 "0".into(),
-                Some(result.lost_total() == 0 && result.loss_records == 0),
+                Some(result.lost_total() == 0),
+            ));
+            lines.push((
+                "storm loss records".into(),
+                result.loss_records.to_string(),
+                "0".into(),
+                Some(result.loss_records == 0),
             ));
             lines.push((
                 "storm latency ms".into(),
@@ -580,9 +585,9 @@ fn print_summary(rows: &[Row], record: Option<Duration>, storm: Option<&Result<S
                 None,
             ));
         }
-        Some(Err(e)) => lines.push((
+        Some(Err(_)) => lines.push((
             "storm".into(),
-            format!("failed: {e:#}"),
+            "failed (error below)".into(),
             format!("{0}/{0}, 0 lost", storm::CRASHES),
             Some(false),
         )),
@@ -599,20 +604,44 @@ fn print_summary(rows: &[Row], record: Option<Duration>, storm: Option<&Result<S
     if lines.is_empty() {
         return;
     }
-    let width = lines.iter().map(|l| l.0.len()).max().unwrap_or(0);
-    let value_width = lines.iter().map(|l| l.1.len()).max().unwrap_or(0).max(5);
+    let width = lines
+        .iter()
+        .map(|l| l.0.len())
+        .max()
+        .unwrap_or(0)
+        .max("figure".len());
+    let value_width = lines
+        .iter()
+        .map(|l| l.1.len())
+        .max()
+        .unwrap_or(0)
+        .max("value".len());
+    let target_width = lines
+        .iter()
+        .map(|l| l.2.len())
+        .max()
+        .unwrap_or(0)
+        .max("target".len());
     println!("\nsummary");
+    println!(
+        "{:<width$} | {:>value_width$} | {:<target_width$} | met",
+        "figure", "value", "target"
+    );
+    println!(
+        "{:-<width$}-+-{:-<value_width$}-+-{:-<target_width$}-+----",
+        "", "", ""
+    );
     for (figure, value, target, met) in &lines {
-        let verdict = match met {
-            Some(true) => "ok",
-            Some(false) => "MISSED",
-            None => "",
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
         };
-        println!("  {figure:<width$}  {value:>value_width$}  target {target:<10} {verdict}");
+        println!("{figure:<width$} | {value:>value_width$} | {target:<target_width$} | {met}");
     }
     let judged: Vec<bool> = lines.iter().filter_map(|l| l.3).collect();
     println!(
-        "  {} of {} targets met",
+        "{} of {} targets met",
         judged.iter().filter(|&&m| m).count(),
         judged.len()
     );

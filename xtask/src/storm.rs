@@ -6,7 +6,8 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::OsString,
-    fs,
+    fs::{self, File},
+    io::{self, Read, Seek, SeekFrom},
     os::unix::process::ExitStatusExt,
     path::Path,
     process::{Child, Command, Stdio},
@@ -56,7 +57,7 @@ pub fn run(out: &Path) -> Result<StormResult> {
     // crashtrace appends to its output file.
     match fs::remove_file(&reports) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot remove {}", reports.display())),
     }
     let tracer = Tracer::crashtrace([
@@ -93,37 +94,38 @@ pub fn run(out: &Path) -> Result<StormResult> {
     let storm = storm_end - start;
 
     let deadline = storm_end + REPORT_TIMEOUT;
-    let (scan, latency) = loop {
-        let scan = Scan::read(&reports, &pids)?;
+    let mut scan = Scan::default();
+    let latency = loop {
+        scan.update(&reports, &pids)?;
         if scan.received.len() >= CRASHES {
-            break (
-                scan,
-                Some(Instant::now().saturating_duration_since(storm_end)),
-            );
+            break Some(Instant::now().saturating_duration_since(storm_end));
         }
         if Instant::now() >= deadline {
-            break (scan, None);
+            break None;
         }
         process
             .ensure_running()
             .context("tracer died during the crash storm")?;
         thread::sleep(POLL_INTERVAL);
     };
+    let received = scan.received.len();
     process.stop();
     // A loss record may come as the tracer shuts down.
-    let last = Scan::read(&reports, &pids)?;
+    scan.update(&reports, &pids)?;
     Ok(StormResult {
-        received: scan.received.len(),
+        received,
         storm,
         latency,
-        loss_records: last.loss_records,
-        lost: last.lost,
+        loss_records: scan.loss_records,
+        lost: scan.lost,
     })
 }
 
 /// What the report file holds so far.
 #[derive(Default)]
 struct Scan {
+    /// Bytes of the file already read: complete lines only.
+    offset: u64,
     /// Storm processes reported.
     received: BTreeSet<u64>,
     loss_records: usize,
@@ -131,19 +133,26 @@ struct Scan {
 }
 
 impl Scan {
-    /// Reads the complete lines of `path`; crash reports count when they are
-    /// about one of `pids` (other processes on the host may crash too).
-    fn read(path: &Path, pids: &BTreeSet<u64>) -> Result<Self> {
-        let mut scan = Scan::default();
-        let text = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(scan),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    /// Reads the complete lines that `path` gained since the last call.
+    /// Crash reports count when they are about one of `pids` (other
+    /// processes on the host may crash too).
+    fn update(&mut self, path: &Path, pids: &BTreeSet<u64>) -> Result<()> {
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
         };
-        let text = String::from_utf8_lossy(&text);
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(self.offset))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read {}", path.display()))?;
         // The last line is being written until it ends in a newline.
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        for line in complete.lines() {
+        let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
+            return Ok(());
+        };
+        self.offset += end as u64 + 1;
+        let text = String::from_utf8_lossy(&bytes[..end]);
+        for line in text.lines() {
             let is_crash = line.contains(r#""type":"crash""#);
             let is_loss = line.contains(r#""type":"loss""#);
             if !is_crash && !is_loss {
@@ -156,13 +165,13 @@ impl Scan {
                     if let Some(pid) = record.get("pid").and_then(json::Value::as_u64)
                         && pids.contains(&pid)
                     {
-                        scan.received.insert(pid);
+                        self.received.insert(pid);
                     }
                 }
                 Some("loss") => {
-                    scan.loss_records += 1;
+                    self.loss_records += 1;
                     let counts = record.get("counts").and_then(json::Value::as_object);
-                    scan.lost = counts
+                    self.lost = counts
                         .unwrap_or_default()
                         .iter()
                         .filter_map(|(cause, n)| Some((cause.clone(), n.as_u64()?)))
@@ -171,6 +180,6 @@ impl Scan {
                 _ => {}
             }
         }
-        Ok(scan)
+        Ok(())
     }
 }

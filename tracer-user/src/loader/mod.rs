@@ -214,6 +214,21 @@ impl Tracer {
         }
     }
 
+    /// Forgets a process marked as dying that survived, so that its later,
+    /// ordinary exit is not taken for the end of a crash.
+    pub fn forget_doomed(&mut self, tgid: u32) -> Result<(), LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("DOOMED")
+            .ok_or(LoadError::MissingMap("DOOMED"))?;
+        let mut doomed: HashMap<_, u32, tracer_common::Doom> =
+            HashMap::try_from(map).map_err(|e| map_error("DOOMED", e))?;
+        match doomed.remove(&tgid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_error("DOOMED", e)),
+        }
+    }
+
     fn traced_map(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, LoadError> {
         let map = self
             .ebpf

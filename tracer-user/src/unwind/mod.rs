@@ -75,11 +75,12 @@ impl Unwinder {
         let (cfi, file_offset, name) = if mapping.vdso {
             let loaded = vdso.get_or_insert_with(|| {
                 let image = image::Image::vdso()?;
-                let size = image.segments.iter().map(|s| s.offset + s.filesz).max()?;
+                let segments = image.segments.iter();
+                let size = segments.map(|s| s.offset.saturating_add(s.filesz)).max()?;
                 Some((Cfi::new(image), size))
             });
             match loaded {
-                Some((cfi, size)) if mapping.end - mapping.start >= *size => {
+                Some((cfi, size)) if mapping.end.saturating_sub(mapping.start) >= *size => {
                     (&*cfi, 0, Path::new("[vdso]"))
                 }
                 _ => return Lookup::NoCfi("no usable vdso image".into()),
