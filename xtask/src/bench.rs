@@ -190,13 +190,13 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "stderr_writes",
         lang: Lang::C,
-        target: 1.10,
+        target: 1.15,
         stderr_to_null: true,
     },
     Workload {
         name: "npe_loop",
         lang: Lang::Java { class: "NpeLoop" },
-        target: 1.15,
+        target: 1.10,
         stderr_to_null: false,
     },
     Workload {
