@@ -47,7 +47,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Run setup and build, then `cargo test --release -- --test-threads=2`.
+    /// Run setup, build and lint, then `cargo test --release -- --test-threads=2`.
     Test {
         /// Extra arguments for `cargo test` (for example `-p tests` or a test name filter).
         #[arg(allow_hyphen_values = true)]
@@ -56,6 +56,8 @@ enum Cmd {
         #[arg(last = true)]
         harness_args: Vec<OsString>,
     },
+    /// Check formatting and run clippy on every crate, the BPF crate included.
+    Lint,
     /// Measure crashtrace's overhead on signal- and syscall-heavy workloads.
     Bench(bench::BenchArgs),
 }
@@ -90,6 +92,7 @@ fn run(command: Cmd) -> Result<ExitCode> {
             harness_args,
         } => {
             build(false)?;
+            lint()?;
             let mut cmd = cargo();
             cmd.args(["test", "--release"]).args(cargo_args).arg("--");
             if !harness_args
@@ -102,9 +105,78 @@ fn run(command: Cmd) -> Result<ExitCode> {
             let status = cmd.status().context("cannot run cargo test")?;
             return Ok(exit_code(status));
         }
+        Cmd::Lint => {
+            setup::run(false)?;
+            lint()?;
+        }
         Cmd::Bench(args) => bench::run(&args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo fmt --check`, and clippy with warnings denied on the host crates
+/// and on the BPF crate (for its own target, with the nightly toolchain).
+fn lint() -> Result<()> {
+    for (toolchain, components) in [
+        ("stable", &["clippy", "rustfmt"][..]),
+        ("nightly", &["clippy"][..]),
+    ] {
+        let status = Command::new("rustup")
+            .args(["component", "add", "--toolchain", toolchain])
+            .args(components)
+            .status()
+            .context("cannot run rustup")?;
+        if !status.success() {
+            bail!("cannot install {components:?} for the {toolchain} toolchain");
+        }
+    }
+    let steps: [(&str, &[&str]); 3] = [
+        ("formatting", &["fmt", "--all", "--check"]),
+        (
+            "clippy (host crates)",
+            &[
+                "clippy",
+                "--release",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            "clippy (BPF crate)",
+            &[
+                "+nightly",
+                "clippy",
+                "-p",
+                "tracer-ebpf",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    ];
+    for (what, args) in steps {
+        eprintln!("lint: {what}");
+        let mut cmd = if args[0].starts_with('+') {
+            Command::new("cargo")
+        } else {
+            cargo()
+        };
+        cmd.current_dir(workspace_root()).args(args);
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run cargo for {what}"))?;
+        if !status.success() {
+            bail!("lint failed: {what}");
+        }
+    }
+    Ok(())
 }
 
 /// Setup, then a release build of the workspace's default members.
