@@ -87,7 +87,7 @@ pub fn crashtrace_bin() -> PathBuf {
 /// Whether a BPF test should run. Call it first in every test that starts
 /// crashtrace, and return when it says `false`:
 ///
-/// ```ignore
+/// ```text
 /// if !require_bpf() {
 ///     return;
 /// }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod events;
 pub mod loader;
+pub mod locate;
 pub mod report;
 pub mod session;
 pub mod signals;

@@ -102,8 +102,7 @@ fn run(command: Cmd) -> Result<ExitCode> {
                 cmd.arg("--test-threads=2");
             }
             cmd.args(harness_args);
-            let status = cmd.status().context("cannot run cargo test")?;
-            return Ok(exit_code(status));
+            return run_tests(cmd);
         }
         Cmd::Lint => {
             setup::run(false)?;
@@ -112,6 +111,42 @@ fn run(command: Cmd) -> Result<ExitCode> {
         Cmd::Bench(args) => bench::run(&args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `cargo test`, passing its output through, and closes with the
+/// totals over every test binary: cargo's own last line belongs to whichever
+/// binary ran last (often a doc-test run with nothing in it).
+fn run_tests(mut cmd: Command) -> Result<ExitCode> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next())
+                    && let Ok(n) = n.parse::<u64>()
+                {
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!();
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    Ok(exit_code(status))
 }
 
 /// `cargo fmt --check`, and clippy with warnings denied on the host crates

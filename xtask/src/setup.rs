@@ -12,9 +12,10 @@ use std::{
 };
 
 /// Debian packages the tests use.
-const TEST_PACKAGES: &str = "gcc g++ libc6-dbg gdb bpftool elfutils binutils";
+const TEST_PACKAGES: &str =
+    "gcc g++ libc6-dbg gdb bpftool elfutils binutils debuginfod xz-utils util-linux";
 /// Debian packages only the benchmarks use.
-const BENCH_PACKAGES: &str = "openjdk-17-jdk-headless hyperfine";
+const BENCH_PACKAGES: &str = "openjdk-17-jdk-headless hyperfine llvm-14";
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 

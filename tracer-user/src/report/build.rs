@@ -1,15 +1,13 @@
 //! Assembling a [`CrashReport`] from one process's records: identity,
 //! signal, outcome, symbolized frames, class and fingerprint.
 
-use std::{
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use super::{CrashReport, Frame, Outcome, OutcomeKind, SCHEMA, Sender, SignalInfo, time};
 use crate::{
     classify::{Facts, classify},
     events::{Mapping, SignalRecord, StateRecord, reg},
+    locate::{self, LocateError, Located},
     signals::{code_name, signal_name},
     symbolize::{ModuleRef, Symbolizer},
     tracker::Death,
@@ -139,10 +137,15 @@ impl ReportBuilder {
         state: &StateRecord,
         diagnostics: &mut Vec<String>,
     ) -> (Vec<Frame>, bool, Option<String>) {
-        let files: Vec<Option<PathBuf>> = state
+        // Held open until the report is built: see `locate`.
+        let located: Vec<Option<Located>> = state
             .mappings
             .iter()
-            .map(|m| readable_path(pid, m, diagnostics))
+            .map(|m| locate_file(pid, m, diagnostics))
+            .collect();
+        let files: Vec<Option<PathBuf>> = located
+            .iter()
+            .map(|l| l.as_ref().map(Located::path))
             .collect();
         let unwound = self.unwinder.unwind(state, &files);
         let mut frames = Vec::with_capacity(unwound.frames.len());
@@ -224,37 +227,24 @@ fn module_name(m: &Mapping) -> String {
     }
 }
 
-/// A path to the mapping's file that is readable now and is the same file
-/// (device and inode) the process had mapped.
-fn readable_path(pid: u32, m: &Mapping, diagnostics: &mut Vec<String>) -> Option<PathBuf> {
-    let path = m.path.as_ref()?;
-    if m.path_truncated {
+/// The mapping's file, open, or a diagnostic saying why not.
+fn locate_file(pid: u32, m: &Mapping, diagnostics: &mut Vec<String>) -> Option<Located> {
+    if m.path_truncated
+        && let Some(path) = &m.path
+    {
         diagnostics.push(format!(
             "path of {} was truncated by the kernel",
             path.display()
         ));
     }
-    let mut candidates = vec![path.clone()];
-    candidates.push(
-        PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path)),
-    );
-    let mut mismatch = false;
-    for candidate in candidates {
-        match std::fs::metadata(&candidate) {
-            Ok(md) if md.ino() == m.ino => return Some(candidate),
-            Ok(_) => mismatch = true,
-            Err(_) => {}
+    match locate::locate(pid, m) {
+        Ok(located) => Some(located),
+        Err(LocateError::NoPath) => None,
+        Err(e) => {
+            diagnostics.push(format!("{e}; its frames are left unsymbolized"));
+            None
         }
     }
-    diagnostics.push(if mismatch {
-        format!(
-            "{} was replaced after the crash (inode differs); its frames are left unsymbolized",
-            path.display()
-        )
-    } else {
-        format!("{} is no longer readable", path.display())
-    });
-    None
 }
 
 fn identity(

@@ -7,15 +7,17 @@
 //! A candidate is only used if it provably belongs to the binary (same
 //! build-id, or the CRC32 the debuglink records), since a stale debug file
 //! would silently give wrong lines. dwz supplementary files
-//! (`.gnu_debugaltlink`) are found by build-id the same way.
+//! (`.gnu_debugaltlink`) are found by build-id the same way. When nothing
+//! local fits, configured debuginfod servers are asked by build-id.
 
 use std::{
     ffi::{OsStr, OsString},
     os::unix::ffi::OsStrExt,
     path::{Component, Path, PathBuf},
+    sync::Arc,
 };
 
-use super::{SymbolizeError, elf::hex, module::ObjectFile};
+use super::{SymbolizeError, debuginfod::Debuginfod, elf::hex, module::ObjectFile};
 
 /// The distribution-wide debug directory.
 pub(crate) const SYSTEM_DEBUG_DIR: &str = "/usr/lib/debug";
@@ -27,6 +29,8 @@ pub(crate) struct Search {
     pub debug_dirs: Vec<PathBuf>,
     /// The distribution's debug directory.
     pub system_dir: PathBuf,
+    /// Servers asked when no local file fits.
+    pub debuginfod: Option<Arc<Debuginfod>>,
 }
 
 impl Search {
@@ -34,6 +38,7 @@ impl Search {
         Self {
             debug_dirs,
             system_dir: PathBuf::from(SYSTEM_DEBUG_DIR),
+            debuginfod: None,
         }
     }
 
@@ -116,8 +121,17 @@ fn link_name(name: &[u8]) -> Option<&OsStr> {
     }
 }
 
-/// Finds the separate debug file of `main`, if one is installed.
+/// Finds the separate debug file of `main`: installed, or else from a
+/// debuginfod server.
 pub(crate) fn find_debug_file(main: &ObjectFile, search: &Search) -> Option<ObjectFile> {
+    find_local_debug_file(main, search).or_else(|| {
+        let debuginfod = search.debuginfod.as_ref()?;
+        let found = debuginfod.find(main.info.build_id.as_deref()?)?;
+        (!found.key.same_inode(&main.key)).then_some(found)
+    })
+}
+
+fn find_local_debug_file(main: &ObjectFile, search: &Search) -> Option<ObjectFile> {
     if let Some(build_id) = &main.info.build_id {
         for root in search.roots() {
             let found = build_id_path(root, build_id)
@@ -187,10 +201,12 @@ pub(crate) fn find_sup(
     let named = Path::new(OsStr::from_bytes(name));
     let dir = owner.path.parent().unwrap_or(Path::new(""));
     let path = normalize(&dir.join(named));
-    if !search.roots().any(|root| path.starts_with(root)) {
-        return None;
-    }
-    open_candidate(&path).filter(|file| matches(file))
+    let local = search
+        .roots()
+        .any(|root| path.starts_with(root))
+        .then(|| open_candidate(&path).filter(|file| matches(file)))
+        .flatten();
+    local.or_else(|| search.debuginfod.as_ref()?.find(build_id))
 }
 
 const CRC_TABLE: [u32; 256] = {

@@ -29,6 +29,8 @@ pub(crate) struct ElfInfo {
     pub altlink: Option<(Vec<u8>, Vec<u8>)>,
     pub has_dwarf: bool,
     pub has_symtab: bool,
+    /// Whether there is a `.gnu_debugdata` section (MiniDebugInfo).
+    pub has_minidebug: bool,
     pub endian: gimli::RunTimeEndian,
 }
 
@@ -67,6 +69,7 @@ impl ElfInfo {
             altlink: file.gnu_debugaltlink()?.map(owned_pair),
             has_dwarf: has_data(".debug_info"),
             has_symtab: file.symbol_table().is_some(),
+            has_minidebug: has_data(super::minidebug::SECTION),
             endian: if file.is_little_endian() {
                 gimli::RunTimeEndian::Little
             } else {
@@ -219,6 +222,7 @@ mod tests {
             altlink: None,
             has_dwarf: false,
             has_symtab: false,
+            has_minidebug: false,
             endian: gimli::RunTimeEndian::Little,
         }
     }

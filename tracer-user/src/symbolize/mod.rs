@@ -8,7 +8,10 @@
 //! fixed-address executables and shared libraries all work), then asking the
 //! DWARF line and inline tables, and, failing those, the symbol tables.
 //! Stripped distribution binaries are handled by looking up their separate
-//! debug files (see the `debuglink` submodule).
+//! debug files (see the `debuglink` submodule), fetching them from
+//! debuginfod servers when they are not installed (`debuginfod`), and, for
+//! function names only, by the MiniDebugInfo some distributions embed
+//! (`minidebug`).
 //!
 //! The symbolizer runs as root over files owned by anyone, so every input is
 //! hostile: files are checked before they are opened (see the `file` submodule), all
@@ -16,18 +19,24 @@
 //! parsed state lives in a cache bounded in both files and bytes.
 
 mod cache;
+mod debuginfod;
 mod debuglink;
 mod demangle;
 mod dwarf;
 mod elf;
 mod error;
 mod file;
+mod minidebug;
 mod module;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
+pub use debuginfod::{DEFAULT_MAX_SIZE, DEFAULT_MISS_TTL, DEFAULT_TIMEOUT, DebuginfodConfig};
 pub use error::SymbolizeError;
 
 use cache::Lru;
@@ -86,8 +95,9 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
-    /// A symbolizer that looks for separate debug files in `debug_dirs` and
-    /// then in `/usr/lib/debug`.
+    /// A symbolizer that looks for separate debug files in `debug_dirs`,
+    /// then in `/usr/lib/debug`, then on the debuginfod servers configured
+    /// in the environment ([`DebuginfodConfig::from_env`]).
     pub fn new(debug_dirs: Vec<PathBuf>) -> Self {
         Self::with_cache_limits(debug_dirs, DEFAULT_CACHE_FILES, DEFAULT_CACHE_BYTES)
     }
@@ -98,6 +108,14 @@ impl Symbolizer {
             search: Search::new(debug_dirs),
             cache: Lru::new(max_files, max_bytes),
         }
+        .with_debuginfod(DebuginfodConfig::from_env())
+    }
+
+    /// Replaces the debuginfod configuration taken from the environment;
+    /// `None` never asks a server.
+    pub fn with_debuginfod(mut self, config: Option<DebuginfodConfig>) -> Self {
+        self.search.debuginfod = config.map(|c| Arc::new(debuginfod::Debuginfod::new(c)));
+        self
     }
 
     fn module<'c>(

@@ -21,6 +21,7 @@ use super::{
     dwarf::{self, Reader},
     elf::{ElfInfo, SymbolTable},
     file::{self, Backing, FileKey},
+    minidebug,
 };
 
 /// Most bytes inflated from compressed sections of one file.
@@ -66,6 +67,8 @@ pub(crate) struct ObjectFile {
     dwarf: Lazy<addr2line::Context<Reader>>,
     symtab: Lazy<SymbolTable>,
     dynsym: Lazy<SymbolTable>,
+    /// `.symtab` of the MiniDebugInfo in `.gnu_debugdata`.
+    minidebug: Lazy<SymbolTable>,
 }
 
 fn parse_elf<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, SymbolizeError> {
@@ -102,6 +105,7 @@ impl ObjectFile {
             dwarf: Lazy::Unloaded,
             symtab: Lazy::Unloaded,
             dynsym: Lazy::Unloaded,
+            minidebug: Lazy::Unloaded,
         })
     }
 
@@ -198,12 +202,32 @@ impl ObjectFile {
         };
         table?.lookup(addr).map(|name| demangle(name, None))
     }
+
+    /// Name of the function symbol covering `addr` in the MiniDebugInfo.
+    fn mini_symbol(&mut self, addr: u64) -> Option<String> {
+        if !self.info.has_minidebug {
+            return None;
+        }
+        let (data, path) = (&self.data, &self.path);
+        let table = self.minidebug.force(|| match parse_elf(path, data) {
+            Ok(elf) => minidebug::symbols(&elf, path),
+            Err(e) => {
+                log::warn!("ignoring {}: {e}", minidebug::SECTION);
+                None
+            }
+        });
+        table?.lookup(addr).map(|name| demangle(name, None))
+    }
 }
 
 impl Weigh for ObjectFile {
     fn heap_bytes(&self) -> u64 {
         let table = |t: &Lazy<SymbolTable>| t.get().map_or(0, SymbolTable::heap_bytes);
-        self.data.heap_bytes() + self.dwarf_bytes + table(&self.symtab) + table(&self.dynsym)
+        self.data.heap_bytes()
+            + self.dwarf_bytes
+            + table(&self.symtab)
+            + table(&self.dynsym)
+            + table(&self.minidebug)
     }
 }
 
@@ -245,6 +269,7 @@ impl Module {
             let name = main
                 .symbol(probe, false)
                 .or_else(|| debug.and_then(|d| d.symbol(probe, false)))
+                .or_else(|| main.mini_symbol(probe))
                 .or_else(|| main.symbol(probe, true));
             match frames.last_mut() {
                 Some(last) => last.function = name,

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::symbolize::{Symbolizer, elf::hex};
 
-const SOURCE: &str = r#"#include <stdio.h>
+pub(super) const SOURCE: &str = r#"#include <stdio.h>
 __attribute__((noinline)) int target(int x) { /* MARK:target */
     return x * 3;
 }
@@ -19,12 +19,12 @@ int main(void) {
 }
 "#;
 
-const BASE: u64 = 0x5555_5555_0000;
+pub(super) const BASE: u64 = 0x5555_5555_0000;
 
 /// Builds `prog` with full debug info in `dir`, splits it into a fully
 /// stripped `bin/prog` and `prog.debug`; returns (stripped, debug file,
 /// address of `target`).
-fn split_build(dir: &TempDir, extra: &[&str]) -> (PathBuf, PathBuf, u64) {
+pub(super) fn split_build(dir: &TempDir, extra: &[&str]) -> (PathBuf, PathBuf, u64) {
     let mut args = vec!["-g", "-O0"];
     args.extend_from_slice(extra);
     let full = compile(dir, "cc", "prog.c", SOURCE, &args, "prog.full");
@@ -51,7 +51,7 @@ fn add_debuglink(stripped: &Path, debug: &Path) {
     std::fs::rename(&tmp, stripped).expect("replace stripped binary");
 }
 
-fn build_id_of(path: &Path) -> Vec<u8> {
+pub(super) fn build_id_of(path: &Path) -> Vec<u8> {
     use object::Object;
     let data = std::fs::read(path).expect("read");
     let file = object::File::parse(&*data).expect("parse");

@@ -3,6 +3,8 @@
 //! actually produces rather than on hand-made fixtures.
 
 mod debug_files;
+mod debuginfod;
+mod minidebug;
 mod programs;
 mod robustness;
 

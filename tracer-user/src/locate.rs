@@ -1,0 +1,159 @@
+//! Finding a dead process's files on this host.
+//!
+//! The kernel names each mapped file by its path in the crashed process's
+//! own mount namespace, and by inode. By the time a report is built the
+//! process is usually gone, so its `/proc/PID/root` is too; but a process
+//! in a container rarely dies alone, and any live process that shares the
+//! mount namespace (a sibling, the container's init) still exposes the same
+//! tree. A candidate counts only when its inode matches: a file replaced
+//! since the crash must not be symbolized as if it were the crashed one.
+//!
+//! A found file is held open and handed out as `/proc/self/fd/N`: a path
+//! through another process's root disappears with that process, the open
+//! file does not.
+
+use std::{
+    collections::HashSet,
+    fs::File,
+    os::{
+        fd::AsRawFd,
+        unix::fs::{MetadataExt, OpenOptionsExt},
+    },
+    path::{Path, PathBuf},
+};
+
+use crate::events::Mapping;
+
+/// Most processes looked at when searching other mount namespaces.
+const MAX_PROCESSES: usize = 4096;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LocateError {
+    #[error("the kernel did not name the file")]
+    NoPath,
+    #[error("{0} was replaced after the crash (its inode differs)")]
+    Replaced(PathBuf),
+    #[error("{0} is not reachable from this host's mount namespace or any live process's")]
+    Unreachable(PathBuf),
+}
+
+/// The file behind a mapping, open, with a path that stays valid while
+/// this value lives.
+#[derive(Debug)]
+pub struct Located {
+    file: File,
+    /// Where the file was found.
+    pub found_at: PathBuf,
+}
+
+impl Located {
+    /// `/proc/self/fd/N`: opens the same file for as long as `self` lives.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+/// Opens `candidate` if it is a regular file with the mapping's inode.
+/// Sets `replaced` when a file is there but it is another one.
+fn open_if_same(candidate: PathBuf, ino: u64, replaced: &mut bool) -> Option<Located> {
+    let md = std::fs::metadata(&candidate).ok()?;
+    if !md.is_file() || md.ino() != ino {
+        *replaced = true;
+        return None;
+    }
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&candidate)
+        .ok()?;
+    let same = file.metadata().is_ok_and(|m| m.ino() == ino && m.is_file());
+    same.then_some(Located {
+        file,
+        found_at: candidate,
+    })
+}
+
+/// The file behind `mapping`, which `pid` had mapped.
+pub fn locate(pid: u32, mapping: &Mapping) -> Result<Located, LocateError> {
+    let path = mapping.path.as_ref().ok_or(LocateError::NoPath)?;
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let mut replaced = false;
+    let mut check = |candidate: PathBuf| open_if_same(candidate, mapping.ino, &mut replaced);
+    if let Some(found) = check(path.clone()) {
+        return Ok(found);
+    }
+    if let Some(found) = check(proc_root(pid).join(relative)) {
+        return Ok(found);
+    }
+    let mut seen_namespaces = HashSet::new();
+    if let Ok(own) = std::fs::metadata("/proc/self/ns/mnt") {
+        seen_namespaces.insert(own.ino());
+    }
+    for other in live_pids().take(MAX_PROCESSES) {
+        let Ok(ns) = std::fs::metadata(format!("/proc/{other}/ns/mnt")) else {
+            continue;
+        };
+        if !seen_namespaces.insert(ns.ino()) {
+            continue;
+        }
+        if let Some(found) = check(proc_root(other).join(relative)) {
+            return Ok(found);
+        }
+    }
+    Err(if replaced {
+        LocateError::Replaced(path.clone())
+    } else {
+        LocateError::Unreachable(path.clone())
+    })
+}
+
+fn proc_root(pid: u32) -> PathBuf {
+    Path::new("/proc").join(pid.to_string()).join("root")
+}
+
+fn live_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(path: &str, ino: u64) -> Mapping {
+        Mapping {
+            start: 0,
+            end: 0,
+            file_offset: 0,
+            ino,
+            dev: 0,
+            path: Some(PathBuf::from(path)),
+            path_truncated: false,
+            executable: true,
+            vdso: false,
+        }
+    }
+
+    #[test]
+    fn finds_a_file_by_path_and_inode() {
+        let ino = std::fs::metadata("/bin/sh").unwrap().ino();
+        let found = locate(u32::MAX, &mapping("/bin/sh", ino)).unwrap();
+        assert_eq!(std::fs::metadata(found.path()).unwrap().ino(), ino);
+    }
+
+    #[test]
+    fn a_different_inode_is_a_replaced_file() {
+        let ino = std::fs::metadata("/bin/sh").unwrap().ino();
+        assert_eq!(
+            locate(u32::MAX, &mapping("/bin/sh", ino + 1)).map(|l| l.found_at),
+            Err(LocateError::Replaced(PathBuf::from("/bin/sh")))
+        );
+        assert!(matches!(
+            locate(u32::MAX, &mapping("/no/such/file", 1)),
+            Err(LocateError::Unreachable(_))
+        ));
+    }
+}
