@@ -66,6 +66,21 @@ const RECIPES: &[Recipe] = &[
     exe("sleeper", "sleeper.c"),
     exe("recover", "recover.c"),
     exe("signalfd_term", "signalfd_term.c"),
+    exe("assert_fail", "assert_fail.c"),
+    exe("double_free", "double_free.c"),
+    exe("heap_corruption", "heap_corruption.c"),
+    Recipe {
+        output: "stack_smash",
+        source: "stack_smash.c",
+        before: &["-fstack-protector-all"],
+        after: &[],
+    },
+    Recipe {
+        output: "fortify_overflow",
+        source: "fortify_overflow.c",
+        before: &["-O2", "-D_FORTIFY_SOURCE=2", "-Wno-stringop-overflow"],
+        after: &[],
+    },
     exe("exit_code", "exit_code.c"),
     // Test support, not a crash program: see the comment in the source.
     Recipe {

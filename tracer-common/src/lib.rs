@@ -18,6 +18,8 @@ pub mod kind {
     pub const EXIT: u32 = 2;
     /// A [`crate::StateEvent`].
     pub const STATE: u32 = 3;
+    /// An [`crate::EvidenceEvent`].
+    pub const EVIDENCE: u32 = 4;
 }
 
 /// Most frames the kernel's frame-pointer walk records.
@@ -100,8 +102,10 @@ pub mod loss {
     pub const VMA_LOOKUP: u32 = 4;
     /// The `DOOMED` map was full, so an exit could not be matched.
     pub const DOOMED_FULL: u32 = 5;
+    /// The ring buffer had no room for a libc evidence event.
+    pub const RINGBUF_EVIDENCE: u32 = 6;
     /// Number of causes.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     /// Human names, index by cause.
     pub const NAMES: [&str; COUNT as usize] = [
         "ringbuf_full_signal",
@@ -110,6 +114,7 @@ pub mod loss {
         "traced_map_full",
         "vma_lookup_failed",
         "doomed_map_full",
+        "ringbuf_full_evidence",
     ];
 }
 
@@ -234,6 +239,42 @@ pub struct StateEvent {
     pub sp_vma: VmaSummary,
     pub modules: [Module; MODULES_MAX],
     pub snapshot: [u8; STACK_SNAPSHOT_MAX],
+}
+
+/// Which fatal-path function an [`EvidenceEvent`] comes from (also the
+/// uprobe cookie of `libc_fatal_call`).
+pub mod evidence_source {
+    /// `abort()`; `texts[0]` holds glibc's `__abort_msg`, when set.
+    pub const ABORT: u32 = 1;
+    /// `__assert_fail(assertion, file, line, function)`.
+    pub const ASSERT_FAIL: u32 = 2;
+    /// `__stack_chk_fail()`: the stack protector found its canary changed.
+    pub const STACK_CHK_FAIL: u32 = 3;
+    /// `__fortify_fail(msg)`: a fortified libc call caught an overflow.
+    pub const FORTIFY_FAIL: u32 = 4;
+    /// `__chk_fail()`: a `_chk` libc function caught an overflow.
+    pub const CHK_FAIL: u32 = 5;
+}
+
+/// Bytes of each text in an [`EvidenceEvent`].
+pub const EVIDENCE_TEXT: usize = 256;
+
+/// A call into a libc function that only a dying process makes, with what
+/// it says about why.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EvidenceEvent {
+    pub kind: u32,
+    /// [`evidence_source`].
+    pub source: u32,
+    pub boot_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// `__assert_fail`'s line.
+    pub line: u32,
+    pub _pad: u32,
+    /// NUL-terminated texts: the message (or assertion), file, function.
+    pub texts: [[u8; EVIDENCE_TEXT]; 3],
 }
 
 /// Value of the `DOOMED` map: a thread group on its way out.

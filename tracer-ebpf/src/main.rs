@@ -16,6 +16,7 @@
 #![no_main]
 
 mod kernel;
+mod libc;
 mod signal;
 mod state;
 mod vma;

@@ -5,8 +5,10 @@
 //! class is `unknown`: a wrong class costs a user more than no class.
 //! Class ids are part of the report contract (docs/report-schema.md).
 
+use tracer_common::evidence_source as source;
+
 use crate::{
-    events::{Region, SignalRecord},
+    events::{EvidenceRecord, Region, SignalRecord},
     signals::{code_name, signal_name},
 };
 
@@ -36,12 +38,16 @@ pub struct Facts<'a> {
     pub sp_region: Option<Region>,
     /// Kernel frame-pointer return addresses, for recursion evidence.
     pub return_addresses: &'a [u64],
+    /// Calls into libc's fatal paths before the signal.
+    pub libc: &'a [EvidenceRecord],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Classification {
     pub class: &'static str,
     pub evidence: Vec<String>,
+    /// What the process said as it died (a libc or runtime message).
+    pub message: Option<String>,
 }
 
 impl Classification {
@@ -49,7 +55,13 @@ impl Classification {
         Self {
             class,
             evidence: Vec::new(),
+            message: None,
         }
+    }
+
+    fn saying(mut self, message: Option<String>) -> Self {
+        self.message = message;
+        self
     }
 
     fn because(mut self, fact: impl Into<String>) -> Self {
@@ -100,13 +112,103 @@ pub fn classify(facts: &Facts) -> Classification {
             "{name}: the process exceeded its {} limit",
             if sig.signo == libc::SIGXCPU { "CPU time (RLIMIT_CPU)" } else { "file size (RLIMIT_FSIZE)" }
         )),
-        libc::SIGABRT => Classification::new("abort").because(format!(
-            "{name} ({code}) raised by the process itself (thread {}): the abort() path",
+        libc::SIGABRT => abort_path(facts.libc).because(format!(
+            "{name} ({code}) raised by the process itself (thread {})",
             sig.target.tid
         )),
         _ => Classification::new("killed-by-signal")
             .because(format!("{name} ({code}) raised by the process itself")),
     }
+}
+
+/// What libc said on its way to `abort()`, most specific first.
+fn abort_path(libc: &[EvidenceRecord]) -> Classification {
+    let called = |s: u32| libc.iter().find(|e| e.source == s);
+    let abort_msg = called(source::ABORT)
+        .and_then(|e| e.text.clone())
+        .map(|t| t.trim_end().to_string());
+    if let Some(a) = called(source::ASSERT_FAIL) {
+        // glibc's formatted message names everything; the raw arguments may
+        // sit in pages the probe could not read.
+        let message = abort_msg.clone().unwrap_or_else(|| {
+            format!(
+                "{}:{}: {}: Assertion `{}' failed.",
+                a.file.as_deref().unwrap_or("??"),
+                a.line,
+                a.function.as_deref().unwrap_or("??"),
+                a.text.as_deref().unwrap_or("??")
+            )
+        });
+        let mut c = Classification::new("assertion-failure");
+        c = match (&a.file, &a.function) {
+            (Some(file), Some(function)) => c.because(format!(
+                "__assert_fail was called for {file}:{} in {function}",
+                a.line
+            )),
+            _ => c.because(format!("__assert_fail was called (line {})", a.line)),
+        };
+        return c.saying(Some(message));
+    }
+    if called(source::STACK_CHK_FAIL).is_some() {
+        return Classification::new("stack-smashing")
+            .because("__stack_chk_fail was called: a function's stack protector canary was overwritten before it returned")
+            .saying(abort_msg.or(Some("*** stack smashing detected ***: terminated".into())));
+    }
+    if let Some(f) = called(source::FORTIFY_FAIL).or(called(source::CHK_FAIL)) {
+        let what = if f.source == source::CHK_FAIL {
+            "__chk_fail"
+        } else {
+            "__fortify_fail"
+        };
+        return Classification::new("buffer-overflow")
+            .because(format!("{what} was called: a fortified libc function (_FORTIFY_SOURCE) caught a write past the end of its buffer"))
+            .saying(abort_msg.or(f.text.clone()));
+    }
+    let Some(message) = abort_msg else {
+        let c = Classification::new("abort");
+        return if called(source::ABORT).is_some() {
+            c.because("abort() was called and libc left no message")
+        } else {
+            c
+        };
+    };
+    let said = format!("libc's abort message: {message:?}");
+    let class = if message.contains("double free") {
+        "double-free"
+    } else if is_heap_message(&message) {
+        "heap-corruption"
+    } else if message.contains("stack smashing detected") {
+        "stack-smashing"
+    } else if message.contains("buffer overflow detected") {
+        "buffer-overflow"
+    } else if message.contains("Assertion") && message.contains("failed") {
+        "assertion-failure"
+    } else {
+        "abort"
+    };
+    Classification::new(class)
+        .because(said)
+        .saying(Some(message))
+}
+
+/// glibc's malloc consistency checks all name the function or the chunk.
+fn is_heap_message(message: &str) -> bool {
+    const MARKERS: &[&str] = &[
+        "malloc(",
+        "malloc_consolidate(",
+        "free(",
+        "realloc(",
+        "calloc(",
+        "munmap_chunk(",
+        "corrupted size",
+        "corrupted double-linked list",
+        "corrupted top size",
+        "memalign(",
+        "tcache",
+        "_int_malloc",
+        "_int_free",
+    ];
+    MARKERS.iter().any(|m| message.contains(m))
 }
 
 /// A signal sent by another process, or by the kernel on someone's behalf.
@@ -289,6 +391,7 @@ mod tests {
                 has_file: false,
             }),
             return_addresses: &[],
+            libc: &[],
         }
     }
 
@@ -390,6 +493,73 @@ mod tests {
         assert_eq!(classify(&facts(&s)).class, "killed-by-signal");
     }
 
+    fn libc_said(source: u32, text: &str) -> EvidenceRecord {
+        EvidenceRecord {
+            boot_ns: 0,
+            pid: 10,
+            tid: 10,
+            source,
+            line: 0,
+            text: Some(text.into()).filter(|t: &String| !t.is_empty()),
+            file: None,
+            function: None,
+        }
+    }
+
+    fn abort_class(libc: &[EvidenceRecord]) -> Classification {
+        let s = sig(6, SI_TKILL, 0);
+        let mut f = facts(&s);
+        f.libc = libc;
+        classify(&f)
+    }
+
+    #[test]
+    fn libc_messages_name_the_abort() {
+        let abort = |m: &str| libc_said(source::ABORT, m);
+        assert_eq!(
+            abort_class(&[abort("free(): double free detected in tcache 2\n")]).class,
+            "double-free"
+        );
+        assert_eq!(
+            abort_class(&[abort("double free or corruption (out)\n")]).class,
+            "double-free"
+        );
+        assert_eq!(
+            abort_class(&[abort("malloc(): corrupted top size\n")]).class,
+            "heap-corruption"
+        );
+        assert_eq!(
+            abort_class(&[abort("munmap_chunk(): invalid pointer\n")]).class,
+            "heap-corruption"
+        );
+        let c = abort_class(&[abort("")]);
+        assert_eq!((c.class, c.message), ("abort", None));
+        let c = abort_class(&[
+            libc_said(source::STACK_CHK_FAIL, ""),
+            libc_said(source::FORTIFY_FAIL, "stack smashing detected"),
+            abort("*** stack smashing detected ***: terminated\n"),
+        ]);
+        assert_eq!(c.class, "stack-smashing");
+        assert_eq!(
+            c.message.as_deref(),
+            Some("*** stack smashing detected ***: terminated")
+        );
+        assert_eq!(
+            abort_class(&[libc_said(source::CHK_FAIL, "")]).class,
+            "buffer-overflow"
+        );
+        let mut a = libc_said(source::ASSERT_FAIL, "x > 0");
+        a.file = Some("t.c".into());
+        a.function = Some("main".into());
+        a.line = 7;
+        let c = abort_class(&[a]);
+        assert_eq!(c.class, "assertion-failure");
+        assert_eq!(
+            c.message.as_deref(),
+            Some("t.c:7: main: Assertion `x > 0' failed.")
+        );
+    }
+
     #[test]
     fn no_signal_is_unknown() {
         let f = Facts {
@@ -398,6 +568,7 @@ mod tests {
             ip: None,
             sp_region: None,
             return_addresses: &[],
+            libc: &[],
         };
         assert_eq!(classify(&f).class, "unknown");
     }

@@ -12,6 +12,7 @@ EXAMPLES:
     crashtrace record --pid 4242                  follow a running process tree until it exits
     crashtrace watch                              report every crash on this host until Ctrl-C
     crashtrace watch --json --output crashes.jsonl
+    crashtrace symbolize -e ./server 0x1139       function and source line of an address
 
 EXIT STATUS:
     record exits with the command's status (128+N when it was killed by signal N,
@@ -20,7 +21,7 @@ EXIT STATUS:
     2   invalid command-line usage
     4   the environment cannot run crashtrace (not root, no BPF, kernel without BTF)
 
-crashtrace needs root (CAP_BPF and CAP_PERFMON) and a kernel with BTF
+record and watch need root (CAP_BPF and CAP_PERFMON) and a kernel with BTF
 (/sys/kernel/btf/vmlinux). The JSON report format is documented in
 docs/report-schema.md.";
 
@@ -42,7 +43,24 @@ pub enum Command {
     /// Report every process on this host that dies of a watched signal,
     /// until SIGINT or SIGTERM.
     Watch(WatchArgs),
+    /// Print the function and source location of addresses in an ELF file,
+    /// like `addr2line -f -i -e FILE`. Needs no privileges.
+    #[command(after_help = SYMBOLIZE_AFTER_HELP)]
+    Symbolize(SymbolizeArgs),
 }
+
+const SYMBOLIZE_AFTER_HELP: &str = "\
+Addresses are the file's own (ELF virtual) addresses, as in its symbol table
+and in `addr2line -e`. With none on the command line they are read from
+stdin, one per line, and each line is answered as soon as it is read, so the
+command can be driven interactively. Blank lines are skipped; a line that is
+not an address is answered as unknown (with --json, as {\"input\":..,
+\"error\":..,\"frames\":[]}), with a message on stderr.
+
+Text output, per address and for each frame, innermost inlined function
+first: a FUNCTION line, then a FILE:LINE line (?? and ??:0 when unknown).
+--json prints one object per address:
+  {\"address\":\"0x1139\",\"frames\":[{\"function\":..,\"file\":..,\"line\":..,\"column\":..,\"inlined\":..}]}";
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
@@ -72,6 +90,38 @@ pub struct WatchArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SymbolizeArgs {
+    /// The ELF file (executable, shared library or debug file).
+    #[arg(long, short = 'e', value_name = "FILE")]
+    pub exe: PathBuf,
+
+    /// Extra directory to search for separate debug files (repeatable).
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
+
+    /// Print one JSON object per address instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Addresses in hex, `0x` optional; read from stdin when none are given.
+    #[arg(value_name = "ADDR", value_parser = parse_address)]
+    pub addrs: Vec<u64>,
+}
+
+/// Parses a hexadecimal address, with or without a `0x` prefix.
+pub fn parse_address(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{s:?} is not a hexadecimal address"));
+    }
+    u64::from_str_radix(digits, 16).map_err(|_| format!("{s} does not fit in 64 bits"))
 }
 
 #[derive(Debug, Args)]
@@ -143,5 +193,59 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["crashtrace", "record"]).is_err());
         assert!(Cli::try_parse_from(["crashtrace", "watch", "--ring-buffer-mib", "3"]).is_err());
+    }
+
+    #[test]
+    fn addresses_are_hex_with_optional_prefix() {
+        assert_eq!(parse_address("0x1139"), Ok(0x1139));
+        assert_eq!(parse_address("0X1139"), Ok(0x1139));
+        assert_eq!(parse_address("1139"), Ok(0x1139));
+        assert_eq!(parse_address(" deadBEEF\n"), Ok(0xdead_beef));
+        assert_eq!(parse_address("ffffffffffffffff"), Ok(u64::MAX));
+        assert_eq!(parse_address("0x0000000000000000001"), Ok(1));
+        for bad in [
+            "",
+            "0x",
+            "xyz",
+            "0x12g",
+            "-1",
+            "+1",
+            "0x 1",
+            "1_000",
+            "10000000000000000",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn symbolize_takes_an_exe_and_addresses() {
+        let cli = Cli::try_parse_from([
+            "crashtrace",
+            "symbolize",
+            "--exe",
+            "prog",
+            "--debug-dir",
+            "d1",
+            "--debug-dir",
+            "d2",
+            "--json",
+            "0x10",
+            "20",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Symbolize(s) => {
+                assert_eq!(s.exe, PathBuf::from("prog"));
+                assert_eq!(s.debug_dirs, vec![PathBuf::from("d1"), PathBuf::from("d2")]);
+                assert!(s.json);
+                assert_eq!(s.addrs, vec![0x10, 0x20]);
+            }
+            _ => panic!("expected symbolize"),
+        }
+        let stdin = Cli::try_parse_from(["crashtrace", "symbolize", "-e", "prog"]).unwrap();
+        assert!(matches!(stdin.command, Command::Symbolize(s) if s.addrs.is_empty()));
+        assert!(Cli::try_parse_from(["crashtrace", "symbolize", "0x10"]).is_err());
+        assert!(Cli::try_parse_from(["crashtrace", "symbolize", "-e", "p", "zz"]).is_err());
     }
 }

@@ -8,8 +8,8 @@
 use std::{ffi::OsString, os::unix::ffi::OsStringExt, path::PathBuf};
 
 use tracer_common::{
-    ExitEvent, Module, REGS_LEN, SignalEvent, StateEvent, TaskIdentity, VmaSummary, kind,
-    module_flags, signal_flags,
+    EvidenceEvent, ExitEvent, Module, REGS_LEN, SignalEvent, StateEvent, TaskIdentity, VmaSummary,
+    kind, module_flags, signal_flags,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -116,11 +116,26 @@ pub struct ExitRecord {
     pub status: u32,
 }
 
+/// A call into one of libc's fatal paths (see `tracer_common::evidence_source`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceRecord {
+    pub boot_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub source: u32,
+    pub line: u32,
+    /// The message (or assertion), the file and the function, when given.
+    pub text: Option<String>,
+    pub file: Option<String>,
+    pub function: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
     Signal(SignalRecord),
     State(Box<StateRecord>),
     Exit(ExitRecord),
+    Evidence(EvidenceRecord),
 }
 
 /// Decodes one ring-buffer record.
@@ -145,6 +160,20 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 pid: raw.tgid,
                 tid: raw.tid,
                 status: raw.exit_code,
+            }))
+        }
+        kind::EVIDENCE => {
+            let raw: Box<EvidenceEvent> = read_boxed(bytes, kind)?;
+            let text = |i: usize| Some(c_string(&raw.texts[i])).filter(|t| !t.is_empty());
+            Ok(Event::Evidence(EvidenceRecord {
+                boot_ns: raw.boot_ns,
+                pid: raw.tgid,
+                tid: raw.tid,
+                source: raw.source,
+                line: raw.line,
+                text: text(0),
+                file: text(1),
+                function: text(2),
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),

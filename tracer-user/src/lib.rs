@@ -16,5 +16,6 @@ pub mod report;
 pub mod session;
 pub mod signals;
 pub mod symbolize;
+pub mod symbolize_cmd;
 pub mod tracker;
 pub mod unwind;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Record(args) => commands::record(args).await,
             Command::Watch(args) => commands::watch(args).await,
+            Command::Symbolize(args) => crashtrace::symbolize_cmd::run(args),
         }
     });
     match result {

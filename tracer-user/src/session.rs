@@ -70,6 +70,9 @@ pub struct Session {
 
 impl Session {
     pub fn new(mut tracer: Tracer, opts: SinkOptions) -> Result<Self, SessionError> {
+        for problem in &tracer.degraded {
+            eprintln!("crashtrace: warning: {problem} (reports lose that evidence)");
+        }
         // SAFETY: the ring buffer owns its descriptor, and the AsyncFd owns
         // the ring buffer until both are dropped together.
         let ring =

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::events::{Event, ExitRecord, SignalRecord, StateRecord};
+use crate::events::{Event, EvidenceRecord, ExitRecord, SignalRecord, StateRecord};
 
 /// Most processes tracked at once; beyond this the oldest is completed
 /// early with an unknown outcome rather than growing without bound.
@@ -30,6 +30,8 @@ pub struct Death {
     pub signals: Vec<SignalRecord>,
     pub state: Option<Box<StateRecord>>,
     pub exit: Option<ExitRecord>,
+    /// Calls into libc's fatal paths, in order.
+    pub evidence: Vec<EvidenceRecord>,
     /// The process was still alive when its story was closed.
     pub alive: bool,
 }
@@ -70,6 +72,7 @@ impl Tracker {
             Event::Signal(s) => s.target.pid,
             Event::State(s) => s.thread.pid,
             Event::Exit(e) => e.pid,
+            Event::Evidence(e) => e.pid,
         };
         if !self.pending.contains_key(&pid) && self.pending.len() >= MAX_PENDING {
             done.extend(self.evict_oldest());
@@ -80,6 +83,7 @@ impl Tracker {
                 signals: Vec::new(),
                 state: None,
                 exit: None,
+                evidence: Vec::new(),
                 alive: false,
             },
             since: now,
@@ -93,6 +97,11 @@ impl Tracker {
             Event::State(s) => {
                 if entry.death.state.is_none() {
                     entry.death.state = Some(s);
+                }
+            }
+            Event::Evidence(e) => {
+                if entry.death.evidence.len() < MAX_SIGNALS {
+                    entry.death.evidence.push(e);
                 }
             }
             Event::Exit(e) => {

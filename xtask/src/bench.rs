@@ -1,12 +1,15 @@
 //! `cargo xtask bench`: wall time of signal- and syscall-heavy workloads with
 //! and without `crashtrace watch` running, the run time of crashtrace's BPF
-//! programs during the traced runs, the cost of `crashtrace record`, and how
-//! `crashtrace watch` copes with a storm of crashes.
+//! programs during the traced runs, the cost of `crashtrace record`, how
+//! `crashtrace watch` copes with a storm of crashes, how fast the symbolizer
+//! is next to addr2line and llvm-symbolizer, and how much memory `watch`
+//! keeps after crashes in many binaries.
 //!
 //! To measure something new, add a row to [`WORKLOADS`] (its source goes in
 //! `xtask/bench/`); to trace with other options, pass another [`Tracer`] to
 //! [`run_traced`]. The crash storm lives in [`crate::storm`], the reading of
-//! BPF statistics in [`crate::bpfstats`].
+//! BPF statistics in [`crate::bpfstats`], the symbolizer comparison in
+//! [`crate::symbench`] and the memory figure in [`crate::membench`].
 
 use std::{
     ffi::OsString,
@@ -23,6 +26,7 @@ use crate::bpfstats::{self, Matched, PROGRAMS, ProgStats, StatsEnabled, TracerPr
 use crate::storm::{self, StormResult};
 pub use crate::tracer::Tracer;
 use crate::tracer::TracerProcess;
+use crate::{membench, symbench};
 
 /// What each figure of `cargo xtask bench` means; shown by `--help`.
 const FIGURES: &str = "\
@@ -65,16 +69,41 @@ Figures:
                       last \"type\":\"loss\" record, and how many loss records
                       there were (target 0). Latency: from the last storm
                       process reaped until its 200th report was in FILE.
+  Symbolizer table    10,000 addresses inside the functions (FUNC symbols
+                      with a size, each equally likely, fixed seed) of
+                      target/debug/crashtrace (built with `cargo build -p
+                      tracer-user` if missing: tens of MB of DWARF),
+                      answered by `crashtrace symbolize --exe BIN`,
+                      `addr2line -f -i -e BIN`, `eu-addr2line -f -i -e BIN`
+                      and `llvm-symbolizer-14 --obj=BIN`, addresses on
+                      stdin. 10k ms / 20k ms: median wall time (of 3) of one
+                      process given the addresses once / twice. Cold addr/s:
+                      10,000 / 10k time (parsing included). Warm addr/s:
+                      10,000 / (20k time - 10k time), the steady state once
+                      the file is parsed. Ratio: crashtrace's addr/s divided
+                      by the tool's. Agreement: addresses where crashtrace
+                      and `addr2line -a -f -i -C` name the same innermost
+                      function (and the same whole inline chain). binutils'
+                      addr2line takes minutes here, so this figure does too.
+  Memory              `crashtrace watch --json --output FILE` sees 50
+                      distinct small C programs (built with -g) die one
+                      after another of a NULL dereference three calls deep.
+                      Reports: how many arrived within 60 s and how many
+                      name the crashing function. VmRSS and VmHWM of the
+                      tracer from /proc/PID/status right after it is ready
+                      and once the 50 reports are in FILE.
   Summary             Every figure with its target, and whether it was met.
 
 --only NAME runs a single workload (plus the record figure), `bpfstats` (the
 traced runs of every workload and the BPF program table, no untraced runs),
-`record` or `storm`.";
+`record`, `storm`, `symbolize` or `memory`.";
 
 /// `--only` values besides the workload names.
 const ONLY_BPFSTATS: &str = "bpfstats";
 const ONLY_RECORD: &str = "record";
 const ONLY_STORM: &str = "storm";
+const ONLY_SYMBOLIZE: &str = "symbolize";
+const ONLY_MEMORY: &str = "memory";
 
 #[derive(clap::Args)]
 #[command(after_help = FIGURES)]
@@ -90,7 +119,13 @@ pub struct BenchArgs {
             WORKLOADS
                 .iter()
                 .map(|w| w.name)
-                .chain([ONLY_BPFSTATS, ONLY_RECORD, ONLY_STORM]),
+                .chain([
+                    ONLY_BPFSTATS,
+                    ONLY_RECORD,
+                    ONLY_STORM,
+                    ONLY_SYMBOLIZE,
+                    ONLY_MEMORY,
+                ]),
         ),
     )]
     only: Option<String>,
@@ -116,6 +151,8 @@ enum Selection<'a> {
     BpfStats,
     Record,
     Storm,
+    Symbolize,
+    Memory,
 }
 
 impl<'a> Selection<'a> {
@@ -125,6 +162,8 @@ impl<'a> Selection<'a> {
             Some(ONLY_BPFSTATS) => Selection::BpfStats,
             Some(ONLY_RECORD) => Selection::Record,
             Some(ONLY_STORM) => Selection::Storm,
+            Some(ONLY_SYMBOLIZE) => Selection::Symbolize,
+            Some(ONLY_MEMORY) => Selection::Memory,
             Some(name) => Selection::Workload(
                 WORKLOADS
                     .iter()
@@ -138,7 +177,9 @@ impl<'a> Selection<'a> {
         match self {
             Selection::All | Selection::BpfStats => WORKLOADS.iter().collect(),
             Selection::Workload(w) => vec![w],
-            Selection::Record | Selection::Storm => Vec::new(),
+            Selection::Record | Selection::Storm | Selection::Symbolize | Selection::Memory => {
+                Vec::new()
+            }
         }
     }
 
@@ -155,6 +196,14 @@ impl<'a> Selection<'a> {
 
     fn storm(self) -> bool {
         matches!(self, Selection::All | Selection::Storm)
+    }
+
+    fn symbolize(self) -> bool {
+        matches!(self, Selection::All | Selection::Symbolize)
+    }
+
+    fn memory(self) -> bool {
+        matches!(self, Selection::All | Selection::Memory)
     }
 }
 
@@ -304,10 +353,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let uses_crashtrace = args.tracer_cmd.is_none() && !args.untraced;
     let selection = Selection::from_only(args.only.as_deref());
     match selection {
-        Selection::Record | Selection::Storm if !uses_crashtrace => bail!(
-            "--only {} measures crashtrace itself; it cannot be combined with --untraced or --tracer-cmd",
-            args.only.as_deref().unwrap_or_default()
-        ),
+        Selection::Record | Selection::Storm | Selection::Symbolize | Selection::Memory
+            if !uses_crashtrace =>
+        {
+            bail!(
+                "--only {} measures crashtrace itself; it cannot be combined with --untraced or --tracer-cmd",
+                args.only.as_deref().unwrap_or_default()
+            )
+        }
         Selection::BpfStats if tracer.is_none() || args.no_bpf_stats => {
             bail!("--only bpfstats needs traced runs with BPF statistics")
         }
@@ -407,9 +460,48 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         storm = Some(result);
     }
 
-    print_summary(&rows, record, storm.as_ref());
-    match storm {
-        Some(Err(e)) => Err(e.context("crash storm failed")),
+    let mut symbolize = None;
+    if uses_crashtrace && selection.symbolize() {
+        let result = symbench::run(&out);
+        if let Ok(result) = &result {
+            symbench::print(result);
+        }
+        symbolize = Some(result);
+    }
+
+    let mut memory = None;
+    if uses_crashtrace && selection.memory() {
+        let result = membench::run(&out);
+        if let Ok(result) = &result {
+            membench::print(result);
+        }
+        memory = Some(result);
+    }
+
+    let mut extra = Vec::new();
+    if let Some(Ok(result)) = &symbolize {
+        let crashtrace = result.tools.iter().find(|t| t.name == "crashtrace");
+        let rate = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.0}"));
+        extra.push((
+            "symbolize cold addr/s".into(),
+            rate(crashtrace.and_then(symbench::ToolResult::cold_rate)),
+        ));
+        extra.push((
+            "symbolize warm addr/s".into(),
+            rate(crashtrace.and_then(symbench::ToolResult::warm_rate)),
+        ));
+    }
+    if let Some(Ok(result)) = &memory {
+        extra.push((
+            "watch VmHWM MiB, 50 binaries".into(),
+            format!("{:.1}", result.end.hwm_kib as f64 / 1024.0),
+        ));
+    }
+    print_summary(&rows, record, storm.as_ref(), &extra);
+    match (storm, symbolize, memory) {
+        (Some(Err(e)), _, _) => Err(e.context("crash storm failed")),
+        (_, Some(Err(e)), _) => Err(e.context("symbolizer comparison failed")),
+        (_, _, Some(Err(e))) => Err(e.context("memory figure failed")),
         _ => Ok(()),
     }
 }
@@ -542,8 +634,14 @@ fn lost_counts(result: &StormResult) -> String {
     format!(" ({})", counts.join(", "))
 }
 
-/// Every figure with its target.
-fn print_summary(rows: &[Row], record: Option<Duration>, storm: Option<&Result<StormResult>>) {
+/// Every figure with its target; `extra` holds (figure, value) lines
+/// without a target.
+fn print_summary(
+    rows: &[Row],
+    record: Option<Duration>,
+    storm: Option<&Result<StormResult>>,
+    extra: &[(String, String)],
+) {
     // (figure, value, target, met)
     let mut lines: Vec<(String, String, String, Option<bool>)> = Vec::new();
     for row in rows {
@@ -600,6 +698,9 @@ fn print_summary(rows: &[Row], record: Option<Duration>, storm: Option<&Result<S
             "-".into(),
             None,
         ));
+    }
+    for (figure, value) in extra {
+        lines.push((figure.clone(), value.clone(), "-".into(), None));
     }
     if lines.is_empty() {
         return;
@@ -727,7 +828,7 @@ fn time_command(cmd: &mut Command, name: &str) -> Result<Duration> {
     Ok(elapsed)
 }
 
-fn median(times: &mut [Duration]) -> Duration {
+pub(crate) fn median(times: &mut [Duration]) -> Duration {
     times.sort();
     let mid = times.len() / 2;
     if times.len().is_multiple_of(2) {

@@ -3,8 +3,10 @@
 mod bench;
 mod bpf_linker;
 mod bpfstats;
+mod membench;
 mod setup;
 mod storm;
+mod symbench;
 mod tracer;
 
 use std::{
@@ -34,7 +36,8 @@ enum Cmd {
     /// Check, and install when missing, the toolchains, bpf-linker and Debian
     /// packages that building and testing need; check the kernel prerequisites.
     Setup {
-        /// Also install what `cargo xtask bench` needs (JDK, hyperfine).
+        /// Also install what `cargo xtask bench` needs (JDK, hyperfine,
+        /// llvm-symbolizer).
         #[arg(long)]
         with_bench: bool,
     },
@@ -58,7 +61,8 @@ enum Cmd {
     },
     /// Check formatting and run clippy on every crate, the BPF crate included.
     Lint,
-    /// Measure crashtrace's overhead on signal- and syscall-heavy workloads.
+    /// Measure crashtrace's overhead on signal- and syscall-heavy workloads,
+    /// its symbolizer's speed and its memory.
     Bench(bench::BenchArgs),
 }
 

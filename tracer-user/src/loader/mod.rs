@@ -5,6 +5,7 @@
 //! started, with an error that names the probe and the kernel's reason.
 
 mod btf;
+mod libc_probes;
 pub mod offsets;
 
 use std::collections::BTreeSet;
@@ -12,7 +13,7 @@ use std::collections::BTreeSet;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, UProbe},
 };
 use tracer_common::{COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss};
 
@@ -97,6 +98,8 @@ impl Default for TraceOptions {
 /// Loaded and attached programs. Dropping it detaches everything.
 pub struct Tracer {
     ebpf: Ebpf,
+    /// Optional probes that could not be attached, one line each.
+    pub degraded: Vec<String>,
 }
 
 fn is_permission_error(text: &str) -> bool {
@@ -122,11 +125,15 @@ impl Tracer {
                     LoadError::Object(text)
                 }
             })?;
-        let mut tracer = Self { ebpf };
+        let mut tracer = Self {
+            ebpf,
+            degraded: Vec::new(),
+        };
         tracer.configure(opts)?;
         for &name in PROGRAMS {
             tracer.attach(name, &btf)?;
         }
+        tracer.attach_libc();
         Ok(tracer)
     }
 
@@ -197,6 +204,30 @@ impl Tracer {
             reason: format!("{e:#}"),
         })?;
         Ok(())
+    }
+
+    /// The libc uprobes are evidence, not capture: a failure degrades
+    /// reports and is said, but does not stop crashtrace.
+    fn attach_libc(&mut self) {
+        let (mut abort, mut fatal) = (None, None);
+        for (name, program) in self.ebpf.programs_mut() {
+            match name {
+                "libc_abort" => abort = Some(program),
+                "libc_fatal_call" => fatal = Some(program),
+                _ => {}
+            }
+        }
+        let (Some(abort), Some(fatal)) = (abort, fatal) else {
+            self.degraded
+                .push("libc probes are missing from the BPF object".into());
+            return;
+        };
+        match load_uprobes(abort, fatal) {
+            Ok((abort, fatal)) => self.degraded.extend(libc_probes::attach(abort, fatal)),
+            Err(e) => self
+                .degraded
+                .push(format!("cannot load the libc probes: {e}")),
+        }
     }
 
     /// Starts following `tgid` (and, from now on, its descendants).
@@ -273,6 +304,19 @@ impl Tracer {
             }
         }
     }
+}
+
+fn load_uprobes<'p>(
+    abort: &'p mut aya::programs::Program,
+    fatal: &'p mut aya::programs::Program,
+) -> Result<(&'p mut UProbe, &'p mut UProbe), String> {
+    let abort: &mut UProbe = abort.try_into().map_err(|e| format!("{e}"))?;
+    let fatal: &mut UProbe = fatal.try_into().map_err(|e| format!("{e}"))?;
+    abort.load().map_err(|e| format!("libc_abort: {e:#}"))?;
+    fatal
+        .load()
+        .map_err(|e| format!("libc_fatal_call: {e:#}"))?;
+    Ok((abort, fatal))
 }
 
 fn map_error(map: &'static str, e: impl std::fmt::Display) -> LoadError {

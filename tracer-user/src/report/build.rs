@@ -71,9 +71,10 @@ impl ReportBuilder {
             ip: state.and_then(|s| s.regs).map(|r| r[reg::IP]),
             sp_region: state.and_then(|s| s.sp_region),
             return_addresses: state.map(|s| s.kstack.as_slice()).unwrap_or(&[]),
+            libc: &death.evidence,
         };
         let mut classification = classify(&facts);
-        let site = first_meaningful(&frames);
+        let site = crash_site(classification.class, &frames);
         if let Some(f) = site {
             classification
                 .evidence
@@ -120,7 +121,7 @@ impl ReportBuilder {
             class: classification.class,
             summary,
             evidence: classification.evidence,
-            message: None,
+            message: classification.message,
             tags: Vec::new(),
             frames,
             frames_truncated: truncated,
@@ -288,6 +289,54 @@ fn signal_info(s: &SignalRecord) -> SignalInfo {
     }
 }
 
+/// True for libc's abort machinery, under any of glibc's internal aliases.
+fn on_abort_path(function: &str) -> bool {
+    let name = function
+        .trim_start_matches("__GI_")
+        .trim_start_matches("__GI___");
+    ABORT_PATH
+        .iter()
+        .any(|p| p.trim_start_matches("__") == name.trim_start_matches("__"))
+}
+
+/// Classes whose fault is detected inside libc on behalf of its caller.
+const CAUGHT_BY_LIBC: &[&str] = &[
+    "abort",
+    "assertion-failure",
+    "double-free",
+    "heap-corruption",
+    "stack-smashing",
+    "buffer-overflow",
+];
+
+/// The frame a report points at: for faults libc caught on its caller's
+/// behalf, the first frame outside libc; otherwise the first frame that
+/// is not libc's abort machinery.
+fn crash_site<'f>(class: &str, frames: &'f [Frame]) -> Option<&'f Frame> {
+    let in_libc = |f: &Frame| {
+        f.module
+            .as_deref()
+            .and_then(|m| Path::new(m).file_name())
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+    };
+    // Inline wrappers from system headers (fortified memset, ...) are libc's
+    // too, compiled into the caller.
+    let system_header = |f: &Frame| {
+        f.file
+            .as_deref()
+            .is_some_and(|p| p.starts_with("/usr/include/"))
+    };
+    if CAUGHT_BY_LIBC.contains(&class)
+        && let Some(f) = frames
+            .iter()
+            .find(|f| f.function.is_some() && !in_libc(f) && !system_header(f))
+    {
+        return Some(f);
+    }
+    first_meaningful(frames)
+}
+
 /// The first frame that is not libc's abort machinery.
 fn first_meaningful(frames: &[Frame]) -> Option<&Frame> {
     frames
@@ -295,7 +344,7 @@ fn first_meaningful(frames: &[Frame]) -> Option<&Frame> {
         .find(|f| {
             f.function
                 .as_deref()
-                .is_some_and(|name| !ABORT_PATH.contains(&name))
+                .is_some_and(|name| !on_abort_path(name))
         })
         .or_else(|| frames.first())
 }
@@ -325,6 +374,11 @@ fn summarize(class: &str, cause: Option<&SignalRecord>, site: Option<&Frame>) ->
         "seccomp-violation" => "system call refused by seccomp".to_string(),
         "resource-limit" => "resource limit exceeded".to_string(),
         "abort" => "abort()".to_string(),
+        "assertion-failure" => "assertion failed".to_string(),
+        "double-free" => "double free caught by malloc".to_string(),
+        "heap-corruption" => "heap corruption caught by malloc".to_string(),
+        "stack-smashing" => "stack buffer overflow caught by the stack protector".to_string(),
+        "buffer-overflow" => "buffer overflow caught by _FORTIFY_SOURCE".to_string(),
         "killed-by-signal" => match cause {
             Some(c) => match &c.sender {
                 Some(s) => format!(
@@ -365,11 +419,7 @@ pub fn fingerprint(class: &str, signo: Option<i32>, frames: &[Frame]) -> String 
     feed(&signo.unwrap_or(0).to_le_bytes());
     let significant = frames
         .iter()
-        .filter(|f| {
-            !f.function
-                .as_deref()
-                .is_some_and(|n| ABORT_PATH.contains(&n))
-        })
+        .filter(|f| !f.function.as_deref().is_some_and(on_abort_path))
         .take(5);
     for f in significant {
         match &f.function {

@@ -1,0 +1,111 @@
+//! Crashes that libc catches and turns into `abort()`: the report names
+//! the cause from libc's own evidence (the function called on the fatal
+//! path, the message glibc left in `__abort_msg`), not just "SIGABRT".
+
+use crashtrace_tests::report::{check_shape, find_frame};
+use crashtrace_tests::{Harness, crash_line, require_bpf};
+
+struct Case {
+    program: &'static str,
+    class: &'static str,
+    /// Text the report's `message` must contain.
+    message: &'static str,
+    /// The user function the report must show, with its CRASH-LINE.
+    function: &'static str,
+    check_line: bool,
+}
+
+fn check(case: &Case) {
+    if !require_bpf() {
+        return;
+    }
+    let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
+    let recording = harness.record(&harness.program(case.program), &[]);
+    let context = recording.context();
+    assert_eq!(recording.exit_code(), Some(128 + 6), "{context}");
+    let report = recording.only_crash();
+    check_shape(report);
+    assert_eq!(report["class"], case.class, "{context}");
+    assert_eq!(report["signal"]["name"], "SIGABRT", "{context}");
+    let message = report["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(case.message),
+        "message {message:?} lacks {:?}\n{context}",
+        case.message
+    );
+    assert!(
+        report["evidence"].as_array().is_some_and(|e| !e.is_empty()),
+        "{context}"
+    );
+    let (_, frame) = find_frame(report, case.function)
+        .unwrap_or_else(|| panic!("no {} frame\n{context}", case.function));
+    if case.check_line {
+        let source = format!("{}.c", case.program);
+        assert_eq!(
+            frame["line"].as_u64(),
+            Some(crash_line(&source)),
+            "{context}"
+        );
+    }
+    assert!(
+        report["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(case.function)),
+        "the summary points at the user's function\n{context}"
+    );
+}
+
+#[test]
+fn failed_assertion() {
+    check(&Case {
+        program: "assert_fail",
+        class: "assertion-failure",
+        message: "Assertion `loaded > 0 && \"config loaded\"' failed",
+        function: "check_config",
+        check_line: true,
+    });
+}
+
+#[test]
+fn double_free() {
+    check(&Case {
+        program: "double_free",
+        class: "double-free",
+        message: "double free detected",
+        function: "release",
+        check_line: true,
+    });
+}
+
+#[test]
+fn heap_corruption() {
+    check(&Case {
+        program: "heap_corruption",
+        class: "heap-corruption",
+        message: "malloc(): corrupted top size",
+        function: "allocate_more",
+        check_line: true,
+    });
+}
+
+#[test]
+fn stack_smashing() {
+    check(&Case {
+        program: "stack_smash",
+        class: "stack-smashing",
+        message: "stack smashing detected",
+        function: "copy_name",
+        check_line: false,
+    });
+}
+
+#[test]
+fn fortified_buffer_overflow() {
+    check(&Case {
+        program: "fortify_overflow",
+        class: "buffer-overflow",
+        message: "buffer overflow detected",
+        function: "fill",
+        check_line: true,
+    });
+}

@@ -1,0 +1,632 @@
+//! The symbolizer figure of `cargo xtask bench`: how many addresses per
+//! second `crashtrace symbolize` turns into functions and source lines,
+//! next to binutils' `addr2line`, elfutils' `eu-addr2line` and
+//! `llvm-symbolizer`, on a binary with tens of megabytes of DWARF.
+//!
+//! The symbolizer is what stands between a crash and its report, and a
+//! crash in a large binary is where it is slowest, so it is measured on a
+//! large real binary (crashtrace's own dev build) rather than a toy one,
+//! against the tools people would otherwise reach for. Two rates are kept
+//! apart: cold (one process, all addresses once, parsing included), which
+//! is what the first crash in a binary costs, and warm (the extra cost of
+//! the same addresses again in the same process), which is what later
+//! crashes cost once the file is parsed.
+
+use std::{
+    collections::BTreeSet,
+    ffi::OsString,
+    fmt::Write as _,
+    fs::{self, File},
+    io::{self, BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bpfstats::json;
+
+/// Addresses symbolized per cold run.
+pub const ADDRESSES: usize = 10_000;
+/// Runs of each measurement; the median is kept.
+const RUNS: usize = 3;
+/// Seed of the address choice, so that every run of the bench asks the same.
+const SEED: u64 = 0x5eed_c0de_2024;
+/// Longest a single tool run may take before it counts as failed.
+const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// One symbolizer under test.
+struct Tool {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+/// What one tool achieved.
+pub struct ToolResult {
+    pub name: &'static str,
+    /// Median seconds for the addresses once and twice; `None` when the
+    /// tool is not installed or failed.
+    pub once: Option<Duration>,
+    pub twice: Option<Duration>,
+    /// Why there are no times.
+    pub missing: Option<String>,
+}
+
+impl ToolResult {
+    pub fn cold_rate(&self) -> Option<f64> {
+        Some(ADDRESSES as f64 / self.once?.as_secs_f64())
+    }
+
+    /// Addresses per second once the file is parsed: the second pass over
+    /// the same addresses. `None` when the difference drowns in noise.
+    pub fn warm_rate(&self) -> Option<f64> {
+        let extra = self.twice?.checked_sub(self.once?)?;
+        (!extra.is_zero()).then(|| ADDRESSES as f64 / extra.as_secs_f64())
+    }
+}
+
+pub struct SymbenchResult {
+    /// The binary symbolized, described for the table's heading.
+    pub binary: String,
+    /// Paths of the binary and of the addresses-twice input, to profile with.
+    bin_path: String,
+    twice_path: String,
+    pub tools: Vec<ToolResult>,
+    /// Addresses where crashtrace and addr2line name the same innermost
+    /// function, and where their whole inline chains agree; out of
+    /// `compared`.
+    pub agree_innermost: usize,
+    pub agree_chain: usize,
+    pub compared: usize,
+}
+
+/// The large binary: crashtrace's dev build, built if missing.
+fn dev_binary() -> Result<PathBuf> {
+    let bin = crate::target_dir().join("debug/crashtrace");
+    if !bin.exists() {
+        eprintln!("bench: building the dev profile of crashtrace to symbolize");
+        let status = crate::cargo()
+            .args(["build", "-p", "tracer-user"])
+            .status()
+            .context("cannot run cargo build")?;
+        if !status.success() {
+            bail!("cargo build -p tracer-user failed ({status})");
+        }
+    }
+    Ok(bin)
+}
+
+pub fn run(out: &Path) -> Result<SymbenchResult> {
+    let bin = dev_binary()?;
+    let data = fs::read(&bin).with_context(|| format!("cannot read {}", bin.display()))?;
+    let elf = elf::parse(&data).with_context(|| format!("cannot parse {}", bin.display()))?;
+    let addrs = choose_addresses(&elf.functions, ADDRESSES, SEED);
+    let binary = format!(
+        "{}: {:.0} MB, {:.0} MB of DWARF, {} functions",
+        shown(&bin),
+        data.len() as f64 / 1e6,
+        elf.dwarf_bytes as f64 / 1e6,
+        elf.functions.len()
+    );
+    drop(data);
+
+    let once = out.join("symbench-addrs.txt");
+    let twice = out.join("symbench-addrs-twice.txt");
+    let mut text = String::new();
+    for addr in &addrs {
+        let _ = writeln!(text, "{addr:#x}");
+    }
+    fs::write(&once, &text).with_context(|| format!("cannot write {}", once.display()))?;
+    fs::write(&twice, text.repeat(2))
+        .with_context(|| format!("cannot write {}", twice.display()))?;
+
+    let tools = tools(&bin);
+    let mut times: Vec<[Vec<Duration>; 2]> = tools.iter().map(|_| Default::default()).collect();
+    let mut missing: Vec<Option<String>> = tools
+        .iter()
+        .map(|t| (!t.program.exists()).then(|| format!("{} not found", t.program.display())))
+        .collect();
+    // Rounds go over every tool in turn so that a slow drift of the
+    // machine spreads over all of them.
+    for round in 1..=RUNS {
+        for (i, tool) in tools.iter().enumerate() {
+            if missing[i].is_some() {
+                continue;
+            }
+            eprintln!("bench: symbolize {} round {round}/{RUNS}", tool.name);
+            for (pass, input) in [&once, &twice].into_iter().enumerate() {
+                let output = out.join(format!("symbench-{}.out", tool.name));
+                match time_tool(tool, input, &output, out) {
+                    Ok(elapsed) => times[i][pass].push(elapsed),
+                    Err(e) => {
+                        eprintln!("bench: warning: {} failed: {e:#}", tool.name);
+                        missing[i] = Some(format!("failed: {e:#}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let results = tools
+        .iter()
+        .zip(times)
+        .zip(missing)
+        .map(|((tool, [mut once, mut twice]), missing)| ToolResult {
+            name: tool.name,
+            once: (missing.is_none() && !once.is_empty()).then(|| crate::bench::median(&mut once)),
+            twice: (missing.is_none() && !twice.is_empty())
+                .then(|| crate::bench::median(&mut twice)),
+            missing,
+        })
+        .collect();
+
+    eprintln!("bench: comparing crashtrace's function names with addr2line's");
+    let (agree_innermost, agree_chain, compared) = agreement(&bin, &once, &addrs, out)?;
+    Ok(SymbenchResult {
+        binary,
+        bin_path: shown(&bin),
+        twice_path: shown(&twice),
+        tools: results,
+        agree_innermost,
+        agree_chain,
+        compared,
+    })
+}
+
+/// `path` relative to the workspace when it is inside it.
+fn shown(path: &Path) -> String {
+    path.strip_prefix(crate::workspace_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn tools(bin: &Path) -> Vec<Tool> {
+    let exe = |flag: &str| [OsString::from(flag), bin.into()];
+    let on_path = |name: &str| crate::setup::find_on_path(name).unwrap_or_else(|| name.into());
+    let llvm = crate::setup::find_on_path("llvm-symbolizer-14")
+        .or_else(|| {
+            let p = PathBuf::from("/usr/lib/llvm-14/bin/llvm-symbolizer");
+            p.exists().then_some(p)
+        })
+        .unwrap_or_else(|| "llvm-symbolizer-14".into());
+    let mut obj = OsString::from("--obj=");
+    obj.push(bin);
+    vec![
+        Tool {
+            name: "crashtrace",
+            program: crate::crashtrace_bin(),
+            args: [OsString::from("symbolize")]
+                .into_iter()
+                .chain(exe("--exe"))
+                .collect(),
+        },
+        Tool {
+            name: "addr2line",
+            program: on_path("addr2line"),
+            args: ["-f", "-i"]
+                .map(OsString::from)
+                .into_iter()
+                .chain(exe("-e"))
+                .collect(),
+        },
+        Tool {
+            name: "eu-addr2line",
+            program: on_path("eu-addr2line"),
+            args: ["-f", "-i"]
+                .map(OsString::from)
+                .into_iter()
+                .chain(exe("-e"))
+                .collect(),
+        },
+        Tool {
+            name: "llvm-symbolizer-14",
+            program: llvm,
+            args: vec![obj],
+        },
+    ]
+}
+
+/// Wall time of `tool` answering the addresses in `input` (its stdin), its
+/// answers written to `output`.
+fn time_tool(tool: &Tool, input: &Path, output: &Path, out: &Path) -> Result<Duration> {
+    let stdin = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let stdout =
+        File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
+    let log = out.join(format!("symbench-{}.stderr", tool.name));
+    let stderr = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut cmd = Command::new(&tool.program);
+    cmd.args(&tool.args)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", tool.program.display()))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(RUN_TIMEOUT) {
+        Ok(status) => status.context("cannot wait for the tool")?,
+        Err(_) => {
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill has no memory-safety preconditions; the
+                // waiting thread has not reaped the child, so the pid is
+                // still its.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = rx.recv();
+            bail!("no answer within {RUN_TIMEOUT:?}");
+        }
+    };
+    let elapsed = start.elapsed();
+    if !status.success() {
+        let stderr = fs::read_to_string(&log).unwrap_or_default();
+        bail!("exited with {status}; its stderr:\n{}", stderr.trim_end());
+    }
+    Ok(elapsed)
+}
+
+/// `count` addresses inside the functions `(start, size)`, each chosen by
+/// first picking a function (all equally likely, however large) and then
+/// an offset inside it, from a generator seeded with `seed`.
+fn choose_addresses(functions: &[(u64, u64)], count: usize, seed: u64) -> Vec<u64> {
+    if functions.is_empty() {
+        return Vec::new();
+    }
+    let mut state = seed;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..count)
+        .map(|_| {
+            let (start, size) = functions[(next() % functions.len() as u64) as usize];
+            start + next() % size
+        })
+        .collect()
+}
+
+/// Runs crashtrace (`--json`) and `addr2line -a -f -i -C` over `input`
+/// (untimed) and counts the addresses where both name the same innermost
+/// function, and where their inline chains name the same functions.
+fn agreement(bin: &Path, input: &Path, addrs: &[u64], out: &Path) -> Result<(usize, usize, usize)> {
+    let run = |program: &Path, args: &[OsString], name: &str| -> Result<PathBuf> {
+        let output = out.join(format!("symbench-agree-{name}.out"));
+        let status = Command::new(program)
+            .args(args)
+            .stdin(File::open(input).with_context(|| format!("cannot open {}", input.display()))?)
+            .stdout(File::create(&output)?)
+            .stderr(Stdio::null())
+            .status()
+            .with_context(|| format!("cannot run {}", program.display()))?;
+        if !status.success() {
+            bail!("{name} failed ({status})");
+        }
+        Ok(output)
+    };
+    let mut ct_args: Vec<OsString> = ["symbolize", "--json", "--exe"].map(OsString::from).into();
+    ct_args.push(bin.into());
+    let ct = run(&crate::crashtrace_bin(), &ct_args, "crashtrace")?;
+    let mut a2l_args: Vec<OsString> = ["-a", "-f", "-i", "-C", "-e"].map(OsString::from).into();
+    a2l_args.push(bin.into());
+    let a2l_program = crate::setup::find_on_path("addr2line").context("addr2line not found")?;
+    let a2l = run(&a2l_program, &a2l_args, "addr2line")?;
+
+    let ct_chains = crashtrace_chains(&ct)?;
+    let a2l_chains = addr2line_chains(&a2l)?;
+    if ct_chains.len() != addrs.len() || a2l_chains.len() != addrs.len() {
+        bail!(
+            "{} addresses asked, crashtrace answered {}, addr2line {}",
+            addrs.len(),
+            ct_chains.len(),
+            a2l_chains.len()
+        );
+    }
+    let (mut innermost, mut chain) = (0, 0);
+    let mut shown = BTreeSet::new();
+    for ((addr, ct), a2l) in addrs.iter().zip(&ct_chains).zip(&a2l_chains) {
+        let same_innermost = ct.first() == a2l.first();
+        innermost += usize::from(same_innermost);
+        chain += usize::from(ct == a2l);
+        if !same_innermost && shown.len() < 3 && shown.insert(addr) {
+            eprintln!("bench: names differ at {addr:#x}: crashtrace {ct:?}, addr2line {a2l:?}");
+        }
+    }
+    Ok((innermost, chain, addrs.len()))
+}
+
+/// Function names per address from `crashtrace symbolize --json`,
+/// innermost first; `??` for an unknown name.
+fn crashtrace_chains(path: &Path) -> Result<Vec<Vec<String>>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut chains = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        let value = json::parse(&line).with_context(|| format!("bad JSON line: {line}"))?;
+        let frames = value.get("frames").and_then(json::Value::as_array);
+        chains.push(
+            frames
+                .unwrap_or_default()
+                .iter()
+                .map(|f| {
+                    f.get("function")
+                        .and_then(json::Value::as_str)
+                        .unwrap_or("??")
+                        .to_owned()
+                })
+                .collect(),
+        );
+    }
+    Ok(chains)
+}
+
+/// Function names per address from `addr2line -a -f -i`: each address
+/// line (`0x` and 16 hex digits) starts a block of FUNCTION and
+/// FILE:LINE line pairs. An unknown address (`??` alone) is an empty chain,
+/// as crashtrace has it.
+fn addr2line_chains(path: &Path) -> Result<Vec<Vec<String>>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let is_address = |l: &str| {
+        l.len() == 18 && l.starts_with("0x") && l[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    let mut chains: Vec<Vec<String>> = Vec::new();
+    let lines: Vec<String> = BufReader::new(file).lines().collect::<io::Result<_>>()?;
+    let mut i = 0;
+    while i < lines.len() {
+        if is_address(&lines[i]) {
+            chains.push(Vec::new());
+            i += 1;
+            continue;
+        }
+        let chain = chains
+            .last_mut()
+            .context("addr2line output before an address")?;
+        chain.push(lines[i].clone());
+        // Skip the FILE:LINE line.
+        i += 2;
+    }
+    for chain in &mut chains {
+        if chain.len() == 1 && chain[0] == "??" {
+            chain.clear();
+        }
+    }
+    Ok(chains)
+}
+
+pub fn print(result: &SymbenchResult) {
+    println!(
+        "\nsymbolizer throughput, {ADDRESSES} addresses in {} (median of {RUNS})",
+        result.binary
+    );
+    let crashtrace = result.tools.iter().find(|t| t.name == "crashtrace");
+    let base_cold = crashtrace.and_then(ToolResult::cold_rate);
+    let base_warm = crashtrace.and_then(ToolResult::warm_rate);
+    let width = result
+        .tools
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("tool".len());
+    println!(
+        "{:<width$} |   10k ms |   20k ms | cold addr/s | warm addr/s | ratio cold | ratio warm",
+        "tool"
+    );
+    println!(
+        "{:-<width$}-+----------+----------+-------------+-------------+------------+-----------",
+        ""
+    );
+    let fmt_ms =
+        |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.0}", d.as_secs_f64() * 1e3));
+    let fmt_rate = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.0}"));
+    let ratio = |base: Option<f64>, r: Option<f64>| match (base, r) {
+        (Some(base), Some(r)) => format!("{:.2}", base / r),
+        _ => "-".into(),
+    };
+    for tool in &result.tools {
+        if let Some(why) = &tool.missing {
+            println!("{:<width$} | {why}", tool.name);
+            continue;
+        }
+        println!(
+            "{:<width$} | {:>8} | {:>8} | {:>11} | {:>11} | {:>10} | {:>10}",
+            tool.name,
+            fmt_ms(tool.once),
+            fmt_ms(tool.twice),
+            fmt_rate(tool.cold_rate()),
+            fmt_rate(tool.warm_rate()),
+            ratio(base_cold, tool.cold_rate()),
+            ratio(base_warm, tool.warm_rate()),
+        );
+    }
+    println!("ratio: crashtrace's addr/s divided by the tool's (above 1: crashtrace is faster)");
+    let pct = |n: usize| 100.0 * n as f64 / result.compared.max(1) as f64;
+    println!(
+        "agreement with addr2line -C: innermost function {:.1}%, whole inline chain {:.1}% of {} addresses",
+        pct(result.agree_innermost),
+        pct(result.agree_chain),
+        result.compared
+    );
+    let Some(base) = base_warm else { return };
+    let faster: Vec<String> = result
+        .tools
+        .iter()
+        .filter(|t| t.name != "crashtrace")
+        .filter_map(|t| Some((t.name, t.warm_rate()?)))
+        .filter(|&(_, rate)| rate > base)
+        .map(|(name, rate)| format!("{name} ({rate:.0} addr/s)"))
+        .collect();
+    if faster.is_empty() {
+        return;
+    }
+    println!(
+        "crashtrace ({base:.0} addr/s) is slower warm than {}; to see where its time goes:",
+        faster.join(", ")
+    );
+    let record = format!(
+        "perf record -g -o symbench.perf.data {} symbolize --exe {} < {} > /dev/null",
+        shown(&crate::crashtrace_bin()),
+        result.bin_path,
+        result.twice_path
+    );
+    if crate::setup::find_on_path("perf").is_some() {
+        println!("  {record}\n  perf report -i symbench.perf.data --no-children");
+    } else {
+        println!("  (perf is not installed: apt-get install linux-perf) {record}");
+    }
+}
+
+/// Just enough ELF to list a 64-bit little-endian file's functions and
+/// weigh its DWARF.
+mod elf {
+    use anyhow::{Context, Result, bail};
+
+    pub struct Elf {
+        /// `(address, size)` of every defined function symbol with a size
+        /// in `.symtab`, each once.
+        pub functions: Vec<(u64, u64)>,
+        /// Bytes of `.debug_*` sections.
+        pub dwarf_bytes: u64,
+    }
+
+    const SHT_SYMTAB: u32 = 2;
+    const STT_FUNC: u8 = 2;
+    const SHN_UNDEF: u16 = 0;
+    const SYM_SIZE: usize = 24;
+
+    fn bytes<const N: usize>(data: &[u8], at: usize) -> Result<[u8; N]> {
+        let end = at.checked_add(N).context("offset overflows")?;
+        let slice = data.get(at..end).context("truncated file")?;
+        Ok(slice.try_into().expect("slice of length N"))
+    }
+
+    fn u16_at(data: &[u8], at: usize) -> Result<u16> {
+        Ok(u16::from_le_bytes(bytes(data, at)?))
+    }
+
+    fn u32_at(data: &[u8], at: usize) -> Result<u32> {
+        Ok(u32::from_le_bytes(bytes(data, at)?))
+    }
+
+    fn u64_at(data: &[u8], at: usize) -> Result<u64> {
+        Ok(u64::from_le_bytes(bytes(data, at)?))
+    }
+
+    fn usize_at(data: &[u8], at: usize) -> Result<usize> {
+        usize::try_from(u64_at(data, at)?).context("offset too large")
+    }
+
+    pub fn parse(data: &[u8]) -> Result<Elf> {
+        if data.get(..6) != Some(b"\x7fELF\x02\x01") {
+            bail!("not a 64-bit little-endian ELF file");
+        }
+        let shoff = usize_at(data, 0x28)?;
+        let shentsize = usize::from(u16_at(data, 0x3a)?);
+        let shnum = usize::from(u16_at(data, 0x3c)?);
+        let shstrndx = usize::from(u16_at(data, 0x3e)?);
+        let header = |i: usize| shoff + i * shentsize;
+        let names_off = usize_at(data, header(shstrndx) + 0x18)?;
+        let name = |sh: usize| -> Result<&[u8]> {
+            let start = names_off + u32_at(data, sh)? as usize;
+            let rest = data.get(start..).context("section name out of bounds")?;
+            Ok(&rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())])
+        };
+        let mut functions = Vec::new();
+        let mut dwarf_bytes = 0;
+        for i in 0..shnum {
+            let sh = header(i);
+            let size = usize_at(data, sh + 0x20)?;
+            if name(sh)?.starts_with(b".debug_") {
+                dwarf_bytes += size as u64;
+            }
+            if u32_at(data, sh + 4)? != SHT_SYMTAB {
+                continue;
+            }
+            let offset = usize_at(data, sh + 0x18)?;
+            for sym in (offset..offset + size).step_by(SYM_SIZE) {
+                let info = bytes::<1>(data, sym + 4)?[0];
+                let shndx = u16_at(data, sym + 6)?;
+                let value = u64_at(data, sym + 8)?;
+                let size = u64_at(data, sym + 16)?;
+                if info & 0xf == STT_FUNC && shndx != SHN_UNDEF && size > 0 {
+                    functions.push((value, size));
+                }
+            }
+        }
+        functions.sort_unstable();
+        functions.dedup();
+        Ok(Elf {
+            functions,
+            dwarf_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_fall_inside_functions_and_repeat_with_the_seed() {
+        let functions = [(0x1000, 0x10), (0x2000, 1), (0x3000, 0x400)];
+        let addrs = choose_addresses(&functions, 1000, 7);
+        assert_eq!(addrs, choose_addresses(&functions, 1000, 7));
+        assert_ne!(addrs, choose_addresses(&functions, 1000, 8));
+        for addr in &addrs {
+            assert!(functions.iter().any(|&(s, n)| (s..s + n).contains(addr)));
+        }
+        for &(start, size) in &functions {
+            let hits = addrs
+                .iter()
+                .filter(|&&a| (start..start + size).contains(&a))
+                .count();
+            assert!(hits > 250, "each function is picked about as often: {hits}");
+        }
+    }
+
+    #[test]
+    fn reads_functions_of_this_executable() {
+        let exe = std::env::current_exe().unwrap();
+        let data = fs::read(exe).unwrap();
+        let elf = elf::parse(&data).unwrap();
+        assert!(elf.functions.len() > 100);
+        assert!(elf.functions.iter().all(|&(_, size)| size > 0));
+        assert!(elf::parse(b"\x7fELF\x01\x01").is_err());
+    }
+
+    #[test]
+    fn splits_addr2line_output_per_address() {
+        let dir = std::env::temp_dir().join(format!("xtask-symbench-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a2l.out");
+        fs::write(
+            &path,
+            "0x0000000000001139\ninner\na.c:3\nouter\na.c:9\n\
+             0x0000000000000000\n??\n??:0\n\
+             0x00000000000011a0\nmain\nb.c:?\n",
+        )
+        .unwrap();
+        let chains = addr2line_chains(&path).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            chains,
+            vec![
+                vec!["inner".to_owned(), "outer".into()],
+                vec![],
+                vec!["main".into()]
+            ]
+        );
+    }
+}
