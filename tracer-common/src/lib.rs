@@ -29,6 +29,8 @@ pub const KSTACK_MAX: usize = 64;
 pub const STACK_SNAPSHOT_MAX: usize = 5 * 4096;
 /// Default bytes above SP to copy.
 pub const STACK_SNAPSHOT_DEFAULT: u32 = 16 * 1024;
+/// Most return addresses of a signal's sender recorded.
+pub const SENDER_STACK_MAX: usize = 32;
 /// Most distinct mappings described in one signal event.
 pub const MODULES_MAX: usize = 16;
 /// Bytes reserved for one mapping's path, stored as NUL-terminated
@@ -204,6 +206,16 @@ pub struct SignalEvent {
     pub sender: TaskIdentity,
     /// The mapping holding the fault address, if any.
     pub fault_vma: VmaSummary,
+    /// With `REMOTE_SENDER`: the sender's user stack (frame-pointer walk).
+    pub sender_stack_len: u32,
+    pub _pad2: u32,
+    pub sender_stack: [u64; SENDER_STACK_MAX],
+    /// With `REMOTE_SENDER`: the sender's executable and arguments, which a
+    /// short-lived sender (`kill`) takes with it.
+    pub sender_exe_len: u32,
+    pub sender_cmdline_len: u32,
+    pub sender_exe: [u8; PATH_BUF],
+    pub sender_cmdline: [u8; CMDLINE_MAX],
 }
 
 /// The user-mode state of a thread that is exiting after a captured fatal

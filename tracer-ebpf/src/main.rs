@@ -17,6 +17,7 @@
 
 mod kernel;
 mod libc;
+mod process;
 mod signal;
 mod state;
 mod vma;

@@ -10,16 +10,23 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns},
+    EbpfContext as _,
+    bindings::BPF_F_USER_STACK,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
+        generated::bpf_get_stack,
+    },
     programs::BtfTracePointContext,
 };
 use tracer_common::{
-    COMM_LEN, Doom, SignalEvent, TaskIdentity, config_flags, kind, loss, signal_flags,
+    COMM_LEN, Doom, SENDER_STACK_MAX, SignalEvent, TaskIdentity, config_flags, kind, loss,
+    signal_flags,
 };
 
 use crate::{
     CONFIG, DOOMED, EVENTS, HANDLED, LOSSES, count,
     kernel::{off, read},
+    process,
     vma::summarize_vma,
     watched,
 };
@@ -107,9 +114,27 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
         if info == SEND_SIG_PRIV || (*e).code == SI_KERNEL {
             flags |= signal_flags::KERNEL_SENDER;
         }
+        (*e).sender_stack_len = 0;
+        (*e).sender_exe_len = 0;
+        (*e).sender_cmdline_len = 0;
         if current_tgid != tgid {
             flags |= signal_flags::REMOTE_SENDER;
             fill_identity(&raw mut (*e).sender, bpf_get_current_task());
+            // Who killed it: the sender's own user stack, from its context.
+            let n = bpf_get_stack(
+                ctx.as_ptr(),
+                (&raw mut (*e).sender_stack).cast(),
+                (SENDER_STACK_MAX * 8) as u32,
+                BPF_F_USER_STACK as u64,
+            );
+            if n > 0 {
+                (*e).sender_stack_len = (n as u32) / 8;
+            }
+            let sender_mm: u64 = read(bpf_get_current_task(), off!(task_mm));
+            if sender_mm != 0 {
+                (*e).sender_exe_len = process::exe_path(&raw mut (*e).sender_exe, sender_mm);
+                (*e).sender_cmdline_len = process::cmdline(&raw mut (*e).sender_cmdline, sender_mm);
+            }
         } else {
             core::ptr::write_bytes(&raw mut (*e).sender, 0, 1);
         }

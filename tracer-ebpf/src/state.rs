@@ -23,14 +23,15 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use tracer_common::{
-    CMDLINE_MAX, KSTACK_MAX, REGS_LEN, STACK_SNAPSHOT_MAX, StateEvent, kind, loss, signal_flags,
+    KSTACK_MAX, REGS_LEN, STACK_SNAPSHOT_MAX, StateEvent, kind, loss, signal_flags,
 };
 
 use crate::{
     EVENTS, LOSSES, count,
     kernel::{off, read},
+    process,
     signal::fill_identity,
-    vma::{StackWords, capture_modules, summarize_vma, walk_path},
+    vma::{StackWords, capture_modules, summarize_vma},
 };
 
 /// x86_64 `pt_regs` word indices.
@@ -156,28 +157,7 @@ unsafe fn snapshot_stack(e: *mut StateEvent, want_above_sp: u32) -> bool {
 #[inline(always)]
 unsafe fn capture_process(e: *mut StateEvent, mm: u64) {
     unsafe {
-        let exe_file: u64 = read(mm, off!(mm_exe_file));
-        (*e).exe_len = 0;
-        if exe_file != 0 {
-            let (len, _) = walk_path((&raw mut (*e).exe).cast(), exe_file);
-            (*e).exe_len = len;
-        }
-        (*e).cmdline_len = 0;
-        let start: u64 = read(mm, off!(mm_arg_start));
-        let end: u64 = read(mm, off!(mm_arg_end));
-        if end <= start {
-            return;
-        }
-        let len = (end - start).min(CMDLINE_MAX as u64) as u32;
-        let dst = (&raw mut (*e).cmdline).cast::<c_void>();
-        if len == CMDLINE_MAX as u32 {
-            if bpf_probe_read_user(dst, CMDLINE_MAX as u32, start as *const c_void) == 0 {
-                (*e).cmdline_len = len;
-            }
-        } else if bpf_probe_read_user(dst, len & (CMDLINE_MAX as u32 - 1), start as *const c_void)
-            == 0
-        {
-            (*e).cmdline_len = len & (CMDLINE_MAX as u32 - 1);
-        }
+        (*e).exe_len = process::exe_path(&raw mut (*e).exe, mm);
+        (*e).cmdline_len = process::cmdline(&raw mut (*e).cmdline, mm);
     }
 }

@@ -376,6 +376,9 @@ mod tests {
             handled: false,
             blocked: false,
             fault_region: None,
+            sender_stack: Vec::new(),
+            sender_exe: None,
+            sender_cmdline: Vec::new(),
         }
     }
 

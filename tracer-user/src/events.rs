@@ -87,6 +87,11 @@ pub struct SignalRecord {
     pub handled: bool,
     pub blocked: bool,
     pub fault_region: Option<Region>,
+    /// The sender's user stack (frame-pointer walk), innermost first.
+    pub sender_stack: Vec<u64>,
+    /// The sender's executable and arguments, captured as it sent.
+    pub sender_exe: Option<PathBuf>,
+    pub sender_cmdline: Vec<String>,
 }
 
 /// A dying thread's user state, captured as it exited.
@@ -218,6 +223,10 @@ fn decode_signal(e: &SignalEvent) -> Result<SignalRecord, DecodeError> {
         handled: flags & signal_flags::HANDLED != 0,
         blocked: flags & signal_flags::BLOCKED != 0,
         fault_region: region(&e.fault_vma),
+        sender_stack: e.sender_stack[..(e.sender_stack_len as usize).min(e.sender_stack.len())]
+            .to_vec(),
+        sender_exe: path_from_components(&e.sender_exe, e.sender_exe_len as usize),
+        sender_cmdline: split_cmdline(&e.sender_cmdline, e.sender_cmdline_len as usize),
     })
 }
 

@@ -191,6 +191,9 @@ mod tests {
             handled,
             blocked: false,
             fault_region: None,
+            sender_stack: Vec::new(),
+            sender_exe: None,
+            sender_cmdline: Vec::new(),
         })
     }
 

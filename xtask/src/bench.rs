@@ -80,11 +80,15 @@ Figures:
                       process given the addresses once / twice. Cold addr/s:
                       10,000 / 10k time (parsing included). Warm addr/s:
                       10,000 / (20k time - 10k time), the steady state once
-                      the file is parsed. Ratio: crashtrace's addr/s divided
-                      by the tool's. Agreement: addresses where crashtrace
-                      and `addr2line -a -f -i -C` name the same innermost
-                      function (and the same whole inline chain). binutils'
-                      addr2line takes minutes here, so this figure does too.
+                      the file is parsed; marked \"N?\" when the difference
+                      is within the spread of the runs (max - min), \"> N\"
+                      (a lower bound: 10,000 / spread) when it is not
+                      positive. Ratio: crashtrace's addr/s divided by
+                      the tool's (above 1: crashtrace is faster).
+                      Agreement: addresses where crashtrace and `addr2line
+                      -a -f -i -C` name the same innermost function (and
+                      the same whole inline chain). eu-addr2line takes
+                      minutes here, so this figure does too.
   Memory              `crashtrace watch --json --output FILE` sees 50
                       distinct small C programs (built with -g) die one
                       after another of a NULL dereference three calls deep.
@@ -488,7 +492,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ));
         extra.push((
             "symbolize warm addr/s".into(),
-            rate(crashtrace.and_then(symbench::ToolResult::warm_rate)),
+            crashtrace
+                .and_then(symbench::ToolResult::warm)
+                .map_or("-".into(), |w| w.to_string()),
         ));
     }
     if let Some(Ok(result)) = &memory {

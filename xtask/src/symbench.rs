@@ -48,24 +48,94 @@ struct Tool {
 /// What one tool achieved.
 pub struct ToolResult {
     pub name: &'static str,
-    /// Median seconds for the addresses once and twice; `None` when the
-    /// tool is not installed or failed.
-    pub once: Option<Duration>,
-    pub twice: Option<Duration>,
+    /// Wall times of the runs with the addresses once and twice; empty
+    /// when the tool is not installed or failed.
+    once: Vec<Duration>,
+    twice: Vec<Duration>,
     /// Why there are no times.
     pub missing: Option<String>,
 }
 
-impl ToolResult {
-    pub fn cold_rate(&self) -> Option<f64> {
-        Some(ADDRESSES as f64 / self.once?.as_secs_f64())
+/// A warm rate: from the extra time of the second pass over the
+/// addresses, judged against the spread of the runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Warm {
+    /// The extra time is larger than the spread.
+    Rate(f64),
+    /// The extra time is positive but within the spread: an estimate.
+    Noisy(f64),
+    /// The second pass took no measurable time (the median with the
+    /// addresses twice is no longer than with them once): the rate is at
+    /// least [`ADDRESSES`] over the spread.
+    AtLeast(f64),
+}
+
+impl Warm {
+    /// The rate, measured or estimated; `None` for a mere lower bound.
+    pub fn estimate(self) -> Option<f64> {
+        match self {
+            Warm::Rate(rate) | Warm::Noisy(rate) => Some(rate),
+            Warm::AtLeast(_) => None,
+        }
     }
 
-    /// Addresses per second once the file is parsed: the second pass over
-    /// the same addresses. `None` when the difference drowns in noise.
-    pub fn warm_rate(&self) -> Option<f64> {
-        let extra = self.twice?.checked_sub(self.once?)?;
-        (!extra.is_zero()).then(|| ADDRESSES as f64 / extra.as_secs_f64())
+    fn noisy(self) -> bool {
+        !matches!(self, Warm::Rate(_))
+    }
+}
+
+impl std::fmt::Display for Warm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warm::Rate(rate) => write!(f, "{rate:.0}"),
+            Warm::Noisy(rate) => write!(f, "{rate:.0}?"),
+            Warm::AtLeast(rate) => write!(f, "> {rate:.0}"),
+        }
+    }
+}
+
+fn median_of(times: &[Duration]) -> Option<Duration> {
+    (!times.is_empty()).then(|| crate::bench::median(&mut times.to_vec()))
+}
+
+fn spread(times: &[Duration]) -> Duration {
+    match (times.iter().min(), times.iter().max()) {
+        (Some(min), Some(max)) => *max - *min,
+        _ => Duration::ZERO,
+    }
+}
+
+impl ToolResult {
+    /// Median time with the addresses once.
+    pub fn once(&self) -> Option<Duration> {
+        median_of(&self.once)
+    }
+
+    /// Median time with the addresses twice.
+    pub fn twice(&self) -> Option<Duration> {
+        median_of(&self.twice)
+    }
+
+    pub fn cold_rate(&self) -> Option<f64> {
+        Some(ADDRESSES as f64 / self.once()?.as_secs_f64())
+    }
+
+    /// Addresses per second once the file is parsed: [`ADDRESSES`] over
+    /// the difference of the median times, marked as noisy when that
+    /// difference is within the spread of the runs (the larger of the two
+    /// sets' max - min). `None` when nothing can be said.
+    pub fn warm(&self) -> Option<Warm> {
+        let (once, twice) = (self.once()?, self.twice()?);
+        let noise = spread(&self.once).max(spread(&self.twice));
+        let extra = twice.saturating_sub(once);
+        let rate = |d: Duration| ADDRESSES as f64 / d.as_secs_f64();
+        if extra > noise {
+            Some(Warm::Rate(rate(extra)))
+        } else if !extra.is_zero() {
+            Some(Warm::Noisy(rate(extra)))
+        } else {
+            (!noise.is_zero()).then(|| Warm::AtLeast(rate(noise)))
+        }
     }
 }
 
@@ -155,12 +225,19 @@ pub fn run(out: &Path) -> Result<SymbenchResult> {
         .iter()
         .zip(times)
         .zip(missing)
-        .map(|((tool, [mut once, mut twice]), missing)| ToolResult {
-            name: tool.name,
-            once: (missing.is_none() && !once.is_empty()).then(|| crate::bench::median(&mut once)),
-            twice: (missing.is_none() && !twice.is_empty())
-                .then(|| crate::bench::median(&mut twice)),
-            missing,
+        .map(|((tool, [once, twice]), missing)| match missing {
+            Some(why) => ToolResult {
+                name: tool.name,
+                once: Vec::new(),
+                twice: Vec::new(),
+                missing: Some(why),
+            },
+            None => ToolResult {
+                name: tool.name,
+                once,
+                twice,
+                missing: None,
+            },
         })
         .collect();
 
@@ -412,7 +489,8 @@ pub fn print(result: &SymbenchResult) {
     );
     let crashtrace = result.tools.iter().find(|t| t.name == "crashtrace");
     let base_cold = crashtrace.and_then(ToolResult::cold_rate);
-    let base_warm = crashtrace.and_then(ToolResult::warm_rate);
+    let crashtrace_warm = crashtrace.and_then(ToolResult::warm);
+    let base_warm = crashtrace_warm.and_then(Warm::estimate);
     let width = result
         .tools
         .iter()
@@ -435,6 +513,15 @@ pub fn print(result: &SymbenchResult) {
         (Some(base), Some(r)) => format!("{:.2}", base / r),
         _ => "-".into(),
     };
+    let base_noisy = crashtrace_warm.is_some_and(Warm::noisy);
+    let warm_ratio = |w: Option<Warm>| match (base_warm, w) {
+        (Some(base), Some(Warm::AtLeast(r))) => format!("< {:.2}", base / r),
+        (Some(base), Some(w)) => {
+            let mark = if base_noisy || w.noisy() { "?" } else { "" };
+            format!("{:.2}{mark}", base / w.estimate().unwrap_or(f64::NAN))
+        }
+        _ => "-".into(),
+    };
     for tool in &result.tools {
         if let Some(why) = &tool.missing {
             println!("{:<width$} | {why}", tool.name);
@@ -443,15 +530,28 @@ pub fn print(result: &SymbenchResult) {
         println!(
             "{:<width$} | {:>8} | {:>8} | {:>11} | {:>11} | {:>10} | {:>10}",
             tool.name,
-            fmt_ms(tool.once),
-            fmt_ms(tool.twice),
+            fmt_ms(tool.once()),
+            fmt_ms(tool.twice()),
             fmt_rate(tool.cold_rate()),
-            fmt_rate(tool.warm_rate()),
+            tool.warm().map_or("-".into(), |w| w.to_string()),
             ratio(base_cold, tool.cold_rate()),
-            ratio(base_warm, tool.warm_rate()),
+            warm_ratio(tool.warm()),
         );
     }
     println!("ratio: crashtrace's addr/s divided by the tool's (above 1: crashtrace is faster)");
+    let warms: Vec<Warm> = result.tools.iter().filter_map(ToolResult::warm).collect();
+    if warms.iter().any(|w| matches!(w, Warm::Noisy(_))) {
+        println!(
+            "N?: the second pass took less than the spread of the runs; an estimate (is the \
+             machine busy?)"
+        );
+    }
+    if warms.iter().any(|w| matches!(w, Warm::AtLeast(_))) {
+        println!(
+            "> N: the second pass took no measurable time; N is the addresses over the spread \
+             of the runs"
+        );
+    }
     let pct = |n: usize| 100.0 * n as f64 / result.compared.max(1) as f64;
     println!(
         "agreement with addr2line -C: innermost function {:.1}%, whole inline chain {:.1}% of {} addresses",
@@ -464,9 +564,11 @@ pub fn print(result: &SymbenchResult) {
         .tools
         .iter()
         .filter(|t| t.name != "crashtrace")
-        .filter_map(|t| Some((t.name, t.warm_rate()?)))
-        .filter(|&(_, rate)| rate > base)
-        .map(|(name, rate)| format!("{name} ({rate:.0} addr/s)"))
+        .filter_map(|t| Some((t.name, t.warm()?)))
+        .filter(|&(_, warm)| match warm {
+            Warm::Rate(rate) | Warm::Noisy(rate) | Warm::AtLeast(rate) => rate > base,
+        })
+        .map(|(name, warm)| format!("{name} ({warm} addr/s)"))
         .collect();
     if faster.is_empty() {
         return;
@@ -594,6 +696,30 @@ mod tests {
                 .count();
             assert!(hits > 250, "each function is picked about as often: {hits}");
         }
+    }
+
+    #[test]
+    fn warm_rate_is_a_bound_when_lost_in_noise() {
+        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect();
+        let tool = |once: &[u64], twice: &[u64]| ToolResult {
+            name: "t",
+            once: ms(once),
+            twice: ms(twice),
+            missing: None,
+        };
+        let clear = tool(&[1000, 1010, 1005], &[1100, 1105, 1110]);
+        assert_eq!(clear.cold_rate(), Some(ADDRESSES as f64 / 1.005));
+        assert_eq!(clear.warm(), Some(Warm::Rate(ADDRESSES as f64 / 0.1)));
+        let noisy = tool(&[1000, 1500, 1005], &[1100, 1105, 1110]);
+        assert_eq!(noisy.warm(), Some(Warm::Noisy(ADDRESSES as f64 / 0.1)));
+        let unmeasurable = tool(&[3600, 3500, 3700], &[3550, 3560, 3540]);
+        assert_eq!(
+            unmeasurable.warm(),
+            Some(Warm::AtLeast(ADDRESSES as f64 / 0.2))
+        );
+        assert_eq!(Warm::Noisy(5.0).to_string(), "5?");
+        assert_eq!(tool(&[5], &[5]).warm(), None);
+        assert_eq!(tool(&[], &[]).warm(), None);
     }
 
     #[test]

@@ -3,13 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{CrashReport, Frame, Outcome, OutcomeKind, SCHEMA, Sender, SignalInfo, time};
+use super::{
+    CrashReport, Frame, Outcome, OutcomeKind, SCHEMA, SignalInfo,
+    frames::{locate_file, symbolize_frames},
+    sender::describe_sender,
+    time,
+};
 use crate::{
     classify::{Facts, classify},
-    events::{Mapping, SignalRecord, StateRecord, reg},
-    locate::{self, LocateError, Located},
+    events::{SignalRecord, StateRecord, reg},
+    locate::Located,
     signals::{code_name, signal_name},
-    symbolize::{ModuleRef, Symbolizer},
+    symbolize::Symbolizer,
     tracker::Death,
     unwind::Unwinder,
 };
@@ -116,7 +121,7 @@ impl ReportBuilder {
                 .map(|p| p.display().to_string()),
             cmdline: state.map(|s| s.cmdline.clone()).unwrap_or_default(),
             runtime: "native",
-            signal: cause.map(signal_info),
+            signal: cause.map(|c| signal_info(&mut self.symbolizer, c, &mut diagnostics)),
             outcome,
             class: classification.class,
             summary,
@@ -149,102 +154,14 @@ impl ReportBuilder {
             .map(|l| l.as_ref().map(Located::path))
             .collect();
         let unwound = self.unwinder.unwind(state, &files);
-        let mut frames = Vec::with_capacity(unwound.frames.len());
-        for raw in &unwound.frames {
-            let index = state
-                .mappings
-                .iter()
-                .position(|m| raw.address >= m.start && raw.address < m.end);
-            let mapping = index.map(|i| &state.mappings[i]);
-            let mut frame = Frame {
-                address: format!("{:#x}", raw.address),
-                module: None,
-                build_id: None,
-                offset: None,
-                function: None,
-                file: None,
-                line: None,
-                column: None,
-                inlined: false,
-            };
-            let Some(mapping) = mapping else {
-                frames.push(frame);
-                continue;
-            };
-            frame.module = Some(module_name(mapping));
-            frame.offset = Some(format!(
-                "{:#x}",
-                raw.address - mapping.start + mapping.file_offset
-            ));
-            let Some(path) = index.and_then(|i| files[i].clone()) else {
-                frames.push(frame);
-                continue;
-            };
-            let module = ModuleRef {
-                path: &path,
-                start: mapping.start,
-                file_offset: mapping.file_offset,
-            };
-            match self
-                .symbolizer
-                .symbolize(&module, raw.address, raw.is_return)
-            {
-                Ok(sym) if !sym.frames.is_empty() => {
-                    frame.build_id = sym.build_id.clone();
-                    for s in sym.frames {
-                        frames.push(Frame {
-                            function: s.function,
-                            file: s.file,
-                            line: s.line,
-                            column: s.column,
-                            inlined: s.inlined,
-                            build_id: sym.build_id.clone(),
-                            ..frame.clone()
-                        });
-                    }
-                    continue;
-                }
-                Ok(sym) => {
-                    frame.build_id = sym.build_id;
-                    diagnostics.push(format!(
-                        "no symbol covers {} in {}",
-                        frame.offset.as_deref().unwrap_or("?"),
-                        path.display()
-                    ));
-                }
-                Err(e) => diagnostics.push(format!("cannot symbolize {}: {e}", frame.address)),
-            }
-            frames.push(frame);
-        }
+        let frames = symbolize_frames(
+            &mut self.symbolizer,
+            &unwound.frames,
+            &state.mappings,
+            &files,
+            diagnostics,
+        );
         (frames, unwound.truncated, unwound.error)
-    }
-}
-
-fn module_name(m: &Mapping) -> String {
-    match (&m.path, m.vdso) {
-        (Some(p), _) => p.display().to_string(),
-        (None, true) => "[vdso]".into(),
-        (None, false) => "[anonymous]".into(),
-    }
-}
-
-/// The mapping's file, open, or a diagnostic saying why not.
-fn locate_file(pid: u32, m: &Mapping, diagnostics: &mut Vec<String>) -> Option<Located> {
-    if m.path_truncated
-        && let Some(path) = &m.path
-    {
-        diagnostics.push(format!(
-            "path of {} was truncated by the kernel",
-            path.display()
-        ));
-    }
-    match locate::locate(pid, m) {
-        Ok(located) => Some(located),
-        Err(LocateError::NoPath) => None,
-        Err(e) => {
-            diagnostics.push(format!("{e}; its frames are left unsymbolized"));
-            None
-        }
     }
 }
 
@@ -264,7 +181,11 @@ fn identity(
     (death.pid, death.pid, 0, 0, String::new())
 }
 
-fn signal_info(s: &SignalRecord) -> SignalInfo {
+fn signal_info(
+    symbolizer: &mut Symbolizer,
+    s: &SignalRecord,
+    diagnostics: &mut Vec<String>,
+) -> SignalInfo {
     let fault = matches!(
         s.signo,
         libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP
@@ -277,15 +198,10 @@ fn signal_info(s: &SignalRecord) -> SignalInfo {
         code_name: code_name(s.signo, s.code),
         errno: s.errno,
         fault_address: fault.then(|| format!("{:#x}", s.fault_addr)),
-        sender: s.sender.as_ref().map(|t| Sender {
-            pid: t.pid,
-            tid: t.tid,
-            uid: t.uid,
-            comm: t.comm.clone(),
-            exe: std::fs::read_link(format!("/proc/{}/exe", t.pid))
-                .ok()
-                .map(|p| p.display().to_string()),
-        }),
+        sender: s
+            .sender
+            .as_ref()
+            .map(|t| describe_sender(symbolizer, s, t, diagnostics)),
     }
 }
 

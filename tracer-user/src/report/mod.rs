@@ -5,6 +5,8 @@
 //! form is for people and may change freely.
 
 mod build;
+mod frames;
+mod sender;
 mod text;
 pub mod time;
 
@@ -66,6 +68,9 @@ pub struct Sender {
     pub uid: u32,
     pub comm: String,
     pub exe: Option<String>,
+    pub cmdline: Vec<String>,
+    /// The sender's user stack when it sent the signal, innermost first.
+    pub frames: Vec<Frame>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -127,6 +132,23 @@ pub struct Frame {
     pub line: Option<u32>,
     pub column: Option<u32>,
     pub inlined: bool,
+}
+
+impl Frame {
+    /// A frame known only by its address.
+    pub fn unknown(address: u64) -> Self {
+        Self {
+            address: format!("{address:#x}"),
+            module: None,
+            build_id: None,
+            offset: None,
+            function: None,
+            file: None,
+            line: None,
+            column: None,
+            inlined: false,
+        }
+    }
 }
 
 /// Counts of lost or degraded events, reported when they change.
