@@ -253,19 +253,10 @@ pub struct StateEvent {
     pub snapshot: [u8; STACK_SNAPSHOT_MAX],
 }
 
-/// Which fatal-path function an [`EvidenceEvent`] comes from (also the
-/// uprobe cookie of `libc_fatal_call`).
+/// Which fatal-path function an [`EvidenceEvent`] comes from.
 pub mod evidence_source {
     /// `abort()`; `texts[0]` holds glibc's `__abort_msg`, when set.
     pub const ABORT: u32 = 1;
-    /// `__assert_fail(assertion, file, line, function)`.
-    pub const ASSERT_FAIL: u32 = 2;
-    /// `__stack_chk_fail()`: the stack protector found its canary changed.
-    pub const STACK_CHK_FAIL: u32 = 3;
-    /// `__fortify_fail(msg)`: a fortified libc call caught an overflow.
-    pub const FORTIFY_FAIL: u32 = 4;
-    /// `__chk_fail()`: a `_chk` libc function caught an overflow.
-    pub const CHK_FAIL: u32 = 5;
 }
 
 /// Bytes of each text in an [`EvidenceEvent`].

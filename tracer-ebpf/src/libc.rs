@@ -1,4 +1,4 @@
-//! Uprobes on libc's fatal paths: the evidence a SIGABRT alone lacks.
+//! A uprobe on libc's `abort`: the evidence a SIGABRT alone lacks.
 //!
 //! A process only calls these on its way to `abort()`, so each call may
 //! cost a ring-buffer record; a process that never fails pays nothing.
@@ -44,31 +44,6 @@ pub fn libc_abort(ctx: ProbeContext) -> u32 {
                 copy_str(&e, 0, msg + 4);
             }
         }
-    }
-    finish(e);
-    0
-}
-
-#[uprobe]
-pub fn libc_fatal_call(ctx: ProbeContext) -> u32 {
-    let source = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-    let Some(e) = start(source) else { return 0 };
-    match source {
-        evidence_source::ASSERT_FAIL => {
-            let assertion: u64 = ctx.arg(0).unwrap_or(0);
-            let file: u64 = ctx.arg(1).unwrap_or(0);
-            let line: u64 = ctx.arg(2).unwrap_or(0);
-            let function: u64 = ctx.arg(3).unwrap_or(0);
-            copy_str(&e, 0, assertion);
-            copy_str(&e, 1, file);
-            copy_str(&e, 2, function);
-            unsafe { (*e.0).line = line as u32 };
-        }
-        evidence_source::FORTIFY_FAIL => {
-            let msg: u64 = ctx.arg(0).unwrap_or(0);
-            copy_str(&e, 0, msg);
-        }
-        _ => {}
     }
     finish(e);
     0

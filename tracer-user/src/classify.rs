@@ -121,73 +121,47 @@ pub fn classify(facts: &Facts) -> Classification {
     }
 }
 
-/// What libc said on its way to `abort()`, most specific first.
+/// What libc said on its way to `abort()`: glibc leaves the message of
+/// every fatal check (malloc, assert, stack protector, fortify) in
+/// `__abort_msg`, which the `abort` probe reads.
 fn abort_path(libc: &[EvidenceRecord]) -> Classification {
-    let called = |s: u32| libc.iter().find(|e| e.source == s);
-    let abort_msg = called(source::ABORT)
-        .and_then(|e| e.text.clone())
-        .map(|t| t.trim_end().to_string());
-    if let Some(a) = called(source::ASSERT_FAIL) {
-        // glibc's formatted message names everything; the raw arguments may
-        // sit in pages the probe could not read.
-        let message = abort_msg.clone().unwrap_or_else(|| {
-            format!(
-                "{}:{}: {}: Assertion `{}' failed.",
-                a.file.as_deref().unwrap_or("??"),
-                a.line,
-                a.function.as_deref().unwrap_or("??"),
-                a.text.as_deref().unwrap_or("??")
-            )
-        });
-        let mut c = Classification::new("assertion-failure");
-        c = match (&a.file, &a.function) {
-            (Some(file), Some(function)) => c.because(format!(
-                "__assert_fail was called for {file}:{} in {function}",
-                a.line
-            )),
-            _ => c.because(format!("__assert_fail was called (line {})", a.line)),
-        };
-        return c.saying(Some(message));
-    }
-    if called(source::STACK_CHK_FAIL).is_some() {
-        return Classification::new("stack-smashing")
-            .because("__stack_chk_fail was called: a function's stack protector canary was overwritten before it returned")
-            .saying(abort_msg.or(Some("*** stack smashing detected ***: terminated".into())));
-    }
-    if let Some(f) = called(source::FORTIFY_FAIL).or(called(source::CHK_FAIL)) {
-        let what = if f.source == source::CHK_FAIL {
-            "__chk_fail"
-        } else {
-            "__fortify_fail"
-        };
-        return Classification::new("buffer-overflow")
-            .because(format!("{what} was called: a fortified libc function (_FORTIFY_SOURCE) caught a write past the end of its buffer"))
-            .saying(abort_msg.or(f.text.clone()));
-    }
-    let Some(message) = abort_msg else {
+    let abort = libc.iter().find(|e| e.source == source::ABORT);
+    let Some(message) = abort
+        .and_then(|e| e.text.as_deref())
+        .map(|t| t.trim_end().to_string())
+    else {
         let c = Classification::new("abort");
-        return if called(source::ABORT).is_some() {
+        return if abort.is_some() {
             c.because("abort() was called and libc left no message")
         } else {
             c
         };
     };
-    let said = format!("libc's abort message: {message:?}");
-    let class = if message.contains("double free") {
-        "double-free"
+    let (class, why) = if message.contains("double free") {
+        ("double-free", "glibc's malloc found a block freed twice")
     } else if is_heap_message(&message) {
-        "heap-corruption"
+        ("heap-corruption", "a glibc malloc consistency check failed")
     } else if message.contains("stack smashing detected") {
-        "stack-smashing"
+        (
+            "stack-smashing",
+            "__stack_chk_fail: a function's stack protector canary was overwritten before it returned",
+        )
     } else if message.contains("buffer overflow detected") {
-        "buffer-overflow"
+        (
+            "buffer-overflow",
+            "a fortified libc function (_FORTIFY_SOURCE) caught a write past the end of its buffer",
+        )
     } else if message.contains("Assertion") && message.contains("failed") {
-        "assertion-failure"
+        (
+            "assertion-failure",
+            "__assert_fail reported a failed assertion",
+        )
     } else {
-        "abort"
+        ("abort", "abort() was called after libc printed a message")
     };
     Classification::new(class)
-        .because(said)
+        .because(format!("libc's abort message: {message:?}"))
+        .because(why)
         .saying(Some(message))
 }
 
@@ -518,49 +492,42 @@ mod tests {
 
     #[test]
     fn libc_messages_name_the_abort() {
-        let abort = |m: &str| libc_said(source::ABORT, m);
+        let abort = |m: &str| abort_class(&[libc_said(source::ABORT, m)]);
         assert_eq!(
-            abort_class(&[abort("free(): double free detected in tcache 2\n")]).class,
+            abort("free(): double free detected in tcache 2\n").class,
             "double-free"
         );
         assert_eq!(
-            abort_class(&[abort("double free or corruption (out)\n")]).class,
+            abort("double free or corruption (out)\n").class,
             "double-free"
         );
         assert_eq!(
-            abort_class(&[abort("malloc(): corrupted top size\n")]).class,
+            abort("malloc(): corrupted top size\n").class,
             "heap-corruption"
         );
         assert_eq!(
-            abort_class(&[abort("munmap_chunk(): invalid pointer\n")]).class,
+            abort("munmap_chunk(): invalid pointer\n").class,
             "heap-corruption"
         );
-        let c = abort_class(&[abort("")]);
-        assert_eq!((c.class, c.message), ("abort", None));
-        let c = abort_class(&[
-            libc_said(source::STACK_CHK_FAIL, ""),
-            libc_said(source::FORTIFY_FAIL, "stack smashing detected"),
-            abort("*** stack smashing detected ***: terminated\n"),
-        ]);
+        assert_eq!(
+            abort("*** buffer overflow detected ***: terminated\n").class,
+            "buffer-overflow"
+        );
+        let c = abort("*** stack smashing detected ***: terminated\n");
         assert_eq!(c.class, "stack-smashing");
         assert_eq!(
             c.message.as_deref(),
             Some("*** stack smashing detected ***: terminated")
         );
-        assert_eq!(
-            abort_class(&[libc_said(source::CHK_FAIL, "")]).class,
-            "buffer-overflow"
-        );
-        let mut a = libc_said(source::ASSERT_FAIL, "x > 0");
-        a.file = Some("t.c".into());
-        a.function = Some("main".into());
-        a.line = 7;
-        let c = abort_class(&[a]);
+        let c = abort("t: t.c:7: main: Assertion `x > 0' failed.\n");
         assert_eq!(c.class, "assertion-failure");
         assert_eq!(
             c.message.as_deref(),
-            Some("t.c:7: main: Assertion `x > 0' failed.")
+            Some("t: t.c:7: main: Assertion `x > 0' failed.")
         );
+        let c = abort("");
+        assert_eq!((c.class, c.message), ("abort", None));
+        assert_eq!(abort_class(&[]).class, "abort");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Attaching the libc fatal-path uprobes.
 //!
 //! Uprobes attach to a file, not a process: every process that maps that
-//! libc is covered, and one that never calls `abort()` pays nothing. The
+//! libc is covered, and one that never calls `abort()` pays for one
+//! breakpoint page. The
 //! libcs probed are the ones this host's processes map from its own root:
 //! crashtrace's own libc and the usual multiarch locations, each once by
 //! inode. A libc inside a container image is a different file and is not
@@ -18,7 +19,6 @@ use aya::programs::{
     uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
 };
 use object::{Object as _, ObjectSymbol as _};
-use tracer_common::evidence_source;
 
 /// Where Debian, Fedora and others keep libc, besides crashtrace's own.
 const USUAL_PATHS: &[&str] = &[
@@ -26,14 +26,6 @@ const USUAL_PATHS: &[&str] = &[
     "/lib/x86_64-linux-gnu/libc.so.6",
     "/usr/lib64/libc.so.6",
     "/lib64/libc.so.6",
-];
-
-/// Functions probed by `libc_fatal_call`, with the cookie naming each.
-const FATAL_CALLS: &[(&str, u32)] = &[
-    ("__assert_fail", evidence_source::ASSERT_FAIL),
-    ("__stack_chk_fail", evidence_source::STACK_CHK_FAIL),
-    ("__fortify_fail", evidence_source::FORTIFY_FAIL),
-    ("__chk_fail", evidence_source::CHK_FAIL),
 ];
 
 /// The distinct libc files to probe.
@@ -77,8 +69,13 @@ fn abort_msg_delta(path: &Path) -> u64 {
     }
 }
 
-/// Attaches both programs to every libc; returns one line per failure.
-pub fn attach(abort: &mut UProbe, fatal: &mut UProbe) -> Vec<String> {
+/// Attaches the `abort` probe to every libc; returns one line per failure.
+///
+/// One probe only: a uprobe puts a breakpoint into the text page of every
+/// process that maps the file, so each probed function costs every new
+/// process a private copy of a page. `abort` alone sees all of glibc's
+/// fatal checks, whose messages it reads from `__abort_msg`.
+pub fn attach(abort: &mut UProbe) -> Vec<String> {
     let mut failures = Vec::new();
     for path in libc_files() {
         let point = UProbeAttachPoint {
@@ -87,15 +84,6 @@ pub fn attach(abort: &mut UProbe, fatal: &mut UProbe) -> Vec<String> {
         };
         if let Err(e) = abort.attach(point, &path, UProbeScope::AllProcesses) {
             failures.push(format!("uprobe abort in {}: {e}", path.display()));
-        }
-        for &(symbol, source) in FATAL_CALLS {
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::Symbol(symbol),
-                cookie: Some(u64::from(source)),
-            };
-            if let Err(e) = fatal.attach(point, &path, UProbeScope::AllProcesses) {
-                failures.push(format!("uprobe {symbol} in {}: {e}", path.display()));
-            }
         }
     }
     failures

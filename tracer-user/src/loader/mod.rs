@@ -206,27 +206,23 @@ impl Tracer {
         Ok(())
     }
 
-    /// The libc uprobes are evidence, not capture: a failure degrades
+    /// The libc uprobe is evidence, not capture: a failure degrades
     /// reports and is said, but does not stop crashtrace.
     fn attach_libc(&mut self) {
-        let (mut abort, mut fatal) = (None, None);
-        for (name, program) in self.ebpf.programs_mut() {
-            match name {
-                "libc_abort" => abort = Some(program),
-                "libc_fatal_call" => fatal = Some(program),
-                _ => {}
-            }
-        }
-        let (Some(abort), Some(fatal)) = (abort, fatal) else {
+        let Some(program) = self.ebpf.program_mut("libc_abort") else {
             self.degraded
-                .push("libc probes are missing from the BPF object".into());
+                .push("the libc probe is missing from the BPF object".into());
             return;
         };
-        match load_uprobes(abort, fatal) {
-            Ok((abort, fatal)) => self.degraded.extend(libc_probes::attach(abort, fatal)),
+        let loaded: Result<&mut UProbe, String> = program
+            .try_into()
+            .map_err(|e| format!("{e}"))
+            .and_then(|p: &mut UProbe| p.load().map(|()| p).map_err(|e| format!("{e:#}")));
+        match loaded {
+            Ok(abort) => self.degraded.extend(libc_probes::attach(abort)),
             Err(e) => self
                 .degraded
-                .push(format!("cannot load the libc probes: {e}")),
+                .push(format!("cannot load the libc probe: {e}")),
         }
     }
 
@@ -304,19 +300,6 @@ impl Tracer {
             }
         }
     }
-}
-
-fn load_uprobes<'p>(
-    abort: &'p mut aya::programs::Program,
-    fatal: &'p mut aya::programs::Program,
-) -> Result<(&'p mut UProbe, &'p mut UProbe), String> {
-    let abort: &mut UProbe = abort.try_into().map_err(|e| format!("{e}"))?;
-    let fatal: &mut UProbe = fatal.try_into().map_err(|e| format!("{e}"))?;
-    abort.load().map_err(|e| format!("libc_abort: {e:#}"))?;
-    fatal
-        .load()
-        .map_err(|e| format!("libc_fatal_call: {e:#}"))?;
-    Ok((abort, fatal))
 }
 
 fn map_error(map: &'static str, e: impl std::fmt::Display) -> LoadError {
