@@ -26,17 +26,7 @@ pub(super) fn symbolize_frames(
             .iter()
             .position(|m| raw.address >= m.start && raw.address < m.end);
         let mapping = index.map(|i| &mappings[i]);
-        let mut frame = Frame {
-            address: format!("{:#x}", raw.address),
-            module: None,
-            build_id: None,
-            offset: None,
-            function: None,
-            file: None,
-            line: None,
-            column: None,
-            inlined: false,
-        };
+        let mut frame = Frame::unknown(raw.address);
         let Some(mapping) = mapping else {
             frames.push(frame);
             continue;
