@@ -20,6 +20,10 @@ pub mod kind {
     pub const STATE: u32 = 3;
     /// An [`crate::EvidenceEvent`].
     pub const EVIDENCE: u32 = 4;
+    /// A [`crate::LastWordsHeader`] followed by the bytes written.
+    pub const LAST_WORDS: u32 = 5;
+    /// An [`crate::ExecEvent`].
+    pub const EXEC: u32 = 6;
 }
 
 /// Most frames the kernel's frame-pointer walk records.
@@ -88,6 +92,9 @@ pub mod config_flags {
     pub const INCLUDE_HANDLED: u32 = 1 << 1;
     /// Only processes whose comm is in the `COMMS` map are watched.
     pub const COMM_FILTER: u32 = 1 << 2;
+    /// Report executions of executables not yet in `KNOWN_EXES`, so that
+    /// userspace can probe language runtimes in them.
+    pub const REPORT_EXEC: u32 = 1 << 3;
 }
 
 /// Causes of lost or degraded events, indices into the `LOSSES` per-CPU array.
@@ -106,8 +113,12 @@ pub mod loss {
     pub const DOOMED_FULL: u32 = 5;
     /// The ring buffer had no room for a libc evidence event.
     pub const RINGBUF_EVIDENCE: u32 = 6;
+    /// The ring buffer had no room for a dying process's stderr write.
+    pub const RINGBUF_LAST_WORDS: u32 = 7;
+    /// The ring buffer had no room for an exec event.
+    pub const RINGBUF_EXEC: u32 = 8;
     /// Number of causes.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 9;
     /// Human names, index by cause.
     pub const NAMES: [&str; COUNT as usize] = [
         "ringbuf_full_signal",
@@ -117,6 +128,8 @@ pub mod loss {
         "vma_lookup_failed",
         "doomed_map_full",
         "ringbuf_full_evidence",
+        "ringbuf_full_last_words",
+        "ringbuf_full_exec",
     ];
 }
 
@@ -257,6 +270,78 @@ pub struct StateEvent {
 pub mod evidence_source {
     /// `abort()`; `texts[0]` holds glibc's `__abort_msg`, when set.
     pub const ABORT: u32 = 1;
+    /// Go's `runtime.fatalpanic`: an unrecovered panic, about to print and
+    /// `exit(2)`.
+    pub const GO_FATALPANIC: u32 = 2;
+    /// Go's `runtime.fatalthrow`: a fatal runtime error.
+    pub const GO_FATALTHROW: u32 = 3;
+    /// Go's `runtime.throw` or `runtime.fatal`; `texts[0]` holds its
+    /// message.
+    pub const GO_THROW: u32 = 4;
+    /// Go's `runtime.startpanic_m`: the runtime began to crash (also on a
+    /// fatal signal it caught, such as a SIGQUIT from another process).
+    pub const GO_STARTPANIC: u32 = 5;
+}
+
+/// What the attach cookie of a Go runtime probe says about its function.
+pub mod go_probe {
+    pub const FATALPANIC: u64 = 1;
+    pub const FATALTHROW: u64 = 2;
+    /// `throw(s string)` and `fatal(s string)`.
+    pub const THROW: u64 = 3;
+    /// `gwrite(b []byte)`: the runtime's print output, kept as last words
+    /// once the process is dying.
+    pub const GWRITE: u64 = 4;
+    /// `startpanic_m()`: every way the runtime crashes passes here, on the
+    /// system stack; it arms last words only.
+    pub const STARTPANIC: u64 = 5;
+}
+
+/// Most stderr bytes kept per dying process.
+pub const LAST_WORDS_MAX: u32 = 16 * 1024;
+/// Most bytes of one `write(2, ...)` kept.
+pub const LAST_WORDS_CHUNK: usize = 1024;
+
+/// Header of a [`kind::LAST_WORDS`] record; `len` bytes follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LastWordsHeader {
+    pub kind: u32,
+    /// Bytes that follow.
+    pub len: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    /// Bytes the write asked for (more than `len` when cut).
+    pub asked: u64,
+}
+
+/// Value of the `LAST_WORDS` map: a process whose stderr is being kept.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LastWordsState {
+    /// Bytes sent so far (at most [`LAST_WORDS_MAX`]).
+    pub sent: u32,
+    pub _pad: u32,
+}
+
+/// A process executed a file not yet in `KNOWN_EXES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+/// Key of the `KNOWN_EXES` map: an executable's identity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
 }
 
 /// Bytes of each text in an [`EvidenceEvent`].
@@ -358,4 +443,6 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::Doom {}
+    unsafe impl aya::Pod for super::FileId {}
+    unsafe impl aya::Pod for super::LastWordsState {}
 }

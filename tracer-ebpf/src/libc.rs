@@ -50,12 +50,12 @@ pub fn libc_abort(ctx: ProbeContext) -> u32 {
 }
 
 /// A reserved, initialized evidence record for a watched process.
-struct Reserved(
-    *mut EvidenceEvent,
+pub(crate) struct Reserved(
+    pub(crate) *mut EvidenceEvent,
     aya_ebpf::maps::ring_buf::RingBufEntry<EvidenceEvent>,
 );
 
-fn start(source: u32) -> Option<Reserved> {
+pub(crate) fn start(source: u32) -> Option<Reserved> {
     let cfg = CONFIG.get(0)?;
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -83,7 +83,7 @@ fn start(source: u32) -> Option<Reserved> {
     Some(Reserved(e, entry))
 }
 
-fn copy_str(e: &Reserved, index: usize, from: u64) {
+pub(crate) fn copy_str(e: &Reserved, index: usize, from: u64) {
     if from == 0 || index >= 3 {
         return;
     }
@@ -96,6 +96,6 @@ fn copy_str(e: &Reserved, index: usize, from: u64) {
     }
 }
 
-fn finish(e: Reserved) {
+pub(crate) fn finish(e: Reserved) {
     e.1.submit(0);
 }

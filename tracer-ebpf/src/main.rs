@@ -14,8 +14,13 @@
 //! built in place inside their ring-buffer reservation.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod exec;
+mod golang;
 mod kernel;
+mod lastwords;
 mod libc;
 mod process;
 mod signal;
@@ -23,6 +28,7 @@ mod state;
 mod vma;
 
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -109,19 +115,22 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let traced = cfg.flags & config_flags::TRACED_ONLY != 0;
     let doom = DOOMED.get_ptr_mut(tgid);
-    if doom.is_none() && !traced {
+    if doom.is_none() && !traced && !lastwords::armed() {
         return 0;
     }
     let signal: u64 = read(task, off!(task_signal));
     let group_dead = read::<i32>(signal, off!(signal_live)) == 0;
-    if traced && group_dead {
-        let _ = TRACED.remove(tgid);
+    if group_dead {
+        lastwords::disarm(tgid);
+        if traced {
+            let _ = TRACED.remove(tgid);
+        }
     }
     let Some(doom) = doom else { return 0 };
     unsafe {
         if (*doom).captured == 0 && ((*doom).tid == 0 || (*doom).tid == tid || group_dead) {
             (*doom).captured = 1;
-            state::capture(&ctx, task, cfg.snapshot_bytes);
+            state::capture(ctx.as_ptr(), task, cfg.snapshot_bytes);
         }
     }
     if !group_dead {

@@ -90,7 +90,14 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
     let handled = sig != SIGKILL && (handler != SIG_DFL || !fatal_default || waited_for);
     if handled {
         count(&HANDLED, sig as u32);
-        if cfg.flags & config_flags::INCLUDE_HANDLED == 0 || handler == SIG_IGN {
+        // A deadly signal another process sent is recorded even when
+        // caught: a handler that re-raises it (the Go runtime does, for
+        // SIGQUIT and SIGABRT) dies of its own raise, and the sender is
+        // the cause. Such kills are rare; they cost a small record.
+        let sent_by_other =
+            code_hint <= 0 && fatal_default && (bpf_get_current_pid_tgid() >> 32) as u32 != tgid;
+        let wanted = cfg.flags & config_flags::INCLUDE_HANDLED != 0 || sent_by_other;
+        if !wanted || handler == SIG_IGN {
             return None;
         }
     }

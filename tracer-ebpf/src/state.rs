@@ -11,7 +11,6 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::BPF_F_USER_STACK,
     helpers::{
         bpf_ktime_get_boot_ns,
@@ -20,7 +19,6 @@ use aya_ebpf::{
             bpf_task_pt_regs,
         },
     },
-    programs::BtfTracePointContext,
 };
 use tracer_common::{
     KSTACK_MAX, REGS_LEN, STACK_SNAPSHOT_MAX, StateEvent, kind, loss, signal_flags,
@@ -40,8 +38,9 @@ const REG_SP: usize = 19;
 const PAGE: u64 = 4096;
 const SNAPSHOT_PAGES: usize = STACK_SNAPSHOT_MAX / PAGE as usize;
 
-/// Sends a [`StateEvent`] for the current (exiting) thread.
-pub fn capture(ctx: &BtfTracePointContext, task: u64, snapshot_bytes: u32) {
+/// Sends a [`StateEvent`] for the current thread: an exiting one, or one
+/// stopped at a runtime's fatal-path probe. `ctx` is the program's context.
+pub fn capture(ctx: *mut c_void, task: u64, snapshot_bytes: u32) {
     let mm: u64 = read(task, off!(task_mm));
     if mm == 0 {
         return;
@@ -71,7 +70,7 @@ pub fn capture(ctx: &BtfTracePointContext, task: u64, snapshot_bytes: u32) {
         (*e).snapshot_base = 0;
         if flags & signal_flags::REGS_VALID != 0 {
             let n = bpf_get_stack(
-                ctx.as_ptr(),
+                ctx,
                 (&raw mut (*e).kstack).cast(),
                 (KSTACK_MAX * 8) as u32,
                 BPF_F_USER_STACK as u64,

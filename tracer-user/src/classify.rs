@@ -5,6 +5,9 @@
 //! class is `unknown`: a wrong class costs a user more than no class.
 //! Class ids are part of the report contract (docs/report-schema.md).
 
+mod go;
+
+pub use go::{GoClassification, GoFacts, classify_go, is_go_death};
 use tracer_common::evidence_source as source;
 
 use crate::{

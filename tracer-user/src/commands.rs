@@ -18,6 +18,7 @@ use tokio::{
 use crate::{
     cli::{CommonArgs, RecordArgs, WatchArgs},
     loader::{DEFAULT_SIGNALS, TraceOptions, Tracer},
+    runtimes,
     session::{Session, SinkOptions},
     signals::parse_signal,
 };
@@ -43,6 +44,7 @@ fn trace_options(
         comms,
         stack_bytes: common.stack_bytes,
         ring_bytes: common.ring_buffer_mib << 20,
+        runtime_probes: true,
     })
 }
 
@@ -67,6 +69,7 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     let mut session = Session::new(tracer, sink_options(&args.common))?;
     if let Some(pid) = args.pid {
         follow_tree(session.tracer_mut(), pid)?;
+        runtimes::probe_running(session.tracer_mut(), None);
         eprintln!("crashtrace: following pid {pid} and its descendants (Ctrl-C to stop)");
         let exited = wait_pid(pid)?;
         session
@@ -83,6 +86,9 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     // Our own pid is traced while the child is forked, so the kernel adds
     // the child (and everything it forks) before it can run a single
     // instruction of the command.
+    if let Some(path) = resolve_command(&args.command[0]) {
+        runtimes::probe_command(session.tracer_mut(), &path);
+    }
     let me = std::process::id();
     session.tracer_mut().trace_process(me)?;
     let spawned = Command::new(&args.command[0])
@@ -128,6 +134,21 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     Ok(exit_code(status))
 }
 
+/// The file `Command` will execute for `program`: itself when it has a
+/// slash, else the first match on `PATH`.
+fn resolve_command(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(program.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 fn exit_code(status: ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -146,6 +167,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     for &pid in &args.pids {
         follow_tree(session.tracer_mut(), pid)?;
     }
+    runtimes::probe_running(session.tracer_mut(), None);
     let scope = if traced_only {
         format!("pids {:?} and their descendants", args.pids)
     } else {

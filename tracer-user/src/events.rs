@@ -8,8 +8,8 @@
 use std::{ffi::OsString, os::unix::ffi::OsStringExt, path::PathBuf};
 
 use tracer_common::{
-    EvidenceEvent, ExitEvent, Module, REGS_LEN, SignalEvent, StateEvent, TaskIdentity, VmaSummary,
-    kind, module_flags, signal_flags,
+    EvidenceEvent, ExecEvent, ExitEvent, LAST_WORDS_CHUNK, LastWordsHeader, Module, REGS_LEN,
+    SignalEvent, StateEvent, TaskIdentity, VmaSummary, kind, module_flags, signal_flags,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -135,12 +135,33 @@ pub struct EvidenceRecord {
     pub function: Option<String>,
 }
 
+/// Bytes a dying process wrote to stderr in one `write`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastWordsRecord {
+    pub pid: u32,
+    pub tid: u32,
+    pub bytes: Vec<u8>,
+    /// The write asked for more than was kept.
+    pub cut: bool,
+}
+
+/// A process started an executable crashtrace had not seen yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub pid: u32,
+    pub ino: u64,
+    /// Device number in userspace (`st_dev`) encoding.
+    pub dev: u64,
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
     Signal(SignalRecord),
     State(Box<StateRecord>),
     Exit(ExitRecord),
     Evidence(EvidenceRecord),
+    LastWords(LastWordsRecord),
+    Exec(ExecRecord),
 }
 
 /// Decodes one ring-buffer record.
@@ -179,6 +200,33 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 text: text(0),
                 file: text(1),
                 function: text(2),
+            }))
+        }
+        kind::LAST_WORDS => {
+            let header: Box<LastWordsHeader> = read_boxed(bytes, kind)?;
+            let len = header.len as usize;
+            let start = size_of::<LastWordsHeader>();
+            let data = bytes
+                .get(start..start + len)
+                .filter(|_| len <= LAST_WORDS_CHUNK)
+                .ok_or(DecodeError::Size {
+                    kind,
+                    len: bytes.len(),
+                    expected: start + len,
+                })?;
+            Ok(Event::LastWords(LastWordsRecord {
+                pid: header.tgid,
+                tid: header.tid,
+                bytes: data.to_vec(),
+                cut: header.asked > len as u64,
+            }))
+        }
+        kind::EXEC => {
+            let raw: Box<ExecEvent> = read_boxed(bytes, kind)?;
+            Ok(Event::Exec(ExecRecord {
+                pid: raw.tgid,
+                ino: raw.ino,
+                dev: kernel_dev_to_user(raw.dev),
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),

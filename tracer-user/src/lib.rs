@@ -13,6 +13,7 @@ pub mod events;
 pub mod loader;
 pub mod locate;
 pub mod report;
+pub mod runtimes;
 pub mod session;
 pub mod signals;
 pub mod symbolize;

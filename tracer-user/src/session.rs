@@ -20,9 +20,10 @@ use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::loss;
 
 use crate::{
-    events::decode,
+    events::{Event, decode},
     loader::Tracer,
     report::{LossReport, ReportBuilder, SCHEMA, render_text, time},
+    runtimes,
     tracker::{Death, Tracker},
 };
 
@@ -141,15 +142,20 @@ impl Session {
     /// Reads everything in the ring buffer now.
     fn drain_ring(&mut self) -> Result<(), SessionError> {
         let mut deaths = Vec::new();
+        let mut execs = Vec::new();
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             match decode(&item) {
+                Ok(Event::Exec(exec)) => execs.push(exec),
                 Ok(event) => deaths.extend(self.tracker.on_event(event, Instant::now())),
                 Err(e) => {
                     self.malformed += 1;
                     eprintln!("crashtrace: warning: skipped a malformed record: {e}");
                 }
             }
+        }
+        for exec in &execs {
+            runtimes::probe_exec(&mut self.tracer, exec);
         }
         self.emit_all(deaths)
     }

@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracer_common::LAST_WORDS_MAX;
+
 use crate::events::{Event, EvidenceRecord, ExitRecord, SignalRecord, StateRecord};
 
 /// Most processes tracked at once; beyond this the oldest is completed
@@ -30,20 +32,37 @@ pub struct Death {
     pub signals: Vec<SignalRecord>,
     pub state: Option<Box<StateRecord>>,
     pub exit: Option<ExitRecord>,
-    /// Calls into libc's fatal paths, in order.
+    /// Calls into libc's or a runtime's fatal paths, in order.
     pub evidence: Vec<EvidenceRecord>,
+    /// What the process wrote to stderr once it was known to be dying.
+    pub last_words: Vec<u8>,
+    /// Some of its writes were cut short (per-write or per-process bound).
+    pub last_words_cut: bool,
     /// The process was still alive when its story was closed.
     pub alive: bool,
 }
 
 impl Death {
     /// The signal that decided the death: the first one the process did not
-    /// handle, else the first one.
+    /// handle, else the first one. When the process raised that signal on
+    /// itself after catching one another process sent (a handler that
+    /// re-raises, as the Go runtime does with SIGQUIT and SIGABRT), the
+    /// sent one is the cause.
     pub fn cause(&self) -> Option<&SignalRecord> {
-        self.signals
-            .iter()
-            .find(|s| !s.handled)
-            .or_else(|| self.signals.first())
+        let fatal = self.signals.iter().find(|s| !s.handled);
+        if let Some(f) = fatal
+            && f.sender.is_none()
+            && f.code <= 0
+            && let Some(sent) = self.signals.iter().find(|s| {
+                s.handled
+                    && s.sender.is_some()
+                    && s.code <= 0
+                    && (s.signo == f.signo || f.signo == libc::SIGABRT)
+            })
+        {
+            return Some(sent);
+        }
+        fatal.or_else(|| self.signals.first())
     }
 }
 
@@ -73,6 +92,9 @@ impl Tracker {
             Event::State(s) => s.thread.pid,
             Event::Exit(e) => e.pid,
             Event::Evidence(e) => e.pid,
+            Event::LastWords(w) => w.pid,
+            // Not about a death: the session probes the executable.
+            Event::Exec(_) => return done,
         };
         if !self.pending.contains_key(&pid) && self.pending.len() >= MAX_PENDING {
             done.extend(self.evict_oldest());
@@ -84,6 +106,8 @@ impl Tracker {
                 state: None,
                 exit: None,
                 evidence: Vec::new(),
+                last_words: Vec::new(),
+                last_words_cut: false,
                 alive: false,
             },
             since: now,
@@ -104,6 +128,14 @@ impl Tracker {
                     entry.death.evidence.push(e);
                 }
             }
+            Event::LastWords(w) => {
+                let words = &mut entry.death.last_words;
+                let room = (LAST_WORDS_MAX as usize).saturating_sub(words.len());
+                let take = w.bytes.len().min(room);
+                words.extend_from_slice(&w.bytes[..take]);
+                entry.death.last_words_cut |= w.cut || take < w.bytes.len();
+            }
+            Event::Exec(_) => {}
             Event::Exit(e) => {
                 entry.death.exit = Some(e);
                 if let Some(p) = self.pending.remove(&pid) {

@@ -5,6 +5,7 @@
 //! started, with an error that names the probe and the kernel's reason.
 
 mod btf;
+pub mod go_probes;
 mod libc_probes;
 pub mod offsets;
 
@@ -13,7 +14,7 @@ use std::collections::BTreeSet;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, UProbe},
+    programs::{BtfTracePoint, FEntry, UProbe},
 };
 use tracer_common::{COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss};
 
@@ -80,6 +81,8 @@ pub struct TraceOptions {
     pub stack_bytes: u32,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Probe language runtimes (Go) in executables as they start.
+    pub runtime_probes: bool,
 }
 
 impl Default for TraceOptions {
@@ -91,6 +94,7 @@ impl Default for TraceOptions {
             comms: Vec::new(),
             stack_bytes: STACK_SNAPSHOT_DEFAULT,
             ring_bytes: 16 << 20,
+            runtime_probes: true,
         }
     }
 }
@@ -98,6 +102,9 @@ impl Default for TraceOptions {
 /// Loaded and attached programs. Dropping it detaches everything.
 pub struct Tracer {
     ebpf: Ebpf,
+    go: go_probes::GoProbes,
+    /// The Go fatal-path program loaded (false: Go probing is off or failed).
+    go_loaded: bool,
     /// Optional probes that could not be attached, one line each.
     pub degraded: Vec<String>,
 }
@@ -127,6 +134,8 @@ impl Tracer {
             })?;
         let mut tracer = Self {
             ebpf,
+            go: go_probes::GoProbes::default(),
+            go_loaded: false,
             degraded: Vec::new(),
         };
         tracer.configure(opts)?;
@@ -134,6 +143,10 @@ impl Tracer {
             tracer.attach(name, &btf)?;
         }
         tracer.attach_libc();
+        tracer.attach_last_words(&btf);
+        if opts.runtime_probes {
+            tracer.load_runtime_probes(&btf);
+        }
         Ok(tracer)
     }
 
@@ -144,6 +157,9 @@ impl Tracer {
         }
         if opts.include_handled {
             flags |= config_flags::INCLUDE_HANDLED;
+        }
+        if opts.runtime_probes {
+            flags |= config_flags::REPORT_EXEC;
         }
         if !opts.comms.is_empty() {
             flags |= config_flags::COMM_FILTER;
@@ -224,6 +240,75 @@ impl Tracer {
                 .degraded
                 .push(format!("cannot load the libc probe: {e}")),
         }
+    }
+
+    /// The stderr hook: what a dying process writes. Evidence, so a
+    /// failure degrades reports instead of stopping crashtrace.
+    fn attach_last_words(&mut self, btf: &Btf) {
+        let result = (|| -> Result<(), String> {
+            let program: &mut FEntry = self
+                .ebpf
+                .program_mut("stderr_write")
+                .ok_or("missing from the object")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            program
+                .load("ksys_write", btf)
+                .map_err(|e| verifier_summary(&e))?;
+            program.attach().map_err(|e| format!("{e:#}"))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.degraded
+                .push(format!("cannot hook write(2) on this kernel, so the last words of native programs are not kept (Go programs' are): {e}"));
+        }
+    }
+
+    /// The exec tracepoint and the Go fatal-path program, attached to
+    /// executables later by [`Tracer::probe_executable`].
+    fn load_runtime_probes(&mut self, btf: &Btf) {
+        if let Err(e) = self.attach("sched_process_exec", btf) {
+            self.degraded.push(format!(
+                "{e} (Go programs started from now on are not probed)"
+            ));
+        }
+        let loaded = self
+            .ebpf
+            .program_mut("go_fatal")
+            .ok_or_else(|| "missing from the object".to_string())
+            .and_then(|p| {
+                let p: &mut UProbe = p.try_into().map_err(|e| format!("{e}"))?;
+                p.load().map_err(|e| format!("{e:#}"))
+            });
+        match loaded {
+            Ok(()) => self.go_loaded = true,
+            Err(e) => self
+                .degraded
+                .push(format!("cannot load the Go runtime probe: {e}")),
+        }
+    }
+
+    /// Probes the Go runtime in `path` if it is a Go executable not probed
+    /// yet; returns what was found.
+    pub fn probe_executable(
+        &mut self,
+        path: &std::path::Path,
+    ) -> Result<Option<go_probes::GoExecutable>, go_probes::GoProbeError> {
+        if !self.go_loaded {
+            return Ok(None);
+        }
+        let Some(program) = self.ebpf.program_mut("go_fatal") else {
+            return Ok(None);
+        };
+        let Ok(program) = <&mut UProbe>::try_from(program) else {
+            return Ok(None);
+        };
+        self.go.probe(program, path)
+    }
+
+    /// Number of Go executables probed so far.
+    pub fn go_executables_probed(&self) -> usize {
+        self.go.probed()
     }
 
     /// Starts following `tgid` (and, from now on, its descendants).

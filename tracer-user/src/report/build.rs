@@ -10,7 +10,7 @@ use super::{
     time,
 };
 use crate::{
-    classify::{Facts, classify},
+    classify::{Classification, Facts, GoFacts, classify, classify_go, is_go_death},
     events::{SignalRecord, StateRecord, reg},
     locate::Located,
     signals::{code_name, signal_name},
@@ -68,6 +68,8 @@ impl ReportBuilder {
                 Some("the thread's state was not captured".into()),
             ),
         };
+        let go = is_go_death(&death.evidence);
+        let frames = if go { goroutine_frames(frames) } else { frames };
         let unsymbolized = frames.iter().filter(|f| f.function.is_none()).count();
 
         let facts = Facts {
@@ -78,7 +80,32 @@ impl ReportBuilder {
             return_addresses: state.map(|s| s.kstack.as_slice()).unwrap_or(&[]),
             libc: &death.evidence,
         };
-        let mut classification = classify(&facts);
+        let last_words = (!death.last_words.is_empty())
+            .then(|| String::from_utf8_lossy(&death.last_words).into_owned());
+        let sent_by_other = cause.is_some_and(|c| c.sender.is_some() && c.code <= 0);
+        let (mut classification, goroutine, mut tags) = if go && !sent_by_other {
+            let g = classify_go(&GoFacts {
+                evidence: &death.evidence,
+                last_words: last_words.as_deref().unwrap_or(""),
+                signal: cause,
+            });
+            (g.classification, g.goroutine, g.tags)
+        } else {
+            (classify(&facts), None, Vec::new())
+        };
+        if go {
+            go_signal_evidence(&mut classification, cause, last_words.as_deref());
+        }
+        if death.last_words_cut {
+            diagnostics.push(format!(
+                "last words cut at {} bytes per write and {} per process",
+                tracer_common::LAST_WORDS_CHUNK,
+                tracer_common::LAST_WORDS_MAX
+            ));
+        }
+        if go && death.state.is_none() {
+            tags.push("state-not-captured".into());
+        }
         let site = crash_site(classification.class, &frames);
         if let Some(f) = site {
             classification
@@ -120,14 +147,16 @@ impl ReportBuilder {
                 .and_then(|s| s.exe.as_ref())
                 .map(|p| p.display().to_string()),
             cmdline: state.map(|s| s.cmdline.clone()).unwrap_or_default(),
-            runtime: "native",
+            runtime: if go { "go" } else { "native" },
             signal: cause.map(|c| signal_info(&mut self.symbolizer, c, &mut diagnostics)),
             outcome,
             class: classification.class,
             summary,
             evidence: classification.evidence,
             message: classification.message,
-            tags: Vec::new(),
+            last_words,
+            goroutine,
+            tags,
             frames,
             frames_truncated: truncated,
             unwind_error,
@@ -162,6 +191,27 @@ impl ReportBuilder {
             diagnostics,
         );
         (frames, unwound.truncated, unwound.error)
+    }
+}
+
+/// How a signal fits a Go crash: the runtime raising SIGABRT on itself
+/// after printing (GOTRACEBACK=crash), or a signal the runtime caught from
+/// someone else and died of.
+fn go_signal_evidence(c: &mut Classification, cause: Option<&SignalRecord>, words: Option<&str>) {
+    let Some(sig) = cause else { return };
+    if sig.sender.is_none() && sig.signo == libc::SIGABRT && sig.code <= 0 {
+        c.evidence.push(
+            "the runtime raised SIGABRT on itself after printing its trace (GOTRACEBACK=crash or a cgo abort)"
+                .into(),
+        );
+    } else if sig.sender.is_some() && sig.handled {
+        c.evidence.push(format!(
+            "the Go runtime caught {}, printed its goroutines and crashed itself",
+            signal_name(sig.signo)
+        ));
+        if c.message.is_none() {
+            c.message = words.and_then(|w| w.lines().next()).map(str::to_string);
+        }
     }
 }
 
@@ -228,6 +278,24 @@ const CAUGHT_BY_LIBC: &[&str] = &[
 /// The frame a report points at: for faults libc caught on its caller's
 /// behalf, the first frame outside libc; otherwise the first frame that
 /// is not libc's abort machinery.
+/// A Go crash's frames without the runtime's panic and throw machinery on
+/// top: they start where the goroutine was when it went wrong. All-runtime
+/// stacks (the scheduler finding a deadlock) are kept whole.
+fn goroutine_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    let runtime = |f: &Frame| {
+        f.function
+            .as_deref()
+            .is_some_and(|n| n.starts_with("runtime.") || n == "panic")
+    };
+    match frames
+        .iter()
+        .position(|f| !runtime(f) && f.function.is_some())
+    {
+        Some(first) if first > 0 => frames.into_iter().skip(first).collect(),
+        _ => frames,
+    }
+}
+
 fn crash_site<'f>(class: &str, frames: &'f [Frame]) -> Option<&'f Frame> {
     let in_libc = |f: &Frame| {
         f.module
@@ -295,6 +363,14 @@ fn summarize(class: &str, cause: Option<&SignalRecord>, site: Option<&Frame>) ->
         "heap-corruption" => "heap corruption caught by malloc".to_string(),
         "stack-smashing" => "stack buffer overflow caught by the stack protector".to_string(),
         "buffer-overflow" => "buffer overflow caught by _FORTIFY_SOURCE".to_string(),
+        "nil-map-write" => "write to a nil map".to_string(),
+        "index-out-of-range" => "index or slice bounds out of range".to_string(),
+        "closed-channel-operation" => "send on or close of a closed channel".to_string(),
+        "concurrent-map-access" => "concurrent map access".to_string(),
+        "deadlock" => "deadlock: no goroutine can run".to_string(),
+        "out-of-memory" => "out of memory".to_string(),
+        "go-panic" => "unrecovered panic".to_string(),
+        "go-fatal-error" => "fatal runtime error".to_string(),
         "killed-by-signal" => match cause {
             Some(c) => match &c.sender {
                 Some(s) => format!(

@@ -39,6 +39,10 @@ pub struct CrashReport {
     pub summary: String,
     pub evidence: Vec<String>,
     pub message: Option<String>,
+    /// What the process wrote to stderr while dying (bounded).
+    pub last_words: Option<String>,
+    /// Go: the id of the goroutine that panicked or threw, when printed.
+    pub goroutine: Option<u64>,
     pub tags: Vec<String>,
     pub frames: Vec<Frame>,
     pub frames_truncated: bool,

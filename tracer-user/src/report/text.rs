@@ -87,6 +87,16 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
         }
         let _ = writeln!(out, "  {:<9}{}", "signal", line);
     }
+    if r.runtime != "native" {
+        let mut line = r.runtime.to_string();
+        if let Some(g) = r.goroutine {
+            let _ = write!(line, ", goroutine {g}");
+        }
+        if !r.tags.is_empty() {
+            let _ = write!(line, " [{}]", r.tags.join(", "));
+        }
+        let _ = writeln!(out, "  {:<9}{}", "runtime", line);
+    }
     if let Some(message) = &r.message {
         let _ = writeln!(out, "  {:<9}{}", "message", message);
     }
@@ -143,6 +153,25 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
     }
     if let Some(e) = &r.unwind_error {
         let _ = writeln!(out, "    {}", s.dim(&format!("unwinding stopped: {e}")));
+    }
+    if let Some(words) = &r.last_words {
+        // The first lines say why; the full text is in the JSON report.
+        const SHOWN: usize = 12;
+        let _ = writeln!(out, "  last words (stderr)");
+        let lines: Vec<&str> = words.lines().collect();
+        for line in lines.iter().take(SHOWN) {
+            let _ = writeln!(out, "    | {line}");
+        }
+        if lines.len() > SHOWN {
+            let _ = writeln!(
+                out,
+                "    {}",
+                s.dim(&format!(
+                    "... {} more lines (--json has them all)",
+                    lines.len() - SHOWN
+                ))
+            );
+        }
     }
     for d in &r.diagnostics {
         let _ = writeln!(out, "  {}", s.dim(&format!("note: {d}")));

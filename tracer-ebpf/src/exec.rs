@@ -1,0 +1,66 @@
+//! `sched_process_exec`: which executables start, so that userspace can
+//! put runtime probes (Go's fatal paths) into them before they fail.
+//!
+//! Each executable file is reported once while it stays in `KNOWN_EXES`:
+//! a host that starts `/bin/true` a thousand times pays one record and
+//! 999 map lookups.
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, map},
+    maps::LruHashMap,
+    programs::BtfTracePointContext,
+};
+use tracer_common::{ExecEvent, FileId, config_flags, kind, loss};
+
+use crate::{
+    EVENTS, LOSSES, config, count,
+    kernel::{off, read},
+    watched,
+};
+
+/// Executables already reported.
+#[map]
+static KNOWN_EXES: LruHashMap<FileId, u8> = LruHashMap::with_max_entries(8192, 0);
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    if cfg.flags & config_flags::REPORT_EXEC == 0 {
+        return 0;
+    }
+    let task: u64 = ctx.arg(0);
+    let tgid: u32 = read(task, off!(task_tgid));
+    if !watched(cfg, task, tgid) {
+        return 0;
+    }
+    let mm: u64 = read(task, off!(task_mm));
+    let file: u64 = read(mm, off!(mm_exe_file));
+    let inode: u64 = read(file, off!(file_inode));
+    if inode == 0 {
+        return 0;
+    }
+    let sb: u64 = read(inode, off!(inode_sb));
+    let id = FileId {
+        ino: read(inode, off!(inode_ino)),
+        dev: read(sb, off!(sb_dev)),
+        _pad: 0,
+    };
+    if unsafe { KNOWN_EXES.get(id) }.is_some() {
+        return 0;
+    }
+    let _ = KNOWN_EXES.insert(id, 1, 0);
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        let _ = KNOWN_EXES.remove(id);
+        count(&LOSSES, loss::RINGBUF_EXEC);
+        return 0;
+    };
+    entry.write(ExecEvent {
+        kind: kind::EXEC,
+        tgid,
+        ino: id.ino,
+        dev: id.dev,
+        _pad: 0,
+    });
+    entry.submit(0);
+    0
+}

@@ -1,0 +1,375 @@
+//! Go crashes: classes from what the runtime said and where it said it.
+//!
+//! A Go process that dies of a panic or a fatal runtime error tells why in
+//! two places crashtrace sees: the argument of `runtime.throw`/`fatal`
+//! (read by the probe), and the text the runtime printed while dying (its
+//! last words: `panic: ...` or `fatal error: ...`, then the goroutine
+//! trace). The class comes from that text, matched against the runtime's
+//! own fixed messages; a panic with the program's own value is `go-panic`,
+//! any other runtime fatal error `go-fatal-error`.
+
+use tracer_common::evidence_source as source;
+
+use super::{Classification, NULL_PAGE_LIMIT, abort_path};
+use crate::events::{EvidenceRecord, SignalRecord};
+
+/// What a dying Go process left behind.
+pub struct GoFacts<'a> {
+    /// Calls into the runtime's (and libc's) fatal paths, in order.
+    pub evidence: &'a [EvidenceRecord],
+    /// What it printed to stderr while dying.
+    pub last_words: &'a str,
+    /// The signal that ended it, if one did (GOTRACEBACK=crash, a kill).
+    pub signal: Option<&'a SignalRecord>,
+}
+
+/// A Go classification, with what else the report says about Go.
+pub struct GoClassification {
+    pub classification: Classification,
+    pub goroutine: Option<u64>,
+    pub tags: Vec<String>,
+}
+
+/// Whether the records show the Go runtime's fatal path.
+pub fn is_go_death(evidence: &[EvidenceRecord]) -> bool {
+    evidence.iter().any(|e| {
+        matches!(
+            e.source,
+            source::GO_FATALPANIC
+                | source::GO_FATALTHROW
+                | source::GO_THROW
+                | source::GO_STARTPANIC
+        )
+    })
+}
+
+/// Runtime messages and the class each means, matched as substrings of
+/// the panic or fatal-error text (Go 1.17 to current wording).
+const MESSAGES: &[(&str, &str)] = &[
+    ("assignment to entry in nil map", "nil-map-write"),
+    ("index out of range", "index-out-of-range"),
+    ("slice bounds out of range", "index-out-of-range"),
+    ("send on closed channel", "closed-channel-operation"),
+    ("close of closed channel", "closed-channel-operation"),
+    ("close of nil channel", "closed-channel-operation"),
+    ("concurrent map writes", "concurrent-map-access"),
+    ("concurrent map read and map write", "concurrent-map-access"),
+    (
+        "concurrent map iteration and map write",
+        "concurrent-map-access",
+    ),
+    ("all goroutines are asleep - deadlock!", "deadlock"),
+    (
+        "no goroutines (main called runtime.goexit) - deadlock!",
+        "deadlock",
+    ),
+    ("stack overflow", "stack-overflow"),
+    ("goroutine stack exceeds", "stack-overflow"),
+    ("out of memory", "out-of-memory"),
+    ("integer divide by zero", "divide-by-zero"),
+];
+
+pub fn classify_go(facts: &GoFacts) -> GoClassification {
+    let text = Printed::parse(facts.last_words);
+    let thrown = facts
+        .evidence
+        .iter()
+        .find(|e| e.source == source::GO_THROW)
+        .and_then(|e| e.text.clone());
+    let panicked = facts
+        .evidence
+        .iter()
+        .any(|e| e.source == source::GO_FATALPANIC);
+    let fatal = thrown.is_some()
+        || facts
+            .evidence
+            .iter()
+            .any(|e| e.source == source::GO_FATALTHROW);
+    let mut tags = Vec::new();
+
+    // The message: what `throw` was given, else the printed headline.
+    let message = thrown
+        .clone()
+        .or_else(|| text.fatal_error.clone())
+        .or_else(|| text.panic.clone());
+    let mut c = match (&message, panicked, fatal) {
+        (Some(m), _, _) if is_cgo_signal(m) => {
+            tags.push("cgo".to_string());
+            cgo_crash(facts, &text, m)
+        }
+        (Some(m), _, _) => by_message(m, &text, panicked && !fatal),
+        (None, true, _) => Classification::new("go-panic"),
+        (None, false, true) => Classification::new("go-fatal-error"),
+        (None, false, false) => Classification::new("unknown")
+            .because("the Go runtime began to crash but said nothing crashtrace saw"),
+    };
+    if panicked {
+        c = c.because("runtime.fatalpanic was entered: a panic no deferred recover() stopped");
+    }
+    if let Some(t) = &thrown {
+        c = c.because(format!("the runtime threw {t:?} (runtime.throw/fatal)"));
+    } else if fatal {
+        c = c.because("runtime.fatalthrow was entered: a fatal runtime error");
+    }
+    if let Some(line) = &text.signal_line {
+        c = c.because(format!("the runtime reported {line}"));
+    }
+    if c.message.is_none() {
+        c.message = message;
+    }
+    GoClassification {
+        classification: c,
+        goroutine: text.goroutine,
+        tags,
+    }
+}
+
+fn by_message(message: &str, text: &Printed, is_panic: bool) -> Classification {
+    let lower = message.to_ascii_lowercase();
+    let said = |c: Classification| {
+        c.because(format!(
+            "the runtime said {:?}",
+            first_line(message).trim_end()
+        ))
+    };
+    if lower.contains("nil pointer dereference") || lower.contains("invalid memory address") {
+        return match text.fault_addr {
+            Some(addr) if addr >= NULL_PAGE_LIMIT => {
+                said(Classification::new("invalid-memory-access")).because(format!(
+                    "the faulting address {addr:#x} is not near NULL: a wild or dangling pointer"
+                ))
+            }
+            Some(addr) => said(Classification::new("null-pointer-dereference")).because(format!(
+                "the faulting address {addr:#x} is in the NULL page"
+            )),
+            None => said(Classification::new("null-pointer-dereference")),
+        };
+    }
+    if let Some(&(_, class)) = MESSAGES.iter().find(|(m, _)| lower.contains(m)) {
+        return said(Classification::new(class));
+    }
+    if is_panic {
+        said(Classification::new("go-panic"))
+    } else {
+        said(Classification::new("go-fatal-error"))
+    }
+}
+
+/// The runtime's words when a signal arrives in non-Go code.
+fn is_cgo_signal(message: &str) -> bool {
+    message.contains("signal arrived during cgo execution")
+        || message.contains("unexpected signal during runtime execution")
+}
+
+/// A signal in C code called from Go: the class comes from the C side's
+/// evidence (libc's abort message, or the fault the runtime printed).
+fn cgo_crash(facts: &GoFacts, text: &Printed, message: &str) -> Classification {
+    let mut c = if facts.evidence.iter().any(|e| e.source == source::ABORT) {
+        abort_path(facts.evidence)
+    } else {
+        match (text.signal_name.as_deref(), text.fault_addr) {
+            (Some("SIGSEGV"), Some(addr)) if addr < NULL_PAGE_LIMIT => {
+                Classification::new("null-pointer-dereference")
+                    .because(format!("SIGSEGV at address {addr:#x}, in the NULL page"))
+            }
+            (Some("SIGSEGV"), Some(addr)) => Classification::new("invalid-memory-access")
+                .because(format!("SIGSEGV at address {addr:#x}")),
+            (Some("SIGABRT"), _) => Classification::new("abort"),
+            (Some("SIGFPE"), _) => Classification::new("arithmetic-error"),
+            (Some("SIGBUS"), _) => Classification::new("bus-error"),
+            _ => Classification::new("go-fatal-error"),
+        }
+    };
+    c = c.because(format!(
+        "the runtime said {:?}: the signal arrived while C code called through cgo ran",
+        first_line(message)
+    ));
+    if c.message.is_none() {
+        c.message = Some(message.to_string());
+    }
+    c
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// The parts of a Go crash printout classification needs.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Printed {
+    /// After `panic: `, up to the goroutine trace (may span lines).
+    panic: Option<String>,
+    /// After `fatal error: `.
+    fatal_error: Option<String>,
+    /// `[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=...]`
+    signal_line: Option<String>,
+    signal_name: Option<String>,
+    fault_addr: Option<u64>,
+    /// From the first `goroutine N [...]:` line.
+    goroutine: Option<u64>,
+}
+
+impl Printed {
+    fn parse(text: &str) -> Self {
+        let mut out = Self::default();
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            if out.panic.is_none()
+                && let Some(rest) = line.strip_prefix("panic: ")
+            {
+                let mut message = rest.to_string();
+                // A panic value may span lines; the trace starts after a
+                // blank line or at the signal line.
+                while let Some(next) = lines.peek() {
+                    if next.is_empty() || next.starts_with("[signal ") {
+                        break;
+                    }
+                    message.push('\n');
+                    message.push_str(next);
+                    lines.next();
+                }
+                out.panic = Some(message);
+            } else if out.fatal_error.is_none()
+                && let Some(rest) = line.strip_prefix("fatal error: ")
+            {
+                out.fatal_error = Some(rest.to_string());
+            } else if out.signal_line.is_none() && line.starts_with("[signal ") {
+                out.signal_line = Some(line.trim_matches(['[', ']']).to_string());
+                out.signal_name = line
+                    .strip_prefix("[signal ")
+                    .and_then(|r| r.split([':', ' ']).next())
+                    .map(str::to_string);
+                out.fault_addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr=0x"))
+                    .and_then(|h| u64::from_str_radix(h, 16).ok());
+            } else if out.goroutine.is_none()
+                && let Some(rest) = line.strip_prefix("goroutine ")
+                && line.ends_with("]:")
+            {
+                out.goroutine = rest.split(' ').next().and_then(|n| n.parse().ok());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(source: u32, text: Option<&str>) -> EvidenceRecord {
+        EvidenceRecord {
+            boot_ns: 0,
+            pid: 1,
+            tid: 1,
+            source,
+            line: 0,
+            text: text.map(str::to_string),
+            file: None,
+            function: None,
+        }
+    }
+
+    fn class(evidence: &[EvidenceRecord], words: &str) -> (&'static str, Option<String>) {
+        let c = classify_go(&GoFacts {
+            evidence,
+            last_words: words,
+            signal: None,
+        });
+        (c.classification.class, c.classification.message)
+    }
+
+    #[test]
+    fn panics_by_message() {
+        let p = [said(source::GO_FATALPANIC, None)];
+        let nil = "panic: runtime error: invalid memory address or nil pointer dereference\n[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x45a1b2]\n\ngoroutine 7 [running]:\nmain.f()\n";
+        assert_eq!(class(&p, nil).0, "null-pointer-dereference");
+        let wild = nil.replace("addr=0x0", "addr=0xdeadbeef0");
+        assert_eq!(class(&p, &wild).0, "invalid-memory-access");
+        assert_eq!(
+            class(
+                &p,
+                "panic: assignment to entry in nil map\n\ngoroutine 1 [running]:\n"
+            ),
+            (
+                "nil-map-write",
+                Some("assignment to entry in nil map".to_string())
+            )
+        );
+        assert_eq!(
+            class(
+                &p,
+                "panic: runtime error: index out of range [5] with length 3\n\n"
+            )
+            .0,
+            "index-out-of-range"
+        );
+        assert_eq!(
+            class(&p, "panic: close of nil channel\n\n").0,
+            "closed-channel-operation"
+        );
+        assert_eq!(
+            class(&p, "panic: runtime error: integer divide by zero\n\n").0,
+            "divide-by-zero"
+        );
+        let own = class(
+            &p,
+            "panic: config missing: db\nsecond line\n\ngoroutine 1 [running]:\n",
+        );
+        assert_eq!(
+            own,
+            ("go-panic", Some("config missing: db\nsecond line".into()))
+        );
+    }
+
+    #[test]
+    fn fatal_errors_by_thrown_message() {
+        let t = |m: &str| {
+            [
+                said(source::GO_THROW, Some(m)),
+                said(source::GO_FATALTHROW, None),
+            ]
+        };
+        assert_eq!(
+            class(&t("concurrent map writes"), "").0,
+            "concurrent-map-access"
+        );
+        assert_eq!(
+            class(&t("all goroutines are asleep - deadlock!"), "").0,
+            "deadlock"
+        );
+        assert_eq!(class(&t("stack overflow"), "").0, "stack-overflow");
+        assert_eq!(class(&t("out of memory"), "").0, "out-of-memory");
+        assert_eq!(class(&t("schedule: holding locks"), "").0, "go-fatal-error");
+    }
+
+    #[test]
+    fn fatal_error_from_printout_when_throw_is_inlined() {
+        let e = [said(source::GO_FATALTHROW, None)];
+        let words = "fatal error: concurrent map read and map write\n\ngoroutine 9 [running]:\n";
+        let c = classify_go(&GoFacts {
+            evidence: &e,
+            last_words: words,
+            signal: None,
+        });
+        assert_eq!(c.classification.class, "concurrent-map-access");
+        assert_eq!(c.goroutine, Some(9));
+    }
+
+    #[test]
+    fn cgo_signals_take_the_c_class() {
+        let e = [said(
+            source::GO_THROW,
+            Some("unexpected signal during runtime execution"),
+        )];
+        let words = "fatal error: unexpected signal during runtime execution\n[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x4a2b1c]\n\nruntime stack:\n";
+        let c = classify_go(&GoFacts {
+            evidence: &e,
+            last_words: words,
+            signal: None,
+        });
+        assert_eq!(c.classification.class, "null-pointer-dereference");
+        assert_eq!(c.tags, ["cgo"]);
+    }
+}

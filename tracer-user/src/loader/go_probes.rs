@@ -1,0 +1,269 @@
+//! Putting the Go runtime's fatal-path probes into Go executables.
+//!
+//! A Go executable carries its own runtime, so each one needs its own
+//! probes (uprobes attach to a file, and then cover every process that runs
+//! it). The functions probed are the ones only a dying Go process enters:
+//! `runtime.fatalpanic` (an unrecovered panic), `runtime.fatalthrow` (a
+//! fatal runtime error) and, where the linker kept them out of line,
+//! `runtime.throw` and `runtime.fatal`, whose argument is the message;
+//! and `runtime.gwrite`, the runtime's print output, which is kept only
+//! for a process already dying (its panic text and goroutine trace).
+//!
+//! Files are probed once, by identity (device and inode), and the number
+//! of probed files is bounded: each probe is a kernel object, and a host
+//! that builds thousands of Go binaries must not pin thousands of them.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    UProbe,
+    uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+};
+use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
+use tracer_common::go_probe;
+
+/// Most Go executables probed at once.
+pub const MAX_PROBED_FILES: usize = 512;
+/// Larger files are not inspected (a Go binary of 1 GiB is not a service).
+const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// The runtime functions probed, with the cookie that names each.
+pub const TARGETS: &[(&str, u64)] = &[
+    ("runtime.fatalpanic", go_probe::FATALPANIC),
+    ("runtime.fatalthrow", go_probe::FATALTHROW),
+    ("runtime.throw", go_probe::THROW),
+    ("runtime.fatal", go_probe::THROW),
+    ("runtime.gwrite", go_probe::GWRITE),
+    ("runtime.startpanic_m", go_probe::STARTPANIC),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoProbeError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a readable ELF file: {reason}", path.display())]
+    Elf { path: PathBuf, reason: String },
+    #[error("{} is a Go executable without runtime.fatalpanic or runtime.fatalthrow", path.display())]
+    NoFatalPath { path: PathBuf },
+    #[error("cannot attach a uprobe to {function} in {}: {reason}", path.display())]
+    Attach {
+        path: PathBuf,
+        function: &'static str,
+        reason: String,
+    },
+    #[error("{MAX_PROBED_FILES} Go executables are probed already; {} is not", path.display())]
+    TooMany { path: PathBuf },
+}
+
+/// A runtime function's location in a Go executable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub function: &'static str,
+    pub cookie: u64,
+    /// Offset of the function's first instruction in the file.
+    pub file_offset: u64,
+}
+
+/// What was found in one executable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoExecutable {
+    /// From the Go build information, when present (`go1.19.8`).
+    pub version: Option<String>,
+    pub targets: Vec<Target>,
+}
+
+/// The probed Go executables and their probe links.
+#[derive(Default)]
+pub struct GoProbes {
+    /// By (device, inode): `None` for files that are not Go.
+    files: HashMap<(u64, u64), Option<Vec<UProbeLinkId>>>,
+    probed: usize,
+}
+
+impl GoProbes {
+    /// Probes `path` if it is a Go executable not probed yet. Returns the
+    /// executable found (None when not Go, or seen before).
+    pub fn probe(
+        &mut self,
+        program: &mut UProbe,
+        path: &Path,
+    ) -> Result<Option<GoExecutable>, GoProbeError> {
+        let open = |source| GoProbeError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(open)?;
+        let meta = file.metadata().map_err(open)?;
+        let key = (meta.dev(), meta.ino());
+        if self.files.contains_key(&key) {
+            return Ok(None);
+        }
+        if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+            self.files.insert(key, None);
+            return Ok(None);
+        }
+        let Some(found) = inspect(&file, path)? else {
+            self.files.insert(key, None);
+            return Ok(None);
+        };
+        if self.probed >= MAX_PROBED_FILES {
+            return Err(GoProbeError::TooMany {
+                path: path.to_path_buf(),
+            });
+        }
+        // Attach through our own descriptor: `path` may be a process's
+        // `/proc/PID/exe`, gone as soon as that process dies.
+        let held = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let mut links = Vec::new();
+        for target in &found.targets {
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(target.file_offset),
+                cookie: Some(target.cookie),
+            };
+            match program.attach(point, &held, UProbeScope::AllProcesses) {
+                Ok(link) => links.push(link),
+                Err(e) => {
+                    for link in links {
+                        let _ = program.detach(link);
+                    }
+                    return Err(GoProbeError::Attach {
+                        path: path.to_path_buf(),
+                        function: target.function,
+                        reason: error_chain(&e),
+                    });
+                }
+            }
+        }
+        self.files.insert(key, Some(links));
+        self.probed += 1;
+        Ok(Some(found))
+    }
+
+    /// Number of Go executables probed.
+    pub fn probed(&self) -> usize {
+        self.probed
+    }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Reads an executable and, when it is Go, finds the probe targets.
+pub fn inspect(file: &File, path: &Path) -> Result<Option<GoExecutable>, GoProbeError> {
+    let elf_error = |reason: String| GoProbeError::Elf {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // SAFETY: read-only private mapping; a file truncated under us can
+    // fault, which is why only regular files below the size limit get here.
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| elf_error(e.to_string()))?;
+    let Ok(elf) = object::File::parse(&*map) else {
+        return Ok(None);
+    };
+    if !is_go(&elf) {
+        return Ok(None);
+    }
+    let mut targets = Vec::new();
+    for &(function, cookie) in TARGETS {
+        let vaddr = symbol_address(&elf, function);
+        if let Some(file_offset) = vaddr.and_then(|a| file_offset_of(&elf, a)) {
+            targets.push(Target {
+                function,
+                cookie,
+                file_offset,
+            });
+        }
+    }
+    if !targets
+        .iter()
+        .any(|t| t.cookie == go_probe::FATALPANIC || t.cookie == go_probe::FATALTHROW)
+    {
+        return Err(GoProbeError::NoFatalPath {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Some(GoExecutable {
+        version: build_version(&elf),
+        targets,
+    }))
+}
+
+/// Go's linker leaves these sections in every executable it writes, even
+/// with `-s -w`.
+fn is_go(elf: &object::File) -> bool {
+    [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
+        .iter()
+        .any(|name| elf.section_by_name(name).is_some())
+}
+
+/// A function's address from the symbol table.
+fn symbol_address(elf: &object::File, name: &str) -> Option<u64> {
+    elf.symbols()
+        .find(|s| s.name() == Ok(name) && s.address() != 0)
+        .map(|s| s.address())
+}
+
+/// The Go version from the build information (Go 1.18+ layout, where the
+/// strings follow the header inline).
+fn build_version(elf: &object::File) -> Option<String> {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    let data = elf.section_by_name(".go.buildinfo")?.data().ok()?;
+    if !data.starts_with(MAGIC) || data.len() < 33 || data[15] & 2 == 0 {
+        return None;
+    }
+    let rest = &data[32..];
+    let (len, used) = uvarint(rest)?;
+    let text = rest.get(used..used.checked_add(usize::try_from(len).ok()?)?)?;
+    String::from_utf8(text.to_vec()).ok()
+}
+
+/// An unsigned LEB128 number and the bytes it took.
+fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// The file offset holding virtual address `vaddr`, through the loadable
+/// segments.
+fn file_offset_of(elf: &object::File, vaddr: u64) -> Option<u64> {
+    elf.segments().find_map(|seg| {
+        let (offset, size) = seg.file_range();
+        let start = seg.address();
+        (vaddr >= start && vaddr < start + size).then(|| offset + (vaddr - start))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_c_program_is_not_go() {
+        let exe = std::env::current_exe().unwrap();
+        let file = File::open(&exe).unwrap();
+        assert_eq!(inspect(&file, &exe).unwrap(), None);
+    }
+}

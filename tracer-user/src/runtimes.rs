@@ -1,0 +1,84 @@
+//! Which executables get language-runtime probes, and when.
+//!
+//! Go's fatal paths live inside each Go executable, so crashtrace probes
+//! every Go executable it sees run: the command `record` starts (before it
+//! starts), every executable a watched process executes (reported by the
+//! kernel once per file), and the executables of processes already running
+//! when crashtrace starts.
+
+use std::{
+    collections::HashSet,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use crate::{events::ExecRecord, loader::Tracer};
+
+/// Probes the executable `path` (a command about to be started). Prints a
+/// warning when it is a Go executable that cannot be probed.
+pub fn probe_command(tracer: &mut Tracer, path: &Path) {
+    probe(tracer, path, None);
+}
+
+/// Probes the file a process just executed, found through `/proc` and
+/// checked to be the file the kernel reported.
+pub fn probe_exec(tracer: &mut Tracer, exec: &ExecRecord) {
+    let path = PathBuf::from(format!("/proc/{}/exe", exec.pid));
+    let same = std::fs::metadata(&path).is_ok_and(|m| m.ino() == exec.ino && m.dev() == exec.dev);
+    if same {
+        probe(tracer, &path, Some(exec.pid));
+    }
+}
+
+/// Probes the executables of running processes (`pids`, or all when
+/// `None`), each file once.
+pub fn probe_running(tracer: &mut Tracer, pids: Option<&[u32]>) {
+    let all: Vec<u32>;
+    let pids = match pids {
+        Some(p) => p,
+        None => {
+            all = std::fs::read_dir("/proc")
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            &all
+        }
+    };
+    let mut seen = HashSet::new();
+    for &pid in pids {
+        let path = PathBuf::from(format!("/proc/{pid}/exe"));
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if seen.insert((meta.dev(), meta.ino())) {
+            probe(tracer, &path, Some(pid));
+        }
+    }
+}
+
+fn probe(tracer: &mut Tracer, path: &Path, pid: Option<u32>) {
+    let shown = || match pid {
+        Some(pid) => std::fs::read_link(path)
+            .map(|p| format!("{} (pid {pid})", p.display()))
+            .unwrap_or_else(|_| format!("pid {pid}")),
+        None => path.display().to_string(),
+    };
+    match tracer.probe_executable(path) {
+        Ok(Some(go)) => {
+            let version = go.version.as_deref().unwrap_or("unknown Go version");
+            eprintln!(
+                "crashtrace: probing the Go runtime of {} ({version}, {} probes)",
+                shown(),
+                go.targets.len()
+            );
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "crashtrace: warning: Go crashes of {} lose their evidence: {e}",
+            shown()
+        ),
+    }
+}
