@@ -193,30 +193,45 @@ pub fn check_shape(report: &Value) {
         report,
     );
 
-    for field in ["/signal/number", "/signal/code", "/signal/errno"] {
-        check(is_int(field), &format!("{field} is an integer"), report);
+    // A Go panic ends in exit(2): no signal, and `signal` is null.
+    let has_signal = !get("/signal").is_some_and(Value::is_null);
+    check(
+        has_signal || get("/signal").is_some(),
+        "signal is present (an object, or null)",
+        report,
+    );
+    if has_signal {
+        for field in ["/signal/number", "/signal/code", "/signal/errno"] {
+            check(is_int(field), &format!("{field} is an integer"), report);
+        }
+        check(
+            is_str("/signal/name") && is_str("/signal/code_name"),
+            "signal name and code_name are strings",
+            report,
+        );
+        check(
+            is_null_or(get("/signal/fault_address"), |v| {
+                v.as_str().is_some_and(is_hex_address)
+            }),
+            "signal.fault_address is null or a 0x hex string",
+            report,
+        );
+        let sender_ok = is_null_or(get("/signal/sender"), |s| {
+            ["pid", "tid", "uid"]
+                .iter()
+                .all(|k| s.get(k).is_some_and(|v| v.is_i64() || v.is_u64()))
+                && ["comm", "exe"].iter().all(|k| s.get(k).is_some())
+        });
+        check(
+            sender_ok,
+            "signal.sender is null or {pid, tid, uid, comm, exe}",
+            report,
+        );
     }
     check(
-        is_str("/signal/name") && is_str("/signal/code_name"),
-        "signal name and code_name are strings",
-        report,
-    );
-    check(
-        is_null_or(get("/signal/fault_address"), |v| {
-            v.as_str().is_some_and(is_hex_address)
-        }),
-        "signal.fault_address is null or a 0x hex string",
-        report,
-    );
-    let sender_ok = is_null_or(get("/signal/sender"), |s| {
-        ["pid", "tid", "uid"]
-            .iter()
-            .all(|k| s.get(k).is_some_and(|v| v.is_i64() || v.is_u64()))
-            && ["comm", "exe"].iter().all(|k| s.get(k).is_some())
-    });
-    check(
-        sender_ok,
-        "signal.sender is null or {pid, tid, uid, comm, exe}",
+        is_null_or(get("/last_words"), Value::is_string)
+            && is_null_or(get("/goroutine"), |v| v.is_u64()),
+        "last_words is null or a string, goroutine null or an integer",
         report,
     );
 

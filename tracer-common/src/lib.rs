@@ -293,7 +293,9 @@ pub mod go_probe {
     /// once the process is dying.
     pub const GWRITE: u64 = 4;
     /// `startpanic_m()`: every way the runtime crashes passes here, on the
-    /// system stack; it arms last words only.
+    /// system or signal stack. It captures the state only when nothing
+    /// before it did: a fatal signal the runtime caught (in cgo code, or a
+    /// SIGQUIT from someone), where the signal stack holds the C frames.
     pub const STARTPANIC: u64 = 5;
 }
 

@@ -22,6 +22,23 @@ use crate::{
 #[map]
 static KNOWN_EXES: LruHashMap<FileId, u8> = LruHashMap::with_max_entries(8192, 0);
 
+/// The identity of `task`'s executable file.
+#[inline(always)]
+pub fn exe_id(task: u64) -> Option<FileId> {
+    let mm: u64 = read(task, off!(task_mm));
+    let file: u64 = read(mm, off!(mm_exe_file));
+    let inode: u64 = read(file, off!(file_inode));
+    if inode == 0 {
+        return None;
+    }
+    let sb: u64 = read(inode, off!(inode_sb));
+    Some(FileId {
+        ino: read(inode, off!(inode_ino)),
+        dev: read(sb, off!(sb_dev)),
+        _pad: 0,
+    })
+}
+
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
@@ -33,18 +50,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
     if !watched(cfg, task, tgid) {
         return 0;
     }
-    let mm: u64 = read(task, off!(task_mm));
-    let file: u64 = read(mm, off!(mm_exe_file));
-    let inode: u64 = read(file, off!(file_inode));
-    if inode == 0 {
-        return 0;
-    }
-    let sb: u64 = read(inode, off!(inode_sb));
-    let id = FileId {
-        ino: read(inode, off!(inode_ino)),
-        dev: read(sb, off!(sb_dev)),
-        _pad: 0,
-    };
+    let Some(id) = exe_id(task) else { return 0 };
     if unsafe { KNOWN_EXES.get(id) }.is_some() {
         return 0;
     }

@@ -28,12 +28,17 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
         generated::{bpf_get_attach_cookie, bpf_probe_read_user},
     },
-    macros::uprobe,
+    macros::{map, uprobe},
+    maps::HashMap,
     programs::ProbeContext,
 };
-use tracer_common::{Doom, EVIDENCE_TEXT, evidence_source, go_probe, loss};
+use tracer_common::{Doom, EVIDENCE_TEXT, FileId, evidence_source, go_probe, loss};
 
-use crate::{CONFIG, DOOMED, LOSSES, count, lastwords, libc, state, watched};
+use crate::{CONFIG, DOOMED, LOSSES, count, exec, lastwords, libc, state, watched};
+
+/// Executables whose Go runtime is probed, written by userspace.
+#[map]
+static GO_EXES: HashMap<FileId, u8> = HashMap::with_max_entries(1024, 0);
 
 #[uprobe]
 pub fn go_fatal(ctx: ProbeContext) -> u32 {
@@ -75,11 +80,26 @@ fn on_fatal(ctx: &ProbeContext) -> Option<()> {
         libc::finish(e);
     }
     lastwords::arm(tgid);
-    if which == go_probe::STARTPANIC {
-        // On the system stack: the goroutine's frames are not here.
-        return None;
-    }
+    doom_and_capture(ctx.as_ptr(), cfg.snapshot_bytes, task, tgid, tid)
+}
 
+/// Whether `task` runs a Go executable crashtrace probed (C code called
+/// through cgo calls libc's `abort` in such a process).
+#[inline(always)]
+pub fn is_go_process(task: u64) -> bool {
+    exec::exe_id(task).is_some_and(|id| unsafe { GO_EXES.get(id) }.is_some())
+}
+
+/// Marks the process dying and, the first time, captures the current
+/// thread's state here.
+#[inline(always)]
+pub fn doom_and_capture(
+    ctx: *mut c_void,
+    snapshot_bytes: u32,
+    task: u64,
+    tgid: u32,
+    tid: u32,
+) -> Option<()> {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     match DOOMED.get_ptr_mut(tgid) {
         Some(doom) => unsafe {
@@ -101,7 +121,7 @@ fn on_fatal(ctx: &ProbeContext) -> Option<()> {
             }
         }
     }
-    state::capture(ctx.as_ptr(), task, cfg.snapshot_bytes);
+    state::capture(ctx, task, snapshot_bytes);
     Some(())
 }
 

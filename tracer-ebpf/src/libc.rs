@@ -46,6 +46,22 @@ pub fn libc_abort(ctx: ProbeContext) -> u32 {
         }
     }
     finish(e);
+    // C code a Go program called through cgo: the Go runtime will catch the
+    // SIGABRT on its signal stack, far from these frames, so they are
+    // captured now.
+    let task = unsafe { bpf_get_current_task() };
+    if crate::golang::is_go_process(task)
+        && let Some(cfg) = CONFIG.get(0)
+    {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        crate::golang::doom_and_capture(
+            ctx.as_ptr(),
+            cfg.snapshot_bytes,
+            task,
+            (pid_tgid >> 32) as u32,
+            pid_tgid as u32,
+        );
+    }
     0
 }
 

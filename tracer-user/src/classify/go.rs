@@ -91,9 +91,10 @@ pub fn classify_go(facts: &GoFacts) -> GoClassification {
     let message = thrown
         .clone()
         .or_else(|| text.fatal_error.clone())
-        .or_else(|| text.panic.clone());
+        .or_else(|| text.panic.clone())
+        .or_else(|| text.signal_dump.clone());
     let mut c = match (&message, panicked, fatal) {
-        (Some(m), _, _) if is_cgo_signal(m) => {
+        (Some(m), _, _) if is_cgo_signal(m) || text.in_cgo => {
             tags.push("cgo".to_string());
             cgo_crash(facts, &text, m)
         }
@@ -164,10 +165,15 @@ fn is_cgo_signal(message: &str) -> bool {
 /// A signal in C code called from Go: the class comes from the C side's
 /// evidence (libc's abort message, or the fault the runtime printed).
 fn cgo_crash(facts: &GoFacts, text: &Printed, message: &str) -> Classification {
+    let name = text.signal_name.as_deref().or_else(|| {
+        text.signal_dump
+            .as_deref()
+            .and_then(|d| d.split(':').next())
+    });
     let mut c = if facts.evidence.iter().any(|e| e.source == source::ABORT) {
         abort_path(facts.evidence)
     } else {
-        match (text.signal_name.as_deref(), text.fault_addr) {
+        match (name, text.fault_addr) {
             (Some("SIGSEGV"), Some(addr)) if addr < NULL_PAGE_LIMIT => {
                 Classification::new("null-pointer-dereference")
                     .because(format!("SIGSEGV at address {addr:#x}, in the NULL page"))
@@ -182,7 +188,11 @@ fn cgo_crash(facts: &GoFacts, text: &Printed, message: &str) -> Classification {
     };
     c = c.because(format!(
         "the runtime said {:?}: the signal arrived while C code called through cgo ran",
-        first_line(message)
+        if text.in_cgo {
+            "signal arrived during cgo execution"
+        } else {
+            first_line(message)
+        }
     ));
     if c.message.is_none() {
         c.message = Some(message.to_string());
@@ -207,6 +217,10 @@ struct Printed {
     fault_addr: Option<u64>,
     /// From the first `goroutine N [...]:` line.
     goroutine: Option<u64>,
+    /// `SIGABRT: abort`: the runtime caught a fatal signal and dumped.
+    signal_dump: Option<String>,
+    /// The runtime said the signal arrived while C code ran.
+    in_cgo: bool,
 }
 
 impl Printed {
@@ -233,6 +247,15 @@ impl Printed {
                 && let Some(rest) = line.strip_prefix("fatal error: ")
             {
                 out.fatal_error = Some(rest.to_string());
+            } else if line == "signal arrived during cgo execution" {
+                out.in_cgo = true;
+            } else if out.signal_dump.is_none()
+                && line.starts_with("SIG")
+                && line
+                    .split_once(": ")
+                    .is_some_and(|(name, _)| name.chars().all(|c| c.is_ascii_uppercase()))
+            {
+                out.signal_dump = Some(line.to_string());
             } else if out.signal_line.is_none() && line.starts_with("[signal ") {
                 out.signal_line = Some(line.trim_matches(['[', ']']).to_string());
                 out.signal_name = line
@@ -355,6 +378,26 @@ mod tests {
         });
         assert_eq!(c.classification.class, "concurrent-map-access");
         assert_eq!(c.goroutine, Some(9));
+    }
+
+    #[test]
+    fn cgo_aborts_take_libcs_message() {
+        let e = [
+            said(
+                source::ABORT,
+                Some("free(): double free detected in tcache 2\n"),
+            ),
+            said(source::GO_STARTPANIC, None),
+        ];
+        let words = "SIGABRT: abort\nPC=0x7f0e8682eeec m=0 sigcode=18446744073709551610\nsignal arrived during cgo execution\n\ngoroutine 1 [syscall]:\n";
+        let c = classify_go(&GoFacts {
+            evidence: &e,
+            last_words: words,
+            signal: None,
+        });
+        assert_eq!(c.classification.class, "double-free");
+        assert_eq!(c.tags, ["cgo"]);
+        assert_eq!(c.goroutine, Some(1));
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct Target {
 pub struct GoExecutable {
     /// From the Go build information, when present (`go1.19.8`).
     pub version: Option<String>,
+    /// The file's device (userspace encoding) and inode.
+    pub dev: u64,
+    pub ino: u64,
     pub targets: Vec<Target>,
 }
 
@@ -110,10 +113,11 @@ impl GoProbes {
             self.files.insert(key, None);
             return Ok(None);
         }
-        let Some(found) = inspect(&file, path)? else {
+        let Some(mut found) = inspect(&file, path)? else {
             self.files.insert(key, None);
             return Ok(None);
         };
+        (found.dev, found.ino) = key;
         if self.probed >= MAX_PROBED_FILES {
             return Err(GoProbeError::TooMany {
                 path: path.to_path_buf(),
@@ -201,6 +205,8 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<GoExecutable>, GoProbe
     }
     Ok(Some(GoExecutable {
         version: build_version(&elf),
+        dev: 0,
+        ino: 0,
         targets,
     }))
 }

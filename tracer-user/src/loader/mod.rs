@@ -303,7 +303,25 @@ impl Tracer {
         let Ok(program) = <&mut UProbe>::try_from(program) else {
             return Ok(None);
         };
-        self.go.probe(program, path)
+        let found = self.go.probe(program, path)?;
+        if let Some(go) = &found {
+            let id = tracer_common::FileId {
+                ino: go.ino,
+                dev: user_dev_to_kernel(go.dev),
+                _pad: 0,
+            };
+            let map = self.ebpf.map_mut("GO_EXES");
+            let added = map
+                .map(|m| HashMap::<_, tracer_common::FileId, u8>::try_from(m))
+                .map(|m| m.and_then(|mut m| m.insert(id, 1, 0)));
+            if !matches!(added, Some(Ok(()))) {
+                self.degraded.push(format!(
+                    "cannot record {} as a Go executable: cgo aborts in it lose their C frames",
+                    path.display()
+                ));
+            }
+        }
+        Ok(found)
     }
 
     /// Number of Go executables probed so far.
@@ -392,6 +410,11 @@ fn map_error(map: &'static str, e: impl std::fmt::Display) -> LoadError {
         map,
         reason: e.to_string(),
     }
+}
+
+/// `st_dev` as the kernel's `s_dev` (major in the top 12 bits).
+fn user_dev_to_kernel(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | (libc::minor(dev) & 0xfffff)
 }
 
 /// A comm as the kernel stores it: truncated to 15 bytes, NUL-padded.

@@ -1,0 +1,390 @@
+//! Go crashes: panics and fatal errors that end in `exit(2)` without a
+//! fatal signal, caught by the runtime probes, classified from what the
+//! runtime said, with the goroutine's frames and the process's last words.
+//! The programs are built by the suite with Debian's Go 1.19.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crashtrace_tests::goprograms::{build_go, go_source};
+use crashtrace_tests::report::{check_shape, describe_frames, find_frame};
+use crashtrace_tests::{Harness, crashtrace_bin, require_bpf};
+use serde_json::Value;
+
+fn harness() -> Harness {
+    Harness::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn crashy(stripped: bool) -> PathBuf {
+    build_go(harness().root(), "crashy", stripped)
+}
+
+/// The line marked CRASH-LINE nearest after `func name(` in a Go program.
+fn go_crash_line(program: &str, function: &str) -> u64 {
+    let text = std::fs::read_to_string(go_source(program)).expect("reading the Go source");
+    let start = text
+        .find(&format!("func {function}("))
+        .unwrap_or_else(|| panic!("no func {function} in {program}"));
+    let before = text[..start].lines().count() as u64;
+    let line = text[start..]
+        .lines()
+        .position(|l| l.contains("// CRASH-LINE"))
+        .unwrap_or_else(|| panic!("no CRASH-LINE in {function}"));
+    before + line as u64 + 1
+}
+
+struct Case {
+    mode: &'static str,
+    class: &'static str,
+    message: &'static str,
+    /// The user function the frames must show (None: runtime-only stack).
+    function: Option<&'static str>,
+}
+
+fn check_case(case: &Case, stripped: bool) {
+    if !require_bpf() {
+        return;
+    }
+    let program = crashy(stripped);
+    let recording = harness().record(&program, &[case.mode]);
+    let context = recording.context();
+    assert_eq!(recording.exit_code(), Some(2), "{context}");
+    let report = recording.only_crash();
+    check_shape(report);
+    assert_eq!(report["runtime"], "go", "{context}");
+    assert_eq!(report["class"], case.class, "{context}");
+    assert_eq!(report["outcome"]["kind"], "exited", "{context}");
+    assert_eq!(report["outcome"]["exit_code"], 2, "{context}");
+    let message = report["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(case.message),
+        "message {message:?} lacks {:?}\n{context}",
+        case.message
+    );
+    let words = report["last_words"].as_str().unwrap_or_default();
+    assert!(
+        words.contains(case.message),
+        "the last words hold the runtime's text\n{context}"
+    );
+    if let Some(function) = case.function {
+        let name = format!("main.{function}");
+        let (index, frame) = find_frame(report, &name)
+            .unwrap_or_else(|| panic!("no {name} frame: {}\n{context}", describe_frames(report)));
+        assert_eq!(
+            index,
+            0,
+            "the goroutine's own frame comes first, not the runtime's panic machinery: {}",
+            describe_frames(report)
+        );
+        assert_eq!(
+            frame["line"].as_u64(),
+            Some(go_crash_line("crashy", function)),
+            "{context}"
+        );
+        assert!(
+            frame["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("crashy/main.go")),
+            "{context}"
+        );
+        assert!(find_frame(report, "main.main").is_some(), "{context}");
+    }
+}
+
+macro_rules! go_cases {
+    ($($test:ident: $mode:literal => $class:literal, $message:literal, $function:expr;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_case(
+                    &Case { mode: $mode, class: $class, message: $message, function: $function },
+                    false,
+                );
+            }
+        )*
+    };
+}
+
+go_cases! {
+    nil_pointer_dereference: "nil-deref" => "null-pointer-dereference", "nil pointer dereference", Some("nilDeref");
+    nil_map_write: "nil-map" => "nil-map-write", "assignment to entry in nil map", Some("nilMapWrite");
+    index_out_of_range: "index" => "index-out-of-range", "index out of range", Some("indexOutOfRange");
+    send_on_closed_channel: "closed-channel" => "closed-channel-operation", "send on closed channel", Some("sendOnClosed");
+    integer_divide_by_zero: "divide" => "divide-by-zero", "integer divide by zero", Some("divide");
+    panic_with_own_value: "panic" => "go-panic", "config missing: database url", Some("loadConfig");
+    out_of_memory: "out-of-memory" => "out-of-memory", "out of memory", Some("outOfMemory");
+    deadlock: "deadlock" => "deadlock", "all goroutines are asleep - deadlock!", None;
+    stack_overflow: "stack-overflow" => "stack-overflow", "stack overflow", None;
+    other_fatal_error: "fatal" => "go-fatal-error", "unlock of unlocked mutex", None;
+}
+
+#[test]
+fn concurrent_map_writes() {
+    if !require_bpf() {
+        return;
+    }
+    let recording = harness().record(&crashy(false), &["concurrent-map"]);
+    let context = recording.context();
+    let report = recording.only_crash();
+    check_shape(report);
+    assert_eq!(report["class"], "concurrent-map-access", "{context}");
+    assert_eq!(report["message"], "concurrent map writes", "{context}");
+    assert!(report["goroutine"].as_u64().is_some(), "{context}");
+    let (index, _) = find_frame(report, "main.concurrentMapWrites.func1")
+        .unwrap_or_else(|| panic!("no writer goroutine frame: {}", describe_frames(report)));
+    assert_eq!(index, 0, "{}", describe_frames(report));
+}
+
+/// `-ldflags="-s -w"`: no symbols, no DWARF. Probes go in by pclntab, and
+/// frames are named from it.
+#[test]
+fn stripped_binary() {
+    check_case(
+        &Case {
+            mode: "nil-map",
+            class: "nil-map-write",
+            message: "assignment to entry in nil map",
+            function: Some("nilMapWrite"),
+        },
+        true,
+    );
+}
+
+/// With GOTRACEBACK=crash the runtime raises SIGABRT after printing: one
+/// report, the class of the panic, the outcome the signal.
+#[test]
+fn gotraceback_crash_is_one_report() {
+    if !require_bpf() {
+        return;
+    }
+    let program = crashy(false);
+    let output = harness().root().join("gotraceback-crash.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let status = Command::new(crashtrace_bin())
+        .args(["record", "--json", "--output"])
+        .arg(&output)
+        .arg("--")
+        .arg(&program)
+        .arg("nil-deref")
+        .env("GOTRACEBACK", "crash")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running crashtrace");
+    assert_eq!(status.code(), Some(128 + 6));
+    let crashes = crash_reports(&output);
+    assert_eq!(crashes.len(), 1, "{crashes:#?}");
+    let report = &crashes[0];
+    check_shape(report);
+    assert_eq!(report["class"], "null-pointer-dereference", "{report:#}");
+    assert_eq!(report["outcome"]["kind"], "killed", "{report:#}");
+    assert_eq!(report["outcome"]["signal"], 6, "{report:#}");
+    assert_eq!(report["signal"]["name"], "SIGABRT", "{report:#}");
+    assert!(find_frame(report, "main.nilDeref").is_some(), "{report:#}");
+}
+
+/// A double free in C called through cgo: libc's evidence names it, and
+/// the C frames are there.
+#[test]
+fn cgo_double_free() {
+    if !require_bpf() {
+        return;
+    }
+    let program = build_go(harness().root(), "cgocrash", false);
+    let recording = harness().record(&program, &["double-free"]);
+    let context = recording.context();
+    let report = recording.only_crash();
+    check_shape(report);
+    assert_eq!(report["runtime"], "go", "{context}");
+    assert_eq!(report["class"], "double-free", "{context}");
+    assert!(
+        report["tags"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "cgo")),
+        "{context}"
+    );
+    assert!(
+        report["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("double free")),
+        "{context}"
+    );
+    for c_function in ["release", "release_twice"] {
+        assert!(
+            find_frame(report, c_function).is_some(),
+            "no C frame {c_function}: {}",
+            describe_frames(report)
+        );
+    }
+}
+
+/// Recovered panics are not crashes: a hundred of them, no report.
+#[test]
+fn recovered_panics_are_not_reported() {
+    if !require_bpf() {
+        return;
+    }
+    let recording = harness().record(&crashy(false), &["recovered"]);
+    let context = recording.context();
+    assert_eq!(recording.exit_code(), Some(0), "{context}");
+    assert!(recording.stdout.contains("recovered 100"), "{context}");
+    assert!(recording.crashes.is_empty(), "{context}");
+}
+
+/// `kill -ABRT` from another process: the runtime catches it, dumps its
+/// goroutines and exits; the report names the sender.
+#[test]
+fn killed_by_another_process() {
+    if !require_bpf() {
+        return;
+    }
+    let mut running = harness().spawn_record(&crashy(false), &["wait"]);
+    let pid = wait_for_child(running.crashtrace_pid(), "crashy");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = Command::new("kill")
+        .args(["-ABRT", &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    let recording = running.finish();
+    let context = recording.context();
+    let report = recording.only_crash();
+    check_shape(report);
+    assert_eq!(report["class"], "killed-by-signal", "{context}");
+    assert_eq!(report["signal"]["name"], "SIGABRT", "{context}");
+    assert_eq!(report["signal"]["sender"]["comm"], "kill", "{context}");
+    assert_eq!(report["runtime"], "go", "{context}");
+    assert!(
+        report["last_words"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("SIGABRT: abort")),
+        "{context}"
+    );
+}
+
+/// A Go process already running when crashtrace starts is probed too.
+#[test]
+fn process_started_before_crashtrace() {
+    if !require_bpf() {
+        return;
+    }
+    let mut child = Command::new(crashy(false))
+        .args(["nil-map", "2500"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting crashy");
+    let output = harness().root().join("prestarted.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let status = Command::new(crashtrace_bin())
+        .args([
+            "record",
+            "--json",
+            "--pid",
+            &child.id().to_string(),
+            "--output",
+        ])
+        .arg(&output)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running crashtrace");
+    let _ = child.wait();
+    assert!(status.success());
+    let crashes = crash_reports(&output);
+    assert_eq!(crashes.len(), 1, "{crashes:#?}");
+    assert_eq!(crashes[0]["class"], "nil-map-write", "{:#}", crashes[0]);
+    assert!(find_frame(&crashes[0], "main.nilMapWrite").is_some());
+}
+
+/// `watch` probes Go executables as they start, and reports their crashes.
+#[test]
+fn watch_sees_go_programs_start() {
+    if !require_bpf() {
+        return;
+    }
+    let program = crashy(true);
+    let output = harness().root().join("watch-go.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let mut watch = Command::new(crashtrace_bin())
+        .args(["watch", "--json", "--comm", "crashy-stripped", "--output"])
+        .arg(&output)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting crashtrace watch");
+    let mut stderr = watch.stderr.take().expect("piped");
+    // `watch` says it is watching once its probes are attached.
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 256];
+    while !seen.contains("watching") && Instant::now() < deadline {
+        let n = stderr.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let crashed = Command::new(&program)
+        .args(["closed-channel", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running crashy");
+    assert_eq!(crashed.code(), Some(2));
+    let found = wait_until(Duration::from_secs(20), || {
+        !crash_reports(&output).is_empty()
+    });
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let _ = watch.wait();
+    assert!(found, "no report from watch; its stderr: {seen}");
+    let crashes = crash_reports(&output);
+    let report = &crashes[0];
+    check_shape(report);
+    assert_eq!(report["class"], "closed-channel-operation", "{report:#}");
+    assert!(
+        find_frame(report, "main.sendOnClosed").is_some(),
+        "{report:#}"
+    );
+}
+
+fn crash_reports(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "crash")
+        .collect()
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+/// The pid of the descendant of `ancestor` whose comm is `comm`.
+fn wait_for_child(ancestor: u32, comm: &str) -> u32 {
+    let mut found = None;
+    wait_until(Duration::from_secs(30), || {
+        found = std::fs::read_dir("/proc").ok().and_then(|d| {
+            d.flatten().find_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let (name, rest) = stat.split_once(") ")?;
+                let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+                (name.ends_with(&format!("({comm}")) && ppid == ancestor).then_some(pid)
+            })
+        });
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no {comm} child of {ancestor}"))
+}
