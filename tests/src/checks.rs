@@ -290,7 +290,7 @@ mod tests {
                        "errno": 0, "fault_address": "0x0", "sender": null},
             "outcome": {"kind": "killed", "exit_code": null, "signal": 11, "core_dumped": false},
             "class": "null-pointer-dereference", "summary": "write through a NULL pointer",
-            "evidence": ["fault address 0x0 is in the first page"], "message": null, "tags": [],
+            "evidence": ["fault address 0x0 is in the first page"], "message": null, "last_words": null, "goroutine": null, "tags": [],
             "frames": [frame("0x555555555135", "crash_null_deref", crash_line("null_deref.c")),
                        frame("0x55555555514c", "store_answer", 11),
                        frame("0x555555555158", "main", 16)],

@@ -1,7 +1,8 @@
 //! Compiling the C programs in `tests/programs/`.
 //!
 //! Every artifact is compiled at most once per test process, at first use,
-//! with `cc -g -O0 -fno-omit-frame-pointer` (`$CC` overrides `cc`). Output
+//! with `cc -g -O0 -fno-omit-frame-pointer` (`$CC` overrides `cc`; C++
+//! sources use `c++`, or `$CXX`). Output
 //! goes through a temporary name and a rename, so test binaries running at
 //! the same time never see a half-written file.
 
@@ -82,6 +83,7 @@ const RECIPES: &[Recipe] = &[
         after: &[],
     },
     exe("exit_code", "exit_code.c"),
+    exe("uncaught_exception", "uncaught_exception.cpp"),
     // Test support, not a crash program: see the comment in the source.
     Recipe {
         output: "siginfo_probe.so",
@@ -136,9 +138,14 @@ pub fn build(scratch_dir: &Path, name: &str) -> PathBuf {
 }
 
 fn compile(recipe: &Recipe, output: &Path) {
-    let cc = std::env::var_os("CC")
+    let (variable, default) = if recipe.source.ends_with(".cpp") {
+        ("CXX", "c++")
+    } else {
+        ("CC", "cc")
+    };
+    let cc = std::env::var_os(variable)
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "cc".into());
+        .unwrap_or_else(|| default.into());
     let source = source_path(recipe.source);
     let partial =
         output.with_file_name(format!(".{}.{}.partial", recipe.output, std::process::id()));

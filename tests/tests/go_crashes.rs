@@ -240,7 +240,7 @@ fn killed_by_another_process() {
     if !require_bpf() {
         return;
     }
-    let mut running = harness().spawn_record(&crashy(false), &["wait"]);
+    let running = harness().spawn_record(&crashy(false), &["wait"]);
     let pid = wait_for_child(running.crashtrace_pid(), "crashy");
     std::thread::sleep(Duration::from_millis(300));
     let status = Command::new("kill")

@@ -40,7 +40,11 @@ fn check(case: &Case) {
     let (_, frame) = find_frame(report, case.function)
         .unwrap_or_else(|| panic!("no {} frame\n{context}", case.function));
     if case.check_line {
-        let source = format!("{}.c", case.program);
+        let source = if case.program == "uncaught_exception" {
+            format!("{}.cpp", case.program)
+        } else {
+            format!("{}.c", case.program)
+        };
         assert_eq!(
             frame["line"].as_u64(),
             Some(crash_line(&source)),
@@ -108,4 +112,34 @@ fn fortified_buffer_overflow() {
         function: "fill",
         check_line: true,
     });
+}
+
+#[test]
+fn uncaught_standard_exception() {
+    check(&Case {
+        program: "uncaught_exception",
+        class: "uncaught-exception",
+        message: "std::runtime_error: config missing: /etc/inventory.toml",
+        function: "inventory::load_config(char const*)",
+        check_line: true,
+    });
+}
+
+/// A type of the program's own: its name, but no guess at `what()`.
+#[test]
+fn uncaught_exception_of_own_type() {
+    if !require_bpf() {
+        return;
+    }
+    let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
+    let recording = harness.record(&harness.program("uncaught_exception"), &["own"]);
+    let context = recording.context();
+    let report = recording.only_crash();
+    check_shape(report);
+    assert_eq!(report["class"], "uncaught-exception", "{context}");
+    assert_eq!(report["message"], "inventory::StockError", "{context}");
+    assert!(
+        find_frame(report, "inventory::reserve(int)").is_some(),
+        "{context}"
+    );
 }

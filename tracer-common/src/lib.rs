@@ -268,7 +268,9 @@ pub struct StateEvent {
 
 /// Which fatal-path function an [`EvidenceEvent`] comes from.
 pub mod evidence_source {
-    /// `abort()`; `texts[0]` holds glibc's `__abort_msg`, when set.
+    /// `abort()`; `texts[0]` holds glibc's `__abort_msg`, when set; for an
+    /// uncaught C++ exception, `texts[1]` its mangled type name and
+    /// `texts[2]` the message of a standard exception type.
     pub const ABORT: u32 = 1;
     /// Go's `runtime.fatalpanic`: an unrecovered panic, about to print and
     /// `exit(2)`.

@@ -4,7 +4,8 @@
 //! cost a ring-buffer record; a process that never fails pays nothing.
 //! glibc leaves the text it is about to print for malloc errors, failed
 //! assertions and fortify checks in `__abort_msg`, where a debugger finds
-//! it after the fact; `libc_abort` reads it there. The loader passes the
+//! it after the fact; `libc_abort` reads it there. An uncaught C++
+//! exception also ends here; its type and message are found as `cxx` says. The loader passes the
 //! distance from `abort` to `__abort_msg` in that libc as the attach cookie.
 
 use core::ffi::c_void;
@@ -43,6 +44,10 @@ pub fn libc_abort(ctx: ProbeContext) -> u32 {
             {
                 copy_str(&e, 0, msg + 4);
             }
+        }
+        if let Some(exception) = crate::cxx::find(ctx.regs) {
+            copy_str(&e, 1, exception.type_name);
+            copy_str(&e, 2, exception.message);
         }
     }
     finish(e);

@@ -17,6 +17,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod cxx;
 mod exec;
 mod golang;
 mod kernel;

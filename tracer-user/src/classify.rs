@@ -129,6 +129,9 @@ pub fn classify(facts: &Facts) -> Classification {
 /// `__abort_msg`, which the `abort` probe reads.
 fn abort_path(libc: &[EvidenceRecord]) -> Classification {
     let abort = libc.iter().find(|e| e.source == source::ABORT);
+    if let Some(c) = abort.and_then(uncaught_exception) {
+        return c;
+    }
     let Some(message) = abort
         .and_then(|e| e.text.as_deref())
         .map(|t| t.trim_end().to_string())
@@ -166,6 +169,60 @@ fn abort_path(libc: &[EvidenceRecord]) -> Classification {
         .because(format!("libc's abort message: {message:?}"))
         .because(why)
         .saying(Some(message))
+}
+
+/// Standard exception types whose message is the `__cow_string` right
+/// after the vtable pointer (`std::runtime_error`, `std::logic_error` and
+/// the library's subclasses): for these, the text found there is `what()`.
+const STD_EXCEPTIONS: &[&str] = &[
+    "std::exception",
+    "std::runtime_error",
+    "std::logic_error",
+    "std::invalid_argument",
+    "std::domain_error",
+    "std::length_error",
+    "std::out_of_range",
+    "std::range_error",
+    "std::overflow_error",
+    "std::underflow_error",
+    "std::system_error",
+    "std::ios_base::failure",
+];
+
+/// An uncaught C++ exception: the abort probe found one alive, with its
+/// type (and the message of a standard exception type).
+fn uncaught_exception(abort: &EvidenceRecord) -> Option<Classification> {
+    // The probe puts the mangled type name in the second text, the
+    // candidate message in the third.
+    let mangled = abort.file.as_deref()?;
+    let type_name = cpp_demangle::Symbol::new(format!("_ZTS{mangled}"))
+        .ok()
+        .and_then(|s| s.demangle().ok())
+        .and_then(|d| d.strip_prefix("typeinfo name for ").map(str::to_string))
+        .unwrap_or_else(|| mangled.to_string());
+    let standard = STD_EXCEPTIONS.contains(&type_name.as_str())
+        || type_name.starts_with("std::__cxx11::")
+            && STD_EXCEPTIONS.contains(&type_name.replace("__cxx11::", "").as_str());
+    let what = abort.function.as_deref().filter(|_| standard);
+    let mut c = Classification::new("uncaught-exception")
+        .because(format!(
+            "abort() was called with a live C++ exception of type {type_name}: std::terminate after nothing caught it"
+        ));
+    c.message = Some(match what {
+        Some(w) => {
+            c = c.because(format!("what(): {w:?}"));
+            format!("{type_name}: {w}")
+        }
+        None => {
+            if abort.function.is_some() {
+                c = c.because(format!(
+                    "what() of {type_name} is not read: only standard exception types have a known layout"
+                ));
+            }
+            type_name
+        }
+    });
+    Some(c)
 }
 
 /// glibc's malloc consistency checks all name the function or the chunk.
@@ -491,6 +548,23 @@ mod tests {
         let mut f = facts(&s);
         f.libc = libc;
         classify(&f)
+    }
+
+    #[test]
+    fn uncaught_exceptions_name_type_and_message() {
+        let mut e = libc_said(source::ABORT, "");
+        e.text = None;
+        e.file = Some("St13runtime_error".into());
+        e.function = Some("config missing".into());
+        let c = abort_class(&[e.clone()]);
+        assert_eq!(c.class, "uncaught-exception");
+        assert_eq!(
+            c.message.as_deref(),
+            Some("std::runtime_error: config missing")
+        );
+        e.file = Some("N5myapp9BadConfigE".into());
+        let c = abort_class(&[e]);
+        assert_eq!(c.message.as_deref(), Some("myapp::BadConfig"));
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl Tracer {
             };
             let map = self.ebpf.map_mut("GO_EXES");
             let added = map
-                .map(|m| HashMap::<_, tracer_common::FileId, u8>::try_from(m))
+                .map(HashMap::<_, tracer_common::FileId, u8>::try_from)
                 .map(|m| m.and_then(|mut m| m.insert(id, 1, 0)));
             if !matches!(added, Some(Ok(()))) {
                 self.degraded.push(format!(

@@ -268,6 +268,7 @@ fn on_abort_path(function: &str) -> bool {
 /// Classes whose fault is detected inside libc on behalf of its caller.
 const CAUGHT_BY_LIBC: &[&str] = &[
     "abort",
+    "uncaught-exception",
     "assertion-failure",
     "double-free",
     "heap-corruption",
@@ -302,7 +303,9 @@ fn crash_site<'f>(class: &str, frames: &'f [Frame]) -> Option<&'f Frame> {
             .as_deref()
             .and_then(|m| Path::new(m).file_name())
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+            .is_some_and(|n| {
+                n.starts_with("libc.so") || n.starts_with("libc-") || n.starts_with("libstdc++.so")
+            })
     };
     // Inline wrappers from system headers (fortified memset, ...) are libc's
     // too, compiled into the caller.
@@ -363,6 +366,7 @@ fn summarize(class: &str, cause: Option<&SignalRecord>, site: Option<&Frame>) ->
         "heap-corruption" => "heap corruption caught by malloc".to_string(),
         "stack-smashing" => "stack buffer overflow caught by the stack protector".to_string(),
         "buffer-overflow" => "buffer overflow caught by _FORTIFY_SOURCE".to_string(),
+        "uncaught-exception" => "uncaught C++ exception".to_string(),
         "nil-map-write" => "write to a nil map".to_string(),
         "index-out-of-range" => "index or slice bounds out of range".to_string(),
         "closed-channel-operation" => "send on or close of a closed channel".to_string(),

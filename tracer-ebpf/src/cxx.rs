@@ -1,0 +1,96 @@
+//! The C++ exception a process dies of, found at `abort()`.
+//!
+//! An uncaught exception ends in `std::terminate`, whose default handler
+//! prints the type and `what()` and calls `abort()`. By then the exception
+//! is still alive on the heap, and pointers to it are in the registers and
+//! on the stack of the frames between `__cxa_throw` and `abort`. The Itanium
+//! C++ ABI that GCC and Clang follow puts an `_Unwind_Exception` header
+//! right before the thrown object, starting with the exception class
+//! `"GNUCC++\0"`; libstdc++'s `__cxa_exception` record before that starts
+//! 80 bytes earlier with the `std::type_info *`. The abort probe looks for
+//! that magic behind each pointer-like register and stack word near SP:
+//! a process that never aborts never pays for the search.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{bindings::pt_regs, helpers::generated::bpf_probe_read_user};
+
+/// `_Unwind_Exception.exception_class` of a primary GCC C++ exception: the
+/// characters as a big-endian number, as the ABI builds it.
+const GNU_CXX: u64 = u64::from_be_bytes(*b"GNUCC++\0");
+/// From the `_Unwind_Exception` header back to `exceptionType`.
+const HEADER_TO_TYPE: u64 = 80;
+/// From the header to the thrown object.
+const HEADER_TO_OBJECT: u64 = 32;
+/// Stack words searched above SP.
+const STACK_WORDS: u64 = 192;
+
+/// Where an exception's type name and, for `std::runtime_error` and
+/// `std::logic_error` families, its message are.
+pub struct Exception {
+    /// `type_info::__name`: the mangled type name without `_Z`.
+    pub type_name: u64,
+    /// The first field after the vtable pointer: the message of a standard
+    /// exception (userspace only trusts it for those types).
+    pub message: u64,
+}
+
+#[inline(always)]
+fn read_user(addr: u64) -> Option<u64> {
+    let mut out: u64 = 0;
+    let rc = unsafe { bpf_probe_read_user((&raw mut out).cast(), 8, addr as *const c_void) };
+    (rc == 0).then_some(out)
+}
+
+/// The `_Unwind_Exception` header `word` points at or just after.
+#[inline(always)]
+fn header_behind(word: u64) -> Option<u64> {
+    if word < 0x10000 || word & 7 != 0 || word > 0x7fff_ffff_f000 {
+        return None;
+    }
+    if read_user(word) == Some(GNU_CXX) {
+        return Some(word);
+    }
+    let header = word - HEADER_TO_OBJECT;
+    (read_user(header) == Some(GNU_CXX)).then_some(header)
+}
+
+/// Searches the registers at `regs` and the stack above SP.
+pub fn find(regs: *const pt_regs) -> Option<Exception> {
+    let (candidates, sp) = unsafe {
+        (
+            [
+                (*regs).rbx,
+                (*regs).rbp,
+                (*regs).r12,
+                (*regs).r13,
+                (*regs).r14,
+                (*regs).r15,
+            ],
+            (*regs).rsp,
+        )
+    };
+    let mut header = None;
+    for word in candidates {
+        header = header_behind(word);
+        if header.is_some() {
+            break;
+        }
+    }
+    if header.is_none() {
+        for i in 0..STACK_WORDS {
+            let Some(word) = read_user(sp + i * 8) else {
+                break;
+            };
+            header = header_behind(word);
+            if header.is_some() {
+                break;
+            }
+        }
+    }
+    let header = header?;
+    let type_info = read_user(header - HEADER_TO_TYPE)?;
+    let type_name = read_user(type_info + 8)?;
+    let message = read_user(header + HEADER_TO_OBJECT + 8).unwrap_or(0);
+    Some(Exception { type_name, message })
+}
