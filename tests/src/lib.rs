@@ -19,6 +19,7 @@ pub mod goprograms;
 pub mod programs;
 pub mod record;
 pub mod report;
+pub mod rustprograms;
 
 #[cfg(test)]
 mod selfcheck;

@@ -283,6 +283,9 @@ pub mod evidence_source {
     /// Go's `runtime.startpanic_m`: the runtime began to crash (also on a
     /// fatal signal it caught, such as a SIGQUIT from another process).
     pub const GO_STARTPANIC: u32 = 5;
+    /// Rust's panic handler; `texts[1]` holds the location's file and
+    /// `line` its line, when `PanicInfo` had the expected layout.
+    pub const RUST_PANIC: u32 = 6;
 }
 
 /// What the attach cookie of a Go runtime probe says about its function.
@@ -299,6 +302,9 @@ pub mod go_probe {
     /// before it did: a fatal signal the runtime caught (in cgo code, or a
     /// SIGQUIT from someone), where the signal stack holds the C frames.
     pub const STARTPANIC: u64 = 5;
+    /// Rust's `rust_begin_unwind(info: &PanicInfo)`: a panic, caught or
+    /// not.
+    pub const RUST_PANIC: u64 = 6;
 }
 
 /// Most stderr bytes kept per dying process.

@@ -40,9 +40,15 @@ use crate::{CONFIG, DOOMED, LOSSES, count, exec, lastwords, libc, state, watched
 #[map]
 static GO_EXES: HashMap<FileId, u8> = HashMap::with_max_entries(1024, 0);
 
+/// One uprobe program for every runtime's fatal-path probes; the attach
+/// cookie ([`go_probe`]) says which function it sits on.
 #[uprobe]
-pub fn go_fatal(ctx: ProbeContext) -> u32 {
-    let _ = on_fatal(&ctx);
+pub fn runtime_fatal(ctx: ProbeContext) -> u32 {
+    if unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } == go_probe::RUST_PANIC {
+        let _ = crate::rust::on_panic(&ctx);
+    } else {
+        let _ = on_fatal(&ctx);
+    }
     0
 }
 
@@ -75,7 +81,7 @@ fn on_fatal(ctx: &ProbeContext) -> Option<()> {
             // Register ABI: a string argument is (RAX pointer, RBX length).
             let regs = ctx.regs;
             let (ptr, len) = unsafe { ((*regs).rax, (*regs).rbx) };
-            copy_go_string(e.0, ptr, len);
+            copy_go_string(e.0, 0, ptr, len);
         }
         libc::finish(e);
     }
@@ -125,14 +131,15 @@ pub fn doom_and_capture(
     Some(())
 }
 
-/// Copies a Go string (not NUL-terminated) into the first text of `e`.
-fn copy_go_string(e: *mut tracer_common::EvidenceEvent, ptr: u64, len: u64) {
-    if ptr == 0 || len == 0 {
+/// Copies a (pointer, length) string, Go's or Rust's, not NUL-terminated,
+/// into text `index` of `e`.
+pub fn copy_go_string(e: *mut tracer_common::EvidenceEvent, index: usize, ptr: u64, len: u64) {
+    if ptr == 0 || len == 0 || index >= 3 {
         return;
     }
     let n = len.min(EVIDENCE_TEXT as u64 - 1) as u32;
     unsafe {
-        let dst = (&raw mut (*e).texts[0]).cast::<u8>();
+        let dst = (&raw mut (*e).texts[index]).cast::<u8>();
         let n = n & (EVIDENCE_TEXT as u32 - 1);
         if bpf_probe_read_user(dst.cast(), n, ptr as *const c_void) == 0 {
             *dst.add(n as usize) = 0;

@@ -24,6 +24,7 @@ mod kernel;
 mod lastwords;
 mod libc;
 mod process;
+mod rust;
 mod signal;
 mod state;
 mod vma;

@@ -6,8 +6,10 @@
 //! Class ids are part of the report contract (docs/report-schema.md).
 
 mod go;
+mod rust;
 
 pub use go::{GoClassification, GoFacts, classify_go, is_go_death};
+pub use rust::{classify_rust, panic_site};
 use tracer_common::evidence_source as source;
 
 use crate::{

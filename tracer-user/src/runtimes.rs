@@ -1,7 +1,7 @@
 //! Which executables get language-runtime probes, and when.
 //!
-//! Go's fatal paths live inside each Go executable, so crashtrace probes
-//! every Go executable it sees run: the command `record` starts (before it
+//! Go's fatal paths and Rust's panic handler live inside each executable,
+//! so crashtrace probes every such executable it sees run: the command `record` starts (before it
 //! starts), every executable a watched process executes (reported by the
 //! kernel once per file), and the executables of processes already running
 //! when crashtrace starts.
@@ -67,17 +67,18 @@ fn probe(tracer: &mut Tracer, path: &Path, pid: Option<u32>) {
         None => path.display().to_string(),
     };
     match tracer.probe_executable(path) {
-        Ok(Some(go)) => {
-            let version = go.version.as_deref().unwrap_or("unknown Go version");
+        Ok(Some(found)) if found.runtime == "go" => {
+            let version = found.version.as_deref().unwrap_or("unknown Go version");
             eprintln!(
                 "crashtrace: probing the Go runtime of {} ({version}, {} probes)",
                 shown(),
-                go.targets.len()
+                found.targets.len()
             );
         }
+        Ok(Some(_)) => {}
         Ok(None) => {}
         Err(e) => eprintln!(
-            "crashtrace: warning: Go crashes of {} lose their evidence: {e}",
+            "crashtrace: warning: runtime crashes (Go, Rust panics) of {} lose their evidence: {e}",
             shown()
         ),
     }

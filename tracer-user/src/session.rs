@@ -175,7 +175,8 @@ impl Session {
                 self.tracer.forget_doomed(death.pid)?;
             }
             let only_handled = death.signals.iter().all(|s| s.handled) && death.exit.is_none();
-            if (survived || only_handled) && !self.include_survived {
+            let caught_panic = death.only_caught_panic() && death.exit.is_some();
+            if (survived || only_handled || caught_panic) && !self.include_survived {
                 continue;
             }
             let report = self.builder.build(&death);

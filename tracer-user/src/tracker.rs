@@ -66,6 +66,23 @@ impl Death {
     }
 }
 
+impl Death {
+    /// A Rust panic that did not end the process: something caught it (a
+    /// thread join, `catch_unwind`), and the process exited on its own
+    /// terms, not with a panic's status 101.
+    pub fn only_caught_panic(&self) -> bool {
+        let panicked = !self.evidence.is_empty()
+            && self
+                .evidence
+                .iter()
+                .all(|e| e.source == tracer_common::evidence_source::RUST_PANIC);
+        let status = self.exit.map(|e| e.status);
+        panicked
+            && self.signals.iter().all(|s| s.handled)
+            && status.is_none_or(|s| s & 0x7f != 0 || (s >> 8) & 0xff != 101)
+    }
+}
+
 struct Pending {
     death: Death,
     since: Instant,

@@ -5,9 +5,9 @@
 //! started, with an error that names the probe and the kernel's reason.
 
 mod btf;
-pub mod go_probes;
 mod libc_probes;
 pub mod offsets;
+pub mod runtime_probes;
 
 use std::collections::BTreeSet;
 
@@ -102,7 +102,7 @@ impl Default for TraceOptions {
 /// Loaded and attached programs. Dropping it detaches everything.
 pub struct Tracer {
     ebpf: Ebpf,
-    go: go_probes::GoProbes,
+    go: runtime_probes::RuntimeProbes,
     /// The Go fatal-path program loaded (false: Go probing is off or failed).
     go_loaded: bool,
     /// Optional probes that could not be attached, one line each.
@@ -134,7 +134,7 @@ impl Tracer {
             })?;
         let mut tracer = Self {
             ebpf,
-            go: go_probes::GoProbes::default(),
+            go: runtime_probes::RuntimeProbes::default(),
             go_loaded: false,
             degraded: Vec::new(),
         };
@@ -274,7 +274,7 @@ impl Tracer {
         }
         let loaded = self
             .ebpf
-            .program_mut("go_fatal")
+            .program_mut("runtime_fatal")
             .ok_or_else(|| "missing from the object".to_string())
             .and_then(|p| {
                 let p: &mut UProbe = p.try_into().map_err(|e| format!("{e}"))?;
@@ -293,18 +293,18 @@ impl Tracer {
     pub fn probe_executable(
         &mut self,
         path: &std::path::Path,
-    ) -> Result<Option<go_probes::GoExecutable>, go_probes::GoProbeError> {
+    ) -> Result<Option<runtime_probes::RuntimeExecutable>, runtime_probes::RuntimeProbeError> {
         if !self.go_loaded {
             return Ok(None);
         }
-        let Some(program) = self.ebpf.program_mut("go_fatal") else {
+        let Some(program) = self.ebpf.program_mut("runtime_fatal") else {
             return Ok(None);
         };
         let Ok(program) = <&mut UProbe>::try_from(program) else {
             return Ok(None);
         };
         let found = self.go.probe(program, path)?;
-        if let Some(go) = &found {
+        if let Some(go) = found.as_ref().filter(|f| f.runtime == "go") {
             let id = tracer_common::FileId {
                 ino: go.ino,
                 dev: user_dev_to_kernel(go.dev),

@@ -10,7 +10,10 @@ use super::{
     time,
 };
 use crate::{
-    classify::{Classification, Facts, GoFacts, classify, classify_go, is_go_death},
+    classify::{
+        Classification, Facts, GoFacts, classify, classify_go, classify_rust, is_go_death,
+        panic_site,
+    },
     events::{SignalRecord, StateRecord, reg},
     locate::Located,
     signals::{code_name, signal_name},
@@ -82,6 +85,7 @@ impl ReportBuilder {
         };
         let last_words = (!death.last_words.is_empty())
             .then(|| String::from_utf8_lossy(&death.last_words).into_owned());
+        let mut rust = false;
         let sent_by_other = cause.is_some_and(|c| c.sender.is_some() && c.code <= 0);
         let (mut classification, goroutine, mut tags) = if go && !sent_by_other {
             let g = classify_go(&GoFacts {
@@ -90,6 +94,9 @@ impl ReportBuilder {
                 signal: cause,
             });
             (g.classification, g.goroutine, g.tags)
+        } else if let Some(c) = classify_rust(&death.evidence, &frames).filter(|_| !sent_by_other) {
+            rust = true;
+            (c, None, Vec::new())
         } else {
             (classify(&facts), None, Vec::new())
         };
@@ -106,7 +113,20 @@ impl ReportBuilder {
         if go && death.state.is_none() {
             tags.push("state-not-captured".into());
         }
-        let site = crash_site(classification.class, &frames);
+        let site = match (rust, classification.class) {
+            (true, "rust-panic") => {
+                panic_site(&frames).or_else(|| crash_site(classification.class, &frames))
+            }
+            // The guard-page handler runs on the signal stack: the code that
+            // overflowed is past the signal frame.
+            (true, "stack-overflow") => frames
+                .iter()
+                .skip_while(|f| f.function.as_deref() != Some("__restore_rt"))
+                .skip(1)
+                .find(|f| f.function.is_some())
+                .or_else(|| crash_site(classification.class, &frames)),
+            _ => crash_site(classification.class, &frames),
+        };
         if let Some(f) = site {
             classification
                 .evidence
@@ -147,7 +167,13 @@ impl ReportBuilder {
                 .and_then(|s| s.exe.as_ref())
                 .map(|p| p.display().to_string()),
             cmdline: state.map(|s| s.cmdline.clone()).unwrap_or_default(),
-            runtime: if go { "go" } else { "native" },
+            runtime: if go {
+                "go"
+            } else if rust {
+                "rust"
+            } else {
+                "native"
+            },
             signal: cause.map(|c| signal_info(&mut self.symbolizer, c, &mut diagnostics)),
             outcome,
             class: classification.class,
@@ -367,6 +393,7 @@ fn summarize(class: &str, cause: Option<&SignalRecord>, site: Option<&Frame>) ->
         "stack-smashing" => "stack buffer overflow caught by the stack protector".to_string(),
         "buffer-overflow" => "buffer overflow caught by _FORTIFY_SOURCE".to_string(),
         "uncaught-exception" => "uncaught C++ exception".to_string(),
+        "rust-panic" => "Rust panic".to_string(),
         "nil-map-write" => "write to a nil map".to_string(),
         "index-out-of-range" => "index or slice bounds out of range".to_string(),
         "closed-channel-operation" => "send on or close of a closed channel".to_string(),

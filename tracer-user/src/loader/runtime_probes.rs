@@ -1,6 +1,7 @@
-//! Putting the Go runtime's fatal-path probes into Go executables.
+//! Putting language runtimes' fatal-path probes into the executables that
+//! carry them: Go's runtime, and Rust's standard library.
 //!
-//! A Go executable carries its own runtime, so each one needs its own
+//! A Go or Rust executable carries its own runtime, so each one needs its own
 //! probes (uprobes attach to a file, and then cover every process that runs
 //! it). The functions probed are the ones only a dying Go process enters:
 //! `runtime.fatalpanic` (an unrecovered panic), `runtime.fatalthrow` (a
@@ -8,6 +9,11 @@
 //! `runtime.throw` and `runtime.fatal`, whose argument is the message;
 //! and `runtime.gwrite`, the runtime's print output, which is kept only
 //! for a process already dying (its panic text and goroutine trace).
+//!
+//! In a Rust executable the probe goes on the panic handler,
+//! `rust_begin_unwind`, which every panic passes, caught or not: the
+//! process is then watched until it either exits (status 101 for a panic
+//! that unwound out of `main`) or is seen to live on.
 //!
 //! Files are probed once, by identity (device and inode), and the number
 //! of probed files is bounded: each probe is a kernel object, and a host
@@ -27,9 +33,9 @@ use aya::programs::{
 use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
 use tracer_common::go_probe;
 
-/// Most Go executables probed at once.
+/// Most executables probed at once.
 pub const MAX_PROBED_FILES: usize = 512;
-/// Larger files are not inspected (a Go binary of 1 GiB is not a service).
+/// Larger files are not inspected.
 const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// The runtime functions probed, with the cookie that names each.
@@ -42,8 +48,12 @@ pub const TARGETS: &[(&str, u64)] = &[
     ("runtime.startpanic_m", go_probe::STARTPANIC),
 ];
 
+/// Rust's panic handler: `rust_begin_unwind`, a plain or a v0-mangled
+/// name (`_RNv...7___rustc17rust_begin_unwind`).
+const RUST_PANIC_HANDLER: &str = "rust_begin_unwind";
+
 #[derive(Debug, thiserror::Error)]
-pub enum GoProbeError {
+pub enum RuntimeProbeError {
     #[error("cannot open {}: {source}", path.display())]
     Open {
         path: PathBuf,
@@ -59,7 +69,7 @@ pub enum GoProbeError {
         function: &'static str,
         reason: String,
     },
-    #[error("{MAX_PROBED_FILES} Go executables are probed already; {} is not", path.display())]
+    #[error("{MAX_PROBED_FILES} executables are probed already; {} is not", path.display())]
     TooMany { path: PathBuf },
 }
 
@@ -74,7 +84,9 @@ pub struct Target {
 
 /// What was found in one executable.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GoExecutable {
+pub struct RuntimeExecutable {
+    /// `"go"` or `"rust"`.
+    pub runtime: &'static str,
     /// From the Go build information, when present (`go1.19.8`).
     pub version: Option<String>,
     /// The file's device (userspace encoding) and inode.
@@ -83,23 +95,23 @@ pub struct GoExecutable {
     pub targets: Vec<Target>,
 }
 
-/// The probed Go executables and their probe links.
+/// The probed executables and their probe links.
 #[derive(Default)]
-pub struct GoProbes {
+pub struct RuntimeProbes {
     /// By (device, inode): `None` for files that are not Go.
     files: HashMap<(u64, u64), Option<Vec<UProbeLinkId>>>,
     probed: usize,
 }
 
-impl GoProbes {
+impl RuntimeProbes {
     /// Probes `path` if it is a Go executable not probed yet. Returns the
     /// executable found (None when not Go, or seen before).
     pub fn probe(
         &mut self,
         program: &mut UProbe,
         path: &Path,
-    ) -> Result<Option<GoExecutable>, GoProbeError> {
-        let open = |source| GoProbeError::Open {
+    ) -> Result<Option<RuntimeExecutable>, RuntimeProbeError> {
+        let open = |source| RuntimeProbeError::Open {
             path: path.to_path_buf(),
             source,
         };
@@ -119,7 +131,7 @@ impl GoProbes {
         };
         (found.dev, found.ino) = key;
         if self.probed >= MAX_PROBED_FILES {
-            return Err(GoProbeError::TooMany {
+            return Err(RuntimeProbeError::TooMany {
                 path: path.to_path_buf(),
             });
         }
@@ -138,7 +150,7 @@ impl GoProbes {
                     for link in links {
                         let _ = program.detach(link);
                     }
-                    return Err(GoProbeError::Attach {
+                    return Err(RuntimeProbeError::Attach {
                         path: path.to_path_buf(),
                         function: target.function,
                         reason: error_chain(&e),
@@ -170,8 +182,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Reads an executable and, when it is Go, finds the probe targets.
-pub fn inspect(file: &File, path: &Path) -> Result<Option<GoExecutable>, GoProbeError> {
-    let elf_error = |reason: String| GoProbeError::Elf {
+pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, RuntimeProbeError> {
+    let elf_error = |reason: String| RuntimeProbeError::Elf {
         path: path.to_path_buf(),
         reason,
     };
@@ -182,7 +194,19 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<GoExecutable>, GoProbe
         return Ok(None);
     };
     if !is_go(&elf) {
-        return Ok(None);
+        return Ok(rust_panic_handler(&elf)
+            .and_then(|a| file_offset_of(&elf, a))
+            .map(|file_offset| RuntimeExecutable {
+                runtime: "rust",
+                version: None,
+                dev: 0,
+                ino: 0,
+                targets: vec![Target {
+                    function: RUST_PANIC_HANDLER,
+                    cookie: go_probe::RUST_PANIC,
+                    file_offset,
+                }],
+            }));
     }
     let mut targets = Vec::new();
     for &(function, cookie) in TARGETS {
@@ -199,11 +223,12 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<GoExecutable>, GoProbe
         .iter()
         .any(|t| t.cookie == go_probe::FATALPANIC || t.cookie == go_probe::FATALTHROW)
     {
-        return Err(GoProbeError::NoFatalPath {
+        return Err(RuntimeProbeError::NoFatalPath {
             path: path.to_path_buf(),
         });
     }
-    Ok(Some(GoExecutable {
+    Ok(Some(RuntimeExecutable {
+        runtime: "go",
         version: build_version(&elf),
         dev: 0,
         ino: 0,
@@ -217,6 +242,17 @@ fn is_go(elf: &object::File) -> bool {
     [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
         .iter()
         .any(|name| elf.section_by_name(name).is_some())
+}
+
+/// The address of Rust's panic handler, from the symbol table.
+fn rust_panic_handler(elf: &object::File) -> Option<u64> {
+    elf.symbols()
+        .find(|s| {
+            s.address() != 0
+                && s.name()
+                    .is_ok_and(|n| n == RUST_PANIC_HANDLER || n.ends_with("17rust_begin_unwind"))
+        })
+        .map(|s| s.address())
 }
 
 /// A function's address from the symbol table.
@@ -267,9 +303,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_c_program_is_not_go() {
+    fn this_rust_test_binary_has_a_panic_handler() {
         let exe = std::env::current_exe().unwrap();
         let file = File::open(&exe).unwrap();
-        assert_eq!(inspect(&file, &exe).unwrap(), None);
+        let found = inspect(&file, &exe).unwrap().expect("a Rust executable");
+        assert_eq!(found.runtime, "rust");
+        assert_eq!(found.targets[0].cookie, go_probe::RUST_PANIC);
+    }
+
+    #[test]
+    fn a_c_program_has_no_runtime_probes() {
+        let file = File::open("/bin/true").unwrap();
+        assert_eq!(inspect(&file, Path::new("/bin/true")).unwrap(), None);
     }
 }

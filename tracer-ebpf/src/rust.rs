@@ -1,0 +1,66 @@
+//! Rust panics, seen in the standard library's panic handler.
+//!
+//! Every Rust panic passes `rust_begin_unwind(info: &PanicInfo)`, whether
+//! something catches it later or it ends the process (status 101 when it
+//! unwinds out of `main`, SIGABRT with `panic=abort`). The probe captures
+//! the panicking thread's stack there, while it is intact, and marks the
+//! process dying; userspace forgets a process that lives on. At most one
+//! capture per process is in flight, so a server that catches panics in a
+//! loop pays for one until userspace has looked at it.
+//!
+//! The location is read from `PanicInfo`, whose layout Rust does not
+//! promise: userspace trusts it only when it matches the frames.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, generated::bpf_probe_read_user},
+    programs::ProbeContext,
+};
+use tracer_common::evidence_source;
+
+use crate::{CONFIG, DOOMED, golang, libc, watched};
+
+#[inline(always)]
+fn read_user<T: Copy + Default>(addr: u64) -> T {
+    let mut out = T::default();
+    let rc = unsafe {
+        bpf_probe_read_user(
+            (&raw mut out).cast(),
+            core::mem::size_of::<T>() as u32,
+            addr as *const c_void,
+        )
+    };
+    if rc == 0 { out } else { T::default() }
+}
+
+pub fn on_panic(ctx: &ProbeContext) -> Option<()> {
+    let cfg = CONFIG.get(0)?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let task = unsafe { bpf_get_current_task() };
+    if !watched(cfg, task, tgid) || unsafe { DOOMED.get(tgid) }.is_some() {
+        return None;
+    }
+    if let Some(e) = libc::start(evidence_source::RUST_PANIC) {
+        // PanicInfo { message: &Arguments, location: &Location, .. };
+        // Location { file: &str, line: u32, col: u32 }.
+        let info = unsafe { (*ctx.regs).rdi };
+        let location: u64 = read_user(info + 8);
+        if location != 0 {
+            let file: u64 = read_user(location);
+            let len: u64 = read_user(location + 8);
+            golang::copy_go_string(e.0, 1, file, len);
+            unsafe { (*e.0).line = read_user(location + 16) };
+        }
+        libc::finish(e);
+    }
+    golang::doom_and_capture(
+        ctx.as_ptr(),
+        cfg.snapshot_bytes,
+        task,
+        tgid,
+        pid_tgid as u32,
+    )
+}
