@@ -2,14 +2,16 @@
 //! followed any further, and why.
 //!
 //! Each frame's code address is looked up in the CFI of the file mapped
-//! there (see [`Lookup`]); code without CFI falls back to the frame-pointer
-//! rule. The loop is deliberately distrustful: the stack pointer must move
+//! there, or for Go code in the Go runtime's pcsp table (see [`Lookup`]);
+//! code without either falls back to the frame-pointer rule. The loop is deliberately distrustful: the stack pointer must move
 //! up with every ordinary frame, a frame seen twice ends the walk, and the
 //! walk is capped, so a corrupt or hostile stack cannot make it loop.
 //! Whether it ended naturally (the outermost frame says so) or was cut short
 //! is recorded, with the reason, in the result.
 
 use std::collections::HashSet;
+
+use crate::golang;
 
 use super::{
     RawFrame, Unwound,
@@ -25,6 +27,8 @@ pub const MAX_FRAMES: usize = 256;
 #[derive(Debug)]
 pub enum Lookup {
     Row(Row),
+    /// Go code: the pcsp rule of the function there.
+    Go(golang::UnwindRow),
     /// The address is code, but no CFI describes it; why.
     NoCfi(String),
     /// No captured mapping holds the address; `list_full` when the kernel
@@ -90,6 +94,11 @@ pub fn walk(
                     .map(|caller| (caller, row.signal))
                     .map_err(|e| format!("cannot unwind {pc:#x}: {e}"))
             }
+            // After runtime.sigpanic the caller is at the faulting
+            // instruction itself, as after a signal frame.
+            Lookup::Go(row) => {
+                go_step(&row, &regs, stack).map_err(|e| format!("cannot unwind {pc:#x}: {e}"))
+            }
             Lookup::NoCfi(reason) => match fp_step(&regs, stack) {
                 Ok(caller) => Ok((caller, false)),
                 // A zero rbp ends the frame-pointer chain, except at the
@@ -153,6 +162,25 @@ pub fn walk(
     }
 }
 
+/// One Go frame up: the return address is `sp + delta`. Go keeps no
+/// registers across calls but its frame pointer, so the caller's other
+/// registers are unknown.
+fn go_step(
+    row: &golang::UnwindRow,
+    regs: &Regs,
+    stack: &Stack<'_>,
+) -> Result<(Caller, bool), golang::StepError> {
+    let sp = regs.get(dwarf::RSP).unwrap_or(u64::MAX);
+    let Some(caller) = golang::step(row, sp, &mut |addr| stack.read_u64(addr))? else {
+        return Ok((Caller::None, false));
+    };
+    let mut next = Regs::default();
+    next.set(dwarf::RSP, Some(caller.sp));
+    next.set(dwarf::RA, Some(caller.pc));
+    next.set(dwarf::RBP, caller.bp.or_else(|| regs.get(dwarf::RBP)));
+    Ok((Caller::Frame(next), caller.exact))
+}
+
 fn fp_step(regs: &Regs, stack: &Stack<'_>) -> Result<Caller, FpError> {
     let bp = regs.get(dwarf::RBP).ok_or(FpError::Unknown)?;
     let sp = regs.get(dwarf::RSP).unwrap_or(u64::MAX);
@@ -174,7 +202,10 @@ fn fp_step(regs: &Regs, stack: &Stack<'_>) -> Result<Caller, FpError> {
 fn bad_call(regs: &Regs, stack: &Stack<'_>, find: &mut dyn FnMut(u64) -> Lookup) -> Option<Caller> {
     let sp = regs.get(dwarf::RSP)?;
     let ra = stack.read_u64(sp)?;
-    if !matches!(find(ra.checked_sub(1)?), Lookup::Row(_) | Lookup::NoCfi(_)) {
+    if !matches!(
+        find(ra.checked_sub(1)?),
+        Lookup::Row(_) | Lookup::Go(_) | Lookup::NoCfi(_)
+    ) {
         return None;
     }
     let mut next = *regs;
