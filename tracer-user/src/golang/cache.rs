@@ -91,7 +91,42 @@ impl Cache {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn files(&self) -> usize {
         self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golang::tests::GoProgram;
+
+    const SOURCE: &str = "package main\n\nfunc main() {}\n";
+
+    #[test]
+    fn keeps_files_by_identity_within_bounds() {
+        let program = GoProgram::new("cache", SOURCE);
+        let exe = program.build("exe", &["-ldflags=-s -w"]);
+        let copy = program.dir.join("copy");
+        std::fs::copy(&exe, &copy).unwrap();
+        let junk = program.dir.join("junk");
+        std::fs::write(&junk, b"not elf").unwrap();
+        let me = std::env::current_exe().unwrap();
+
+        let mut cache = Cache::new(3, u64::MAX);
+        let first = cache.get(&exe).unwrap().expect("go");
+        let again = cache.get(&exe).unwrap().expect("go");
+        assert!(Arc::ptr_eq(&first, &again), "read once");
+        assert_eq!(cache.files(), 1);
+        assert!(cache.get(&me).unwrap().is_none(), "not go");
+        assert!(cache.get(&junk).is_err() && cache.get(&junk).is_err());
+        assert_eq!(cache.files(), 3, "answers and failures are kept");
+        assert!(cache.get(&copy).unwrap().is_some());
+        assert_eq!(cache.files(), 3, "bounded in files");
+
+        let mut small = Cache::new(8, 1);
+        assert!(small.get(&exe).unwrap().is_some() && small.get(&copy).unwrap().is_some());
+        assert_eq!(small.files(), 1, "bounded in bytes, newest kept");
+        assert!(cache.get(&program.dir).is_err(), "directories are refused");
     }
 }

@@ -325,7 +325,11 @@ impl Pclntab {
                 let size = usize::from(self.ptr_size);
                 // Pointers are aligned in memory, not within the table.
                 let addr = self.vaddr.checked_add(start as u64)?;
-                let pad = (size == 8 && addr % 8 != 0).then_some(4).unwrap_or(0);
+                let pad = if size == 8 && !addr.is_multiple_of(8) {
+                    4
+                } else {
+                    0
+                };
                 let at = start + pad + usize::from(index) * size;
                 word_at(tab, at, self.ptr_size).filter(|&p| p != 0)
             }

@@ -347,7 +347,7 @@ fn sp_delta_is_zero_at_entry_and_the_frame_size_inside() {
     let end = go.function(main).unwrap().end;
     let deltas: Vec<u64> = (main..end).filter_map(|pc| go.sp_delta(pc)).collect();
     let frame = *deltas.iter().max().unwrap();
-    assert!(frame >= 16 && frame % 8 == 0, "{frame}");
+    assert!(frame >= 16 && frame.is_multiple_of(8), "{frame}");
     assert!(
         go.unwind_row(main)
             .is_some_and(|r| r.kind == FrameKind::Normal)

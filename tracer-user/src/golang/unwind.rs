@@ -16,21 +16,32 @@
 //! walk stops there and says so rather than guess. `runtime.sigpanic` is
 //! "called" by the signal handler from the faulting instruction, so its
 //! return address is that instruction itself, not a call's successor.
+//! `runtime.sigtramp` is entered by the kernel, with the signal frame (a
+//! return address to the restorer, then the `ucontext`) at its stack
+//! pointer; its caller is the interrupted context saved there, which is how
+//! a report on a Go program dying in its signal handler (`GOTRACEBACK=crash`
+//! raises SIGABRT from there) reaches the code the signal interrupted.
 
 use super::GoBinary;
 
 /// Functions that are the outermost frame of a goroutine or thread.
 const OUTERMOST: [&str; 3] = ["runtime.goexit", "runtime.mstart", "runtime.rt0_go"];
 /// Functions whose caller is on another stack.
-const SWITCHES_STACK: [&str; 7] = [
+const SWITCHES_STACK: [&str; 5] = [
     "runtime.systemstack",
     "runtime.mcall",
     "runtime.morestack",
     "runtime.asmcgocall",
     "runtime.cgocallback",
-    "runtime.sigtramp",
-    "runtime.cgoSigtramp",
 ];
+/// Signal handler entry points: the kernel's signal frame is above them.
+const SIGNAL_TRAMPOLINES: [&str; 2] = ["runtime.sigtramp", "runtime.cgoSigtramp"];
+/// Offset of `uc_mcontext` in the x86-64 `ucontext` (after `uc_flags`,
+/// `uc_link` and `uc_stack`), and of rbp, rsp and rip in it.
+const UC_MCONTEXT: u64 = 40;
+const MC_RBP: u64 = 80;
+const MC_RSP: u64 = 120;
+const MC_RIP: u64 = 128;
 
 /// How a Go function behaves for unwinding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +53,8 @@ pub enum FrameKind {
     SwitchesStack,
     /// `runtime.sigpanic`: its return address is the faulting instruction.
     SigPanic,
+    /// A signal handler's entry: the caller is the interrupted context.
+    SignalTrampoline,
 }
 
 /// What the pclntab says about unwinding at one pc.
@@ -81,6 +94,8 @@ fn classify(name: &str) -> FrameKind {
         FrameKind::Outermost
     } else if SWITCHES_STACK.contains(&name) {
         FrameKind::SwitchesStack
+    } else if SIGNAL_TRAMPOLINES.contains(&name) {
+        FrameKind::SignalTrampoline
     } else if name == "runtime.sigpanic" {
         FrameKind::SigPanic
     } else {
@@ -124,19 +139,35 @@ pub fn step(
                 function: function(),
             });
         }
-        FrameKind::Normal | FrameKind::SigPanic => {}
+        FrameKind::Normal | FrameKind::SigPanic | FrameKind::SignalTrampoline => {}
     }
     let overflow = || StepError::Overflow {
         function: function(),
     };
     let ra_at = sp.checked_add(row.sp_delta).ok_or_else(overflow)?;
-    let pc = read(ra_at).ok_or_else(|| StepError::Memory {
-        function: function(),
-        addr: ra_at,
-    })?;
+    let mut load = |addr: u64| {
+        read(addr).ok_or_else(|| StepError::Memory {
+            function: function(),
+            addr,
+        })
+    };
+    if row.kind == FrameKind::SignalTrampoline {
+        // The "return address" is the restorer; the ucontext follows it.
+        let mcontext = ra_at
+            .checked_add(8 + UC_MCONTEXT)
+            .filter(|m| m.checked_add(MC_RIP).is_some())
+            .ok_or_else(overflow)?;
+        return Ok(Some(GoCaller {
+            pc: load(mcontext + MC_RIP)?,
+            sp: load(mcontext + MC_RSP)?,
+            bp: Some(load(mcontext + MC_RBP)?),
+            exact: true,
+        }));
+    }
+    let pc = load(ra_at)?;
     // With a frame, the caller's BP is saved just below the return address.
     let bp = if row.sp_delta >= 8 {
-        read(ra_at - 8)
+        load(ra_at - 8).ok()
     } else {
         None
     };
@@ -200,6 +231,25 @@ mod tests {
             step(&row(u64::MAX, FrameKind::Normal), 8, &mut |_| None),
             Err(StepError::Overflow { .. })
         ));
+        // A signal frame: restorer at sp + delta, then the ucontext.
+        let uc = 0x2008;
+        let mut read = |addr: u64| match addr - uc - UC_MCONTEXT {
+            MC_RIP => Some(0x45_0000),
+            MC_RSP => Some(0xc000_1000),
+            MC_RBP => Some(0xc000_1040),
+            _ => None,
+        };
+        let caller = step(&row(0x0, FrameKind::SignalTrampoline), 0x2000, &mut read).unwrap();
+        assert_eq!(
+            caller,
+            Some(GoCaller {
+                pc: 0x45_0000,
+                sp: 0xc000_1000,
+                bp: Some(0xc000_1040),
+                exact: true
+            })
+        );
+        assert_eq!(classify("runtime.sigtramp"), FrameKind::SignalTrampoline);
         assert_eq!(classify("_rt0_amd64_linux"), FrameKind::Outermost);
         assert_eq!(classify("main.main"), FrameKind::Normal);
     }
