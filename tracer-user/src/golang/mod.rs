@@ -97,6 +97,44 @@ impl GoBinary {
         }))
     }
 
+    /// Tables from a bare pclntab at address `vaddr`, with no ELF file
+    /// around it (no buildinfo, no inline trees): lets the table reader be
+    /// fuzzed without an ELF wrapper.
+    #[doc(hidden)]
+    pub fn from_pclntab(bytes: Vec<u8>, vaddr: u64) -> Result<Self, GoError> {
+        let len = bytes.len() as u64;
+        let memory = Memory {
+            loads: vec![image::Load {
+                vaddr,
+                offset: 0,
+                filesz: len,
+                executable: false,
+                writable: false,
+            }],
+            copies: vec![image::Copied {
+                vaddr,
+                writable: false,
+                data: bytes,
+            }],
+        };
+        let table = match pclntab::locate(&memory, Some((vaddr, len))) {
+            Some(table) => table?,
+            None => return Err(GoError::Pclntab("no pclntab found")),
+        };
+        Ok(Self {
+            build: None,
+            memory,
+            table,
+            gofunc: None,
+        })
+    }
+
+    /// Entry of the first function and end of the last, as the function
+    /// table says.
+    pub fn text_range(&self) -> Option<(u64, u64)> {
+        self.table.text_range(self.tab())
+    }
+
     /// The Go version (`go1.19.8`), when the buildinfo says.
     pub fn go_version(&self) -> Option<&str> {
         self.build.as_ref().map(|b| b.go_version.as_str())
