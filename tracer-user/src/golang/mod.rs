@@ -11,7 +11,7 @@
 //!
 //! * the loader can place uprobes on runtime functions (`runtime.fatalpanic`,
 //!   `runtime.fatalthrow`, ...) in stripped binaries: [`go_info`], then
-//!   [`symbol_file_offset`];
+//!   [`symbol_file_offset`] or [`symbol_file_offsets`];
 //! * the symbolizer names Go frames with Go's own answer, inlined calls
 //!   included ([`GoBinary::frames`]);
 //! * the unwinder steps Go frames exactly, even at a function's first
@@ -31,6 +31,8 @@ mod image;
 mod pclntab;
 mod pcvalue;
 mod symtab;
+#[cfg(test)]
+mod synthetic_tests;
 #[cfg(test)]
 mod tests;
 mod unwind;
@@ -158,6 +160,28 @@ impl GoBinary {
         self.table.lookup_name(self.tab(), name).map(|f| f.entry)
     }
 
+    /// Entry addresses of the functions named `names`, in one pass.
+    pub fn entries_of(&self, names: &[&str]) -> Vec<Option<u64>> {
+        let (table, tab) = (&self.table, self.tab());
+        let mut found = vec![None; names.len()];
+        let mut left = names.len();
+        for func in (0..table.nfunc).filter_map(|i| table.func(tab, i)) {
+            if left == 0 {
+                break;
+            }
+            let Some(name) = table.name(tab, &func) else {
+                continue;
+            };
+            for (slot, wanted) in found.iter_mut().zip(names) {
+                if slot.is_none() && *wanted == name {
+                    *slot = Some(func.entry);
+                    left -= 1;
+                }
+            }
+        }
+        found
+    }
+
     /// File offset of ELF virtual address `vaddr`, through its `PT_LOAD`
     /// segment.
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
@@ -236,4 +260,14 @@ fn check(path: &Path, meta: &std::fs::Metadata) -> Result<(), GoError> {
 /// the compiler inlined every call to it.
 pub fn symbol_file_offset(binary: &GoBinary, name: &str) -> Option<u64> {
     binary.file_offset(binary.entry_of(name)?)
+}
+
+/// [`symbol_file_offset`] for several names in one pass over the function
+/// table: `result[i]` is the offset of `names[i]`.
+pub fn symbol_file_offsets(binary: &GoBinary, names: &[&str]) -> Vec<Option<u64>> {
+    binary
+        .entries_of(names)
+        .into_iter()
+        .map(|entry| binary.file_offset(entry?))
+        .collect()
 }

@@ -5,7 +5,7 @@
 //!
 //! | magic        | Go        | function entries              | `_func` size |
 //! |--------------|-----------|-------------------------------|-------------:|
-//! | `0xfffffffa` | 1.16-1.17 | absolute pointers             | 40 + ptrsize |
+//! | `0xfffffffa` | 1.16-1.17 | absolute pointers             | 36 + ptrsize |
 //! | `0xfffffff0` | 1.18-1.19 | 32-bit offsets from textStart | 40           |
 //! | `0xfffffff1` | 1.20-     | as 1.18, plus `startLine`     | 44           |
 //!
@@ -172,7 +172,7 @@ impl Pclntab {
 
     fn record_size(&self) -> usize {
         match self.layout {
-            Layout::Go116 => 40 + usize::from(self.ptr_size),
+            Layout::Go116 => 36 + usize::from(self.ptr_size),
             Layout::Go118 => 40,
             Layout::Go120 => 44,
         }

@@ -258,6 +258,11 @@ fn finds_functions_by_name_without_symbols() {
         );
     }
     assert_eq!(stripped.entry_of("main.nonexistent"), None);
+    let names = ["runtime.fatalpanic", "main.nonexistent", "main.main"];
+    assert_eq!(
+        symbol_file_offsets(&stripped, &names),
+        names.map(|n| symbol_file_offset(&stripped, n))
+    );
     // PIE: addresses differ, code does not.
     let pie = load(&b.pie);
     let pie_bytes = std::fs::read(&b.pie).unwrap();
