@@ -13,7 +13,7 @@ const TREE: u64 = 0x60_0000;
 const TEXT: u64 = 0x40_1000;
 
 fn align8(t: &mut Vec<u8>) {
-    while t.len() % 8 != 0 {
+    while !t.len().is_multiple_of(8) {
         t.push(0);
     }
 }
