@@ -262,11 +262,7 @@ impl Pclntab {
     }
 
     pub fn name<'t>(&self, tab: &'t [u8], func: &Func) -> Option<&'t str> {
-        c_str(
-            tab,
-            self.funcname
-                .checked_add(usize::try_from(func.name_off).ok()?)?,
-        )
+        self.name_at(tab, func.name_off)
     }
 
     /// Value of the pc-value table at `off` (an offset into the pc table) at
