@@ -7,7 +7,9 @@
 //!   code addresses are the same), and name inlined calls.
 //! * `crashtrace record` of a stripped Go program that kills itself from a
 //!   known chain of calls must unwind the whole goroutine stack, with Go's
-//!   stack tables, down to `runtime.goexit`. This needs BPF (root).
+//!   stack tables, down to `runtime.goexit`; killed in C code called
+//!   through cgo, the C frames come from CFI and DWARF, and the walk stops
+//!   at the cgo boundary saying why. These need BPF (root).
 
 use std::io::Write;
 use std::path::Path;
@@ -192,4 +194,51 @@ fn stripped_pie_go_stack_is_unwound_to_goexit() {
         return;
     }
     record_self_kill(GoBuild::StrippedPie);
+}
+
+#[test]
+fn cgo_stack_names_c_frames_and_stops_at_the_cgo_boundary() {
+    if !require_bpf() {
+        return;
+    }
+    let harness = harness();
+    for build in [GoBuild::Normal, GoBuild::Stripped] {
+        let program = go_programs::build(harness.root(), "cgo_kill", build);
+        let recording = harness.record(&program, &[]);
+        let report = recording.only_crash();
+        assert_eq!(str_at(report, "/class"), "killed-by-signal");
+        let frames = describe_frames(report);
+        // The cgo wrapper is exported, so even -s keeps its name.
+        let (wrapper, _) = crashtrace_tests::report::frames(report)
+            .iter()
+            .enumerate()
+            .find(|(_, f)| field(f, "function").is_some_and(|n| n.contains("_Cfunc_c_entry")))
+            .unwrap_or_else(|| panic!("no cgo wrapper frame in\n{frames}"));
+        let (boundary, _) = expect_frame(report, "runtime.asmcgocall");
+        assert_eq!(boundary, wrapper + 1, "{frames}");
+        assert_eq!(
+            boundary + 1,
+            crashtrace_tests::frames(report).len(),
+            "{frames}"
+        );
+        let error = str_at(report, "/unwind_error");
+        assert!(
+            error.contains("runtime.asmcgocall switches stacks"),
+            "{error}"
+        );
+        if build == GoBuild::Normal {
+            let (die, frame) = expect_frame(report, "c_die");
+            let (entry, _) = expect_frame(report, "c_entry");
+            assert!(die < entry && entry < wrapper, "{frames}");
+            assert_eq!(
+                frame["line"].as_u64(),
+                Some(line_of("cgo_kill", "CRASH-LINE")),
+                "{frames}"
+            );
+        } else {
+            // The static C functions have no name left, but their frames
+            // are there, in the program.
+            assert!(wrapper >= 3, "{frames}");
+        }
+    }
 }
