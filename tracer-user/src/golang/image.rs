@@ -97,6 +97,9 @@ impl Image {
     /// headers show it is not a Go executable (then nothing is copied). A
     /// file without section headers is read and searched.
     pub fn parse<'d, R: ReadRef<'d>>(data: R) -> Result<Option<Self>, GoError> {
+        let total = data
+            .len()
+            .map_err(|()| GoError::Elf("cannot tell the file's size".into()))?;
         let file = object::File::parse(data).map_err(|e| GoError::Elf(e.to_string()))?;
         if file.format() != object::BinaryFormat::Elf {
             return Err(GoError::Elf("not an elf file".into()));
@@ -135,6 +138,14 @@ impl Image {
                 .is_some_and(|(addr, _)| addr >= load.vaddr && addr - load.vaddr < load.filesz);
             if filesz == 0 || (load.executable && !holds_pclntab) {
                 continue;
+            }
+            // A segment past the end of the file is refused before any
+            // buffer of its claimed size is allocated.
+            if offset.checked_add(filesz).is_none_or(|end| end > total) {
+                return Err(GoError::Elf(format!(
+                    "segment at {:#x} extends past the end of the file",
+                    load.vaddr
+                )));
             }
             if filesz > budget {
                 return Err(GoError::Elf(format!(
