@@ -8,10 +8,10 @@
 //! of the file mapped at each code address (see `cfi` and `step`), falling
 //! back to the frame-pointer rule only for code that has none. Go code,
 //! which has no CFI, is stepped with the Go runtime's own pcsp table (see
-//! `crate::golang`). Memory is
-//! read only from the snapshot, and every way a walk can stop early is
-//! reported with its reason (see `walk`). The kernel's own frame-pointer
-//! walk is the fallback when no registers or stack were captured.
+//! `crate::golang`). Memory is read only from the snapshot, and every way
+//! a walk can stop early is reported with its reason (see `walk`). The
+//! kernel's own frame-pointer walk is the fallback when no registers or
+//! stack were captured.
 
 mod cache;
 mod cfi;
