@@ -3,8 +3,8 @@
 # (a system binary, and test programs built here with and without debug
 # info, compressed debug sections, stripped with a debug link, with
 # MiniDebugInfo, with mangled names, as a shared library and as an object),
-# a captured abort() state for unwind (needs gdb), and one record of each
-# kind for decode.
+# a captured abort() state for unwind (needs gdb), one record of each
+# kind for decode, and a stripped Go program and its pclntab for go_tables.
 # Usage: fuzz/seed.sh   (CC overrides cc)
 set -eu
 
@@ -76,6 +76,22 @@ C
     fi
 else
     echo "seed.sh: no C compiler ($cc); only system binaries seeded" >&2
+fi
+
+# go_tables: a stripped Go program and its bare pclntab (needs Go 1.19 as
+# the test setup installs it).
+go=/usr/lib/go-1.19/bin/go
+if [ -x "$go" ]; then
+    gt="$here/corpus/go_tables"
+    mkdir -p "$gt"
+    (cd "$programs/go/symbols" &&
+        GOCACHE="$work/gocache" GOPATH="$work/gopath" GOFLAGS= \
+            "$go" build -ldflags="-s -w" -o "$gt/symbols_stripped" .) &&
+        if command -v objcopy >/dev/null 2>&1; then
+            objcopy -O binary --only-section=.gopclntab "$gt/symbols_stripped" "$gt/pclntab"
+        fi
+else
+    echo "seed.sh: no $go; go_tables not seeded" >&2
 fi
 
 # decode: each record kind's word, zero-filled; the target pads them.

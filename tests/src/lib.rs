@@ -15,7 +15,7 @@
 pub mod checks;
 pub mod expect;
 pub mod gdb;
-pub mod goprograms;
+pub mod go_programs;
 pub mod programs;
 pub mod record;
 pub mod report;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crashtrace_tests::goprograms::{build_go, go_source};
+use crashtrace_tests::go_programs::{GoBuild, build, source_dir};
 use crashtrace_tests::report::{check_shape, describe_frames, find_frame};
 use crashtrace_tests::{Harness, crashtrace_bin, require_bpf};
 use serde_json::Value;
@@ -18,12 +18,18 @@ fn harness() -> Harness {
 }
 
 fn crashy(stripped: bool) -> PathBuf {
-    build_go(harness().root(), "crashy", stripped)
+    let mode = if stripped {
+        GoBuild::Stripped
+    } else {
+        GoBuild::Normal
+    };
+    build(harness().root(), "crashy", mode)
 }
 
 /// The line marked CRASH-LINE nearest after `func name(` in a Go program.
 fn go_crash_line(program: &str, function: &str) -> u64 {
-    let text = std::fs::read_to_string(go_source(program)).expect("reading the Go source");
+    let text = std::fs::read_to_string(source_dir(program).join("main.go"))
+        .expect("reading the Go source");
     let start = text
         .find(&format!("func {function}("))
         .unwrap_or_else(|| panic!("no func {function} in {program}"));
@@ -192,7 +198,7 @@ fn cgo_double_free() {
     if !require_bpf() {
         return;
     }
-    let program = build_go(harness().root(), "cgocrash", false);
+    let program = build(harness().root(), "cgocrash", GoBuild::Normal);
     let recording = harness().record(&program, &["double-free"]);
     let context = recording.context();
     let report = recording.only_crash();

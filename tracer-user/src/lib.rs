@@ -10,6 +10,7 @@ pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod events;
+pub mod golang;
 pub mod loader;
 pub mod locate;
 pub mod report;

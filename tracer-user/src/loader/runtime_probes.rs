@@ -30,7 +30,7 @@ use aya::programs::{
     UProbe,
     uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
 };
-use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
+use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
 use tracer_common::go_probe;
 
 /// Most executables probed at once.
@@ -190,10 +190,11 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
     // SAFETY: read-only private mapping; a file truncated under us can
     // fault, which is why only regular files below the size limit get here.
     let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| elf_error(e.to_string()))?;
-    let Ok(elf) = object::File::parse(&*map) else {
-        return Ok(None);
-    };
-    if !is_go(&elf) {
+    let go = crate::golang::GoBinary::parse(&*map).map_err(|e| elf_error(e.to_string()))?;
+    let Some(go) = go else {
+        let Ok(elf) = object::File::parse(&*map) else {
+            return Ok(None);
+        };
         return Ok(rust_panic_handler(&elf)
             .and_then(|a| file_offset_of(&elf, a))
             .map(|file_offset| RuntimeExecutable {
@@ -207,18 +208,20 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
                     file_offset,
                 }],
             }));
-    }
-    let mut targets = Vec::new();
-    for &(function, cookie) in TARGETS {
-        let vaddr = symbol_address(&elf, function);
-        if let Some(file_offset) = vaddr.and_then(|a| file_offset_of(&elf, a)) {
-            targets.push(Target {
+    };
+    // pclntab names every function, with or without a symbol table.
+    let names: Vec<&str> = TARGETS.iter().map(|&(name, _)| name).collect();
+    let targets: Vec<Target> = TARGETS
+        .iter()
+        .zip(go.entries_of(&names))
+        .filter_map(|(&(function, cookie), entry)| {
+            Some(Target {
                 function,
                 cookie,
-                file_offset,
-            });
-        }
-    }
+                file_offset: go.file_offset(entry?)?,
+            })
+        })
+        .collect();
     if !targets
         .iter()
         .any(|t| t.cookie == go_probe::FATALPANIC || t.cookie == go_probe::FATALTHROW)
@@ -229,19 +232,11 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
     }
     Ok(Some(RuntimeExecutable {
         runtime: "go",
-        version: build_version(&elf),
+        version: go.go_version().map(str::to_string),
         dev: 0,
         ino: 0,
         targets,
     }))
-}
-
-/// Go's linker leaves these sections in every executable it writes, even
-/// with `-s -w`.
-fn is_go(elf: &object::File) -> bool {
-    [".go.buildinfo", ".gopclntab", ".note.go.buildid"]
-        .iter()
-        .any(|name| elf.section_by_name(name).is_some())
 }
 
 /// The address of Rust's panic handler, from the symbol table.
@@ -253,39 +248,6 @@ fn rust_panic_handler(elf: &object::File) -> Option<u64> {
                     .is_ok_and(|n| n == RUST_PANIC_HANDLER || n.ends_with("17rust_begin_unwind"))
         })
         .map(|s| s.address())
-}
-
-/// A function's address from the symbol table.
-fn symbol_address(elf: &object::File, name: &str) -> Option<u64> {
-    elf.symbols()
-        .find(|s| s.name() == Ok(name) && s.address() != 0)
-        .map(|s| s.address())
-}
-
-/// The Go version from the build information (Go 1.18+ layout, where the
-/// strings follow the header inline).
-fn build_version(elf: &object::File) -> Option<String> {
-    const MAGIC: &[u8] = b"\xff Go buildinf:";
-    let data = elf.section_by_name(".go.buildinfo")?.data().ok()?;
-    if !data.starts_with(MAGIC) || data.len() < 33 || data[15] & 2 == 0 {
-        return None;
-    }
-    let rest = &data[32..];
-    let (len, used) = uvarint(rest)?;
-    let text = rest.get(used..used.checked_add(usize::try_from(len).ok()?)?)?;
-    String::from_utf8(text.to_vec()).ok()
-}
-
-/// An unsigned LEB128 number and the bytes it took.
-fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 /// The file offset holding virtual address `vaddr`, through the loadable

@@ -13,6 +13,8 @@ use std::{
     sync::Arc,
 };
 
+use crate::golang::GoBinary;
+
 use super::{
     SymbolFrame, SymbolizeError,
     cache::Weigh,
@@ -69,6 +71,8 @@ pub(crate) struct ObjectFile {
     dynsym: Lazy<SymbolTable>,
     /// `.symtab` of the MiniDebugInfo in `.gnu_debugdata`.
     minidebug: Lazy<SymbolTable>,
+    /// The Go runtime's tables, for a Go executable.
+    go: Lazy<GoBinary>,
 }
 
 fn parse_elf<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, SymbolizeError> {
@@ -106,6 +110,7 @@ impl ObjectFile {
             symtab: Lazy::Unloaded,
             dynsym: Lazy::Unloaded,
             minidebug: Lazy::Unloaded,
+            go: Lazy::Unloaded,
         })
     }
 
@@ -220,6 +225,36 @@ impl ObjectFile {
     }
 }
 
+impl ObjectFile {
+    /// Frames for `probe` from the Go runtime's pclntab, when this is a Go
+    /// executable and a Go function holds `probe`. The pclntab is what Go's
+    /// own tracebacks print and survives `-ldflags=-s -w`, so for Go code it
+    /// is preferred to DWARF; C code in a cgo binary is not in it.
+    fn go_frames(&mut self, probe: u64) -> Option<Vec<SymbolFrame>> {
+        let (data, path) = (&self.data, &self.path);
+        let go = self.go.force(|| match GoBinary::parse(&***data) {
+            Ok(go) => go,
+            Err(e) => {
+                log::warn!("ignoring go tables of {}: {e}", path.display());
+                None
+            }
+        })?;
+        let frames = go.frames(probe)?;
+        Some(
+            frames
+                .into_iter()
+                .map(|f| SymbolFrame {
+                    function: f.function,
+                    file: f.file,
+                    line: f.line,
+                    column: None,
+                    inlined: f.inlined,
+                })
+                .collect(),
+        )
+    }
+}
+
 impl Weigh for ObjectFile {
     fn heap_bytes(&self) -> u64 {
         let table = |t: &Lazy<SymbolTable>| t.get().map_or(0, SymbolTable::heap_bytes);
@@ -228,6 +263,7 @@ impl Weigh for ObjectFile {
             + table(&self.symtab)
             + table(&self.dynsym)
             + table(&self.minidebug)
+            + self.go.get().map_or(0, GoBinary::heap_bytes)
     }
 }
 
@@ -249,6 +285,9 @@ impl Module {
     /// where there is some, and names the outermost frame from a symbol table
     /// when DWARF cannot. Empty when nothing is known about the address.
     pub fn lookup(&mut self, probe: u64, search: &Search) -> Vec<SymbolFrame> {
+        if let Some(frames) = self.main.go_frames(probe) {
+            return frames;
+        }
         let Self { main, debug } = self;
         if !main.info.has_dwarf || !main.info.has_symtab {
             debug.force(|| debuglink::find_debug_file(main, search));

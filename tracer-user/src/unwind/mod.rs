@@ -6,10 +6,12 @@
 //! `abort` path included), keep no frame pointers, so frames are recovered
 //! the way debuggers and C++ exception handling do it: with the DWARF CFI
 //! of the file mapped at each code address (see `cfi` and `step`), falling
-//! back to the frame-pointer rule only for code that has none. Memory is
-//! read only from the snapshot, and every way a walk can stop early is
-//! reported with its reason (see `walk`). The kernel's own frame-pointer
-//! walk is the fallback when no registers or stack were captured.
+//! back to the frame-pointer rule only for code that has none. Go code,
+//! which has no CFI, is stepped with the Go runtime's own pcsp table (see
+//! `crate::golang`). Memory is read only from the snapshot, and every way
+//! a walk can stop early is reported with its reason (see `walk`). The
+//! kernel's own frame-pointer walk is the fallback when no registers or
+//! stack were captured.
 
 mod cache;
 mod cfi;
@@ -22,7 +24,10 @@ mod walk;
 
 use std::path::{Path, PathBuf};
 
-use crate::events::{Mapping, StateRecord, reg};
+use crate::{
+    events::{Mapping, StateRecord, reg},
+    golang,
+};
 
 use cfi::{Cfi, Context};
 use walk::Lookup;
@@ -35,6 +40,8 @@ pub struct Unwinder {
     /// crashtrace's own vDSO tables and image size, loaded on first use.
     vdso: Option<Option<(Cfi, u64)>>,
     ctx: Box<Context>,
+    /// Go tables of the files seen, for stepping Go frames.
+    go: golang::Cache,
 }
 
 impl Unwinder {
@@ -71,7 +78,12 @@ impl Unwinder {
         if !mapping.executable {
             return Lookup::NotCode;
         }
-        let Self { cache, vdso, ctx } = self;
+        let Self {
+            cache,
+            vdso,
+            ctx,
+            go,
+        } = self;
         let (cfi, file_offset, name) = if mapping.vdso {
             let loaded = vdso.get_or_insert_with(|| {
                 let image = image::Image::vdso()?;
@@ -89,6 +101,9 @@ impl Unwinder {
             let Some(path) = files.get(index).and_then(Option::as_deref) else {
                 return Lookup::NoCfi(format!("no readable file for {}", describe(mapping)));
             };
+            if let Some(row) = go_row(go, path, mapping, addr) {
+                return Lookup::Go(row);
+            }
             match cache.get(path) {
                 Ok(cfi) => (cfi, mapping.file_offset, path),
                 Err(e) => return Lookup::NoCfi(e),
@@ -104,6 +119,22 @@ impl Unwinder {
             Err(e) => Lookup::NoCfi(format!("corrupt cfi for {vaddr:#x} in {name}: {e}")),
         }
     }
+}
+
+/// The Go unwind rule for `addr`, when the file is a Go executable and a Go
+/// function holds `addr`.
+fn go_row(
+    go: &mut golang::Cache,
+    path: &Path,
+    mapping: &Mapping,
+    addr: u64,
+) -> Option<golang::UnwindRow> {
+    let binary = go
+        .get(path)
+        .inspect_err(|e| log::debug!("no go tables: {e}"))
+        .ok()??;
+    let vaddr = binary.file_address(mapping.start, mapping.file_offset, addr)?;
+    binary.unwind_row(vaddr)
 }
 
 fn describe(mapping: &Mapping) -> String {

@@ -2,14 +2,17 @@
 //! followed any further, and why.
 //!
 //! Each frame's code address is looked up in the CFI of the file mapped
-//! there (see [`Lookup`]); code without CFI falls back to the frame-pointer
-//! rule. The loop is deliberately distrustful: the stack pointer must move
+//! there, or for Go code in the Go runtime's pcsp table (see [`Lookup`]);
+//! code without either falls back to the frame-pointer rule. The loop is
+//! deliberately distrustful: the stack pointer must move
 //! up with every ordinary frame, a frame seen twice ends the walk, and the
 //! walk is capped, so a corrupt or hostile stack cannot make it loop.
 //! Whether it ended naturally (the outermost frame says so) or was cut short
 //! is recorded, with the reason, in the result.
 
 use std::collections::HashSet;
+
+use crate::golang;
 
 use super::{
     RawFrame, Unwound,
@@ -25,6 +28,8 @@ pub const MAX_FRAMES: usize = 256;
 #[derive(Debug)]
 pub enum Lookup {
     Row(Row),
+    /// Go code: the pcsp rule of the function there.
+    Go(golang::UnwindRow),
     /// The address is code, but no CFI describes it; why.
     NoCfi(String),
     /// No captured mapping holds the address; `list_full` when the kernel
@@ -90,6 +95,11 @@ pub fn walk(
                     .map(|caller| (caller, row.signal))
                     .map_err(|e| format!("cannot unwind {pc:#x}: {e}"))
             }
+            // Above runtime.sigpanic and runtime.sigtramp the caller is at
+            // an interrupted instruction, as above a signal frame.
+            Lookup::Go(row) => {
+                go_step(&row, &regs, stack).map_err(|e| format!("cannot unwind {pc:#x}: {e}"))
+            }
             Lookup::NoCfi(reason) => match fp_step(&regs, stack) {
                 Ok(caller) => Ok((caller, false)),
                 // A zero rbp ends the frame-pointer chain, except at the
@@ -153,6 +163,25 @@ pub fn walk(
     }
 }
 
+/// One Go frame up: the return address is `sp + delta`. Go keeps no
+/// registers across calls but its frame pointer, so the caller's other
+/// registers are unknown.
+fn go_step(
+    row: &golang::UnwindRow,
+    regs: &Regs,
+    stack: &Stack<'_>,
+) -> Result<(Caller, bool), golang::StepError> {
+    let sp = regs.get(dwarf::RSP).unwrap_or(u64::MAX);
+    let Some(caller) = golang::step(row, sp, &mut |addr| stack.read_u64(addr))? else {
+        return Ok((Caller::None, false));
+    };
+    let mut next = Regs::default();
+    next.set(dwarf::RSP, Some(caller.sp));
+    next.set(dwarf::RA, Some(caller.pc));
+    next.set(dwarf::RBP, caller.bp.or_else(|| regs.get(dwarf::RBP)));
+    Ok((Caller::Frame(next), caller.exact))
+}
+
 fn fp_step(regs: &Regs, stack: &Stack<'_>) -> Result<Caller, FpError> {
     let bp = regs.get(dwarf::RBP).ok_or(FpError::Unknown)?;
     let sp = regs.get(dwarf::RSP).unwrap_or(u64::MAX);
@@ -174,7 +203,10 @@ fn fp_step(regs: &Regs, stack: &Stack<'_>) -> Result<Caller, FpError> {
 fn bad_call(regs: &Regs, stack: &Stack<'_>, find: &mut dyn FnMut(u64) -> Lookup) -> Option<Caller> {
     let sp = regs.get(dwarf::RSP)?;
     let ra = stack.read_u64(sp)?;
-    if !matches!(find(ra.checked_sub(1)?), Lookup::Row(_) | Lookup::NoCfi(_)) {
+    if !matches!(
+        find(ra.checked_sub(1)?),
+        Lookup::Row(_) | Lookup::Go(_) | Lookup::NoCfi(_)
+    ) {
         return None;
     }
     let mut next = *regs;
@@ -283,6 +315,53 @@ mod tests {
         assert_eq!(addrs(&u), vec![0x1234, 0x20_0000]);
         assert_eq!(u.error.as_deref(), Some("no mapping captured for 0x200000"));
         assert!(u.truncated);
+    }
+
+    #[test]
+    fn go_frames_step_by_their_sp_delta() {
+        use golang::{FrameKind, UnwindRow};
+        let row = |delta, kind| {
+            Lookup::Go(UnwindRow {
+                function: "main.f".into(),
+                sp_delta: delta,
+                kind,
+            })
+        };
+        // 0x1234 has a 16-byte frame and calls nothing (it faulted); its
+        // caller is runtime.sigpanic at entry, which "returns" to the
+        // faulting 0x3456, whose caller is runtime.goexit.
+        let mut find = |addr: u64| match addr {
+            0x1234 => row(16, FrameKind::Normal),
+            0x2344 => row(0, FrameKind::SigPanic),
+            0x3456 => row(8, FrameKind::Normal),
+            0x4566 => row(0, FrameKind::Outermost),
+            _ => Lookup::NoMapping { list_full: false },
+        };
+        let base = 0x7000;
+        let bytes = stack_with(
+            &[
+                (0x7010, 0x7f00),
+                (0x7018, 0x2345),
+                (0x7020, 0x3456),
+                (0x7030, 0x4567),
+            ],
+            base,
+            0x100,
+        );
+        let stack = Stack {
+            base,
+            bytes: &bytes,
+            region: None,
+        };
+        let u = walk(&pt_regs(0x1234, 0x7008, 0x1), &stack, &mut find);
+        assert_eq!(addrs(&u), vec![0x1234, 0x2345, 0x3456, 0x4567]);
+        let returns: Vec<bool> = u.frames.iter().map(|f| f.is_return).collect();
+        assert_eq!(returns, [false, true, false, true], "above sigpanic: exact");
+        assert_eq!((u.truncated, u.error), (false, None));
+        // A return address outside the snapshot stops the walk, saying why.
+        let u = walk(&pt_regs(0x1234, 0x70f8, 0x1), &stack, &mut find);
+        assert!(u.truncated);
+        assert!(u.error.unwrap().contains("outside the captured stack"));
     }
 
     #[test]

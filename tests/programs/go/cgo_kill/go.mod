@@ -1,0 +1,3 @@
+module example.com/cgo_kill
+
+go 1.19

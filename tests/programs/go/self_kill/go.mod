@@ -1,0 +1,3 @@
+module example.com/self_kill
+
+go 1.19
