@@ -84,6 +84,7 @@ const RECIPES: &[Recipe] = &[
     },
     exe("exit_code", "exit_code.c"),
     exe("uncaught_exception", "uncaught_exception.cpp"),
+    exe("fault_in_handler", "fault_in_handler.c"),
     // Test support, not a crash program: see the comment in the source.
     Recipe {
         output: "siginfo_probe.so",

@@ -113,6 +113,9 @@ impl ReportBuilder {
         if go && death.state.is_none() {
             tags.push("state-not-captured".into());
         }
+        if !go && !rust {
+            in_signal_handler(&mut classification, &frames);
+        }
         let site = match (rust, classification.class) {
             (true, "rust-panic") => {
                 panic_site(&frames).or_else(|| crash_site(classification.class, &frames))
@@ -218,6 +221,26 @@ impl ReportBuilder {
         );
         (frames, unwound.truncated, unwound.error)
     }
+}
+
+/// A fault inside a signal handler (a crash handler that crashes) is one
+/// death: say so, and name the code the first signal interrupted.
+fn in_signal_handler(c: &mut Classification, frames: &[Frame]) {
+    let Some(trampoline) = frames
+        .iter()
+        .position(|f| f.function.as_deref() == Some("__restore_rt"))
+        .filter(|&i| i > 0)
+    else {
+        return;
+    };
+    let interrupted = frames[trampoline + 1..]
+        .iter()
+        .find(|f| f.function.is_some())
+        .map(describe_frame)
+        .unwrap_or_else(|| "unknown code".into());
+    c.evidence.push(format!(
+        "this happened inside a signal handler: below the signal frame (__restore_rt), the interrupted code was {interrupted}"
+    ));
 }
 
 /// How a signal fits a Go crash: the runtime raising SIGABRT on itself
