@@ -20,6 +20,7 @@ pub mod programs;
 pub mod record;
 pub mod report;
 pub mod rustprograms;
+pub mod watch;
 
 #[cfg(test)]
 mod selfcheck;

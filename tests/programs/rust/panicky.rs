@@ -17,6 +17,10 @@ fn descend(depth: u64) -> u64 {
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
+    // An optional delay first, for tests that must see the process start.
+    if let Some(ms) = std::env::args().nth(2).and_then(|a| a.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     match mode.as_str() {
         "panic" => println!("{}", load_config("/etc/panicky.toml")),
         "overflow" => println!("{}", descend(black_box(0))),
