@@ -3,13 +3,13 @@
 //! runtime said, with the goroutine's frames and the process's last words.
 //! The programs are built by the suite with Debian's Go 1.19.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crashtrace_tests::go_programs::{GoBuild, build, source_dir};
 use crashtrace_tests::report::{check_shape, describe_frames, find_frame};
+use crashtrace_tests::watch::Watch;
 use crashtrace_tests::{Harness, crashtrace_bin, require_bpf};
 use serde_json::Value;
 
@@ -312,47 +312,20 @@ fn watch_sees_go_programs_start() {
         return;
     }
     let program = crashy(true);
-    let output = harness().root().join("watch-go.jsonl");
-    let _ = std::fs::remove_file(&output);
-    let mut watch = Command::new(crashtrace_bin())
-        .args(["watch", "--json", "--comm", "crashy-stripped", "--output"])
-        .arg(&output)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting crashtrace watch");
-    let mut stderr = watch.stderr.take().expect("piped");
-    // `watch` says it is watching once its probes are attached.
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = [0u8; 256];
-    while !seen.contains("watching") && Instant::now() < deadline {
-        let n = stderr.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    let crashed = Command::new(&program)
+    let watch = Watch::start(harness().root(), "go", &["crashy-stripped"]);
+    let mut child = Command::new(&program)
         .args(["closed-channel", "300"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .spawn()
         .expect("running crashy");
-    assert_eq!(crashed.code(), Some(2));
-    let found = wait_until(Duration::from_secs(20), || {
-        !crash_reports(&output).is_empty()
-    });
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
-    let _ = watch.wait();
-    assert!(found, "no report from watch; its stderr: {seen}");
-    let crashes = crash_reports(&output);
-    let report = &crashes[0];
-    check_shape(report);
+    let pid = child.id();
+    assert_eq!(child.wait().ok().and_then(|s| s.code()), Some(2));
+    let report = watch.wait_for_pid(pid);
+    check_shape(&report);
     assert_eq!(report["class"], "closed-channel-operation", "{report:#}");
     assert!(
-        find_frame(report, "main.sendOnClosed").is_some(),
+        find_frame(&report, "main.sendOnClosed").is_some(),
         "{report:#}"
     );
 }
