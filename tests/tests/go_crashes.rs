@@ -99,31 +99,105 @@ fn check_case(case: &Case, stripped: bool) {
     }
 }
 
+/// Every class of the Go table that `crashy` can produce.
+const CASES: &[Case] = &[
+    Case {
+        mode: "nil-deref",
+        class: "null-pointer-dereference",
+        message: "nil pointer dereference",
+        function: Some("nilDeref"),
+    },
+    Case {
+        mode: "nil-map",
+        class: "nil-map-write",
+        message: "assignment to entry in nil map",
+        function: Some("nilMapWrite"),
+    },
+    Case {
+        mode: "index",
+        class: "index-out-of-range",
+        message: "index out of range",
+        function: Some("indexOutOfRange"),
+    },
+    Case {
+        mode: "closed-channel",
+        class: "closed-channel-operation",
+        message: "send on closed channel",
+        function: Some("sendOnClosed"),
+    },
+    Case {
+        mode: "divide",
+        class: "divide-by-zero",
+        message: "integer divide by zero",
+        function: Some("divide"),
+    },
+    Case {
+        mode: "panic",
+        class: "go-panic",
+        message: "config missing: database url",
+        function: Some("loadConfig"),
+    },
+    Case {
+        mode: "out-of-memory",
+        class: "out-of-memory",
+        message: "out of memory",
+        function: Some("outOfMemory"),
+    },
+    Case {
+        mode: "deadlock",
+        class: "deadlock",
+        message: "all goroutines are asleep - deadlock!",
+        function: None,
+    },
+    Case {
+        mode: "stack-overflow",
+        class: "stack-overflow",
+        message: "stack overflow",
+        function: None,
+    },
+    Case {
+        mode: "fatal",
+        class: "go-fatal-error",
+        message: "unlock of unlocked mutex",
+        function: None,
+    },
+    Case {
+        mode: "concurrent-map",
+        class: "concurrent-map-access",
+        message: "concurrent map writes",
+        function: Some("concurrentMapWrites.func1"),
+    },
+];
+
+fn case(mode: &str) -> &'static Case {
+    CASES
+        .iter()
+        .find(|c| c.mode == mode)
+        .expect("a case of that mode")
+}
+
 macro_rules! go_cases {
-    ($($test:ident: $mode:literal => $class:literal, $message:literal, $function:expr;)*) => {
+    ($($test:ident: $mode:literal;)*) => {
         $(
             #[test]
             fn $test() {
-                check_case(
-                    &Case { mode: $mode, class: $class, message: $message, function: $function },
-                    false,
-                );
+                check_case(case($mode), false);
             }
         )*
     };
 }
 
 go_cases! {
-    nil_pointer_dereference: "nil-deref" => "null-pointer-dereference", "nil pointer dereference", Some("nilDeref");
-    nil_map_write: "nil-map" => "nil-map-write", "assignment to entry in nil map", Some("nilMapWrite");
-    index_out_of_range: "index" => "index-out-of-range", "index out of range", Some("indexOutOfRange");
-    send_on_closed_channel: "closed-channel" => "closed-channel-operation", "send on closed channel", Some("sendOnClosed");
-    integer_divide_by_zero: "divide" => "divide-by-zero", "integer divide by zero", Some("divide");
-    panic_with_own_value: "panic" => "go-panic", "config missing: database url", Some("loadConfig");
-    out_of_memory: "out-of-memory" => "out-of-memory", "out of memory", Some("outOfMemory");
-    deadlock: "deadlock" => "deadlock", "all goroutines are asleep - deadlock!", None;
-    stack_overflow: "stack-overflow" => "stack-overflow", "stack overflow", None;
-    other_fatal_error: "fatal" => "go-fatal-error", "unlock of unlocked mutex", None;
+    nil_pointer_dereference: "nil-deref";
+    nil_map_write: "nil-map";
+    index_out_of_range: "index";
+    send_on_closed_channel: "closed-channel";
+    integer_divide_by_zero: "divide";
+    panic_with_own_value: "panic";
+    out_of_memory: "out-of-memory";
+    deadlock: "deadlock";
+    stack_overflow: "stack-overflow";
+    other_fatal_error: "fatal";
 }
 
 #[test]
@@ -305,29 +379,48 @@ fn process_started_before_crashtrace() {
     assert!(find_frame(&crashes[0], "main.nilMapWrite").is_some());
 }
 
-/// `watch` probes Go executables as they start, and reports their crashes.
+/// `watch` probes Go executables as they start (here the stripped build),
+/// and reports every class as `record` does.
 #[test]
-fn watch_sees_go_programs_start() {
+fn watch_reports_every_go_class() {
     if !require_bpf() {
         return;
     }
     let program = crashy(true);
     let watch = Watch::start(harness().root(), "go", &["crashy-stripped"]);
-    let mut child = Command::new(&program)
-        .args(["closed-channel", "300"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("running crashy");
-    let pid = child.id();
-    assert_eq!(child.wait().ok().and_then(|s| s.code()), Some(2));
-    let report = watch.wait_for_pid(pid);
-    check_shape(&report);
-    assert_eq!(report["class"], "closed-channel-operation", "{report:#}");
-    assert!(
-        find_frame(&report, "main.sendOnClosed").is_some(),
-        "{report:#}"
-    );
+    for case in CASES {
+        // The delay lets watch probe the executable once it has started.
+        let mut child = Command::new(&program)
+            .args([case.mode, "300"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running crashy");
+        let pid = child.id();
+        assert_eq!(
+            child.wait().ok().and_then(|s| s.code()),
+            Some(2),
+            "{}",
+            case.mode
+        );
+        let report = watch.wait_for_pid(pid);
+        check_shape(&report);
+        assert_eq!(report["class"], case.class, "{report:#}");
+        assert!(
+            report["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(case.message)),
+            "{report:#}"
+        );
+        if let Some(function) = case.function {
+            assert!(
+                find_frame(&report, &format!("main.{function}")).is_some(),
+                "{}: {}",
+                case.mode,
+                describe_frames(&report)
+            );
+        }
+    }
 }
 
 fn crash_reports(path: &Path) -> Vec<Value> {

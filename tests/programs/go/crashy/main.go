@@ -135,7 +135,7 @@ func main() {
 	case "out-of-memory":
 		outOfMemory()
 	case "divide":
-		fmt.Println(divide(10, len(os.Args)-2))
+		fmt.Println(divide(10, len(os.Getenv("CRASHY_UNSET_VARIABLE"))))
 	case "fatal":
 		unlockUnlocked()
 	case "panic":
