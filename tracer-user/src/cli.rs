@@ -23,7 +23,12 @@ EXIT STATUS:
 
 record and watch need root (CAP_BPF and CAP_PERFMON) and a kernel with BTF
 (/sys/kernel/btf/vmlinux). The JSON report format is documented in
-docs/report-schema.md.";
+docs/report-schema.md.
+
+Go and Rust executables get probes of their own as they start (the command
+record runs, every executable a watched process starts, and those already
+running): Go panics and fatal errors are caught before their exit(2), in
+stripped binaries too, with the runtime's printed last words.";
 
 #[derive(Debug, Parser)]
 #[command(name = "crashtrace", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -160,6 +165,12 @@ pub struct CommonArgs {
     /// Colour the text report: auto (on a terminal), always or never.
     #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
     pub color: String,
+
+    /// Do not probe language runtimes inside executables (Go's fatal paths,
+    /// Rust's panic handler). Go panics and fatal errors, which end in
+    /// exit(2) without a signal, and Rust panics are then not reported.
+    #[arg(long)]
+    pub no_runtime_probes: bool,
 }
 
 fn parse_ring_mib(s: &str) -> Result<u32, String> {

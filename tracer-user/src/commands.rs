@@ -44,7 +44,7 @@ fn trace_options(
         comms,
         stack_bytes: common.stack_bytes,
         ring_bytes: common.ring_buffer_mib << 20,
-        runtime_probes: true,
+        runtime_probes: !common.no_runtime_probes,
     })
 }
 
