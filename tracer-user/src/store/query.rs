@@ -111,14 +111,16 @@ impl Store {
         } else {
             format!("WHERE {}", clauses.join(" AND "))
         };
-        let limit = f.limit.map(|n| n as i64).unwrap_or(-1);
-        let sql = format!(
-            "SELECT * FROM (
-                SELECT id, time_us, host, pid, uid, comm, exe, unit, container_id, signal,
-                       class, fingerprint, summary
-                FROM crashes {filter} ORDER BY time_us DESC, id DESC LIMIT {limit}
-             ) ORDER BY time_us, id"
-        );
+        let columns = "id, time_us, host, pid, uid, comm, exe, unit, container_id, signal, \
+                       class, fingerprint, summary";
+        // The newest N, shown oldest first.
+        let sql = match f.limit {
+            Some(n) => format!(
+                "SELECT * FROM (SELECT {columns} FROM crashes {filter}
+                    ORDER BY time_us DESC, id DESC LIMIT {n}) ORDER BY time_us, id"
+            ),
+            None => format!("SELECT {columns} FROM crashes {filter} ORDER BY time_us, id"),
+        };
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(args.as_slice(), |r| {
             Ok(CrashRow {
@@ -144,14 +146,15 @@ impl Store {
     pub fn report_json(&self, id: &str) -> Result<(i64, String), StoreError> {
         let row = if id == "latest" {
             self.conn.query_row(
-                "SELECT id, report FROM crashes ORDER BY time_us DESC, id DESC LIMIT 1",
+                "SELECT r.id, r.json FROM reports r
+                 WHERE r.id = (SELECT id FROM crashes ORDER BY time_us DESC, id DESC LIMIT 1)",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
         } else {
             let n: i64 = id.parse().map_err(|_| StoreError::NoSuchCrash(id.into()))?;
             self.conn.query_row(
-                "SELECT id, report FROM crashes WHERE id = ?1",
+                "SELECT id, json FROM reports WHERE id = ?1",
                 params![n],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
