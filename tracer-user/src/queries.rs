@@ -105,6 +105,17 @@ pub fn list(args: ListArgs) -> anyhow::Result<u8> {
 struct StoredContext {
     boot_id: Option<String>,
     cgroup: Option<String>,
+    cgroup_source: Option<String>,
+}
+
+impl StoredContext {
+    fn context(self) -> Context {
+        let mut ctx = enrich::describe(self.boot_id, self.cgroup);
+        if self.cgroup_source.as_deref() == Some("parent") {
+            ctx.cgroup_source = Some("parent");
+        }
+        ctx
+    }
 }
 
 pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
@@ -116,7 +127,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
     let report: CrashReport = serde_json::from_str(&json)
         .with_context(|| format!("crash {id}: the stored report cannot be read"))?;
     let context: StoredContext = serde_json::from_str(&json).unwrap_or_default();
-    let ctx = enrich::describe(context.boot_id, context.cgroup);
+    let ctx = context.context();
     let color = match args.color.as_str() {
         "always" => true,
         "never" => false,
@@ -143,7 +154,12 @@ fn context_lines(id: i64, ctx: &Context) -> String {
         );
     }
     if let Some(c) = &ctx.cgroup {
-        let _ = writeln!(out, "  {:<9}{c}", "cgroup");
+        let from = if ctx.cgroup_source == Some("parent") {
+            " (the parent's)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  {:<9}{c}{from}", "cgroup");
     }
     if let Some(b) = &ctx.boot_id {
         let _ = writeln!(out, "  {:<9}{b}", "boot");
@@ -250,13 +266,6 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<u8> {
     emit(&out).map(|_| 0)
 }
 
-/// The context fields of an imported line, when it came from a sink.
-#[derive(Default, Deserialize)]
-struct ImportedContext {
-    boot_id: Option<String>,
-    cgroup: Option<String>,
-}
-
 pub fn import(args: ImportArgs) -> anyhow::Result<u8> {
     let path = store_path(&args.store);
     let mut store = Store::open_rw(&path, None)
@@ -298,11 +307,11 @@ pub fn import(args: ImportArgs) -> anyhow::Result<u8> {
                     continue;
                 }
             };
-            let ctx: ImportedContext = serde_json::from_value(value).unwrap_or_default();
+            let ctx: StoredContext = serde_json::from_value(value).unwrap_or_default();
             batch.push(NewCrash {
                 time_us: timefmt::parse_rfc3339(&report.time).unwrap_or_else(timefmt::now_us),
                 report,
-                context: enrich::describe(ctx.boot_id, ctx.cgroup),
+                context: ctx.context(),
             });
             if batch.len() == IMPORT_BATCH {
                 imported += store.insert(&batch)?.len() as u64;

@@ -91,20 +91,26 @@ pub fn run(args: &StoreBenchArgs) -> Result<()> {
         &["stats"],
     ];
     println!(
-        "\n| query on {} crashes | median ms | min ms |",
+        "\n| query on {} crashes | median wall ms | min wall ms | median CPU ms |",
         args.crashes
     );
-    println!("|---|---:|---:|");
+    println!("|---|---:|---:|---:|");
     for argv in queries {
-        let mut runs = (0..args.rounds)
-            .map(|_| time(&bin, argv, &store))
-            .collect::<Result<Vec<_>>>()?;
-        runs.sort();
+        let mut wall = Vec::new();
+        let mut cpu = Vec::new();
+        for _ in 0..args.rounds {
+            let before = children_cpu();
+            wall.push(time(&bin, argv, &store)?);
+            cpu.push(children_cpu().saturating_sub(before));
+        }
+        wall.sort();
+        cpu.sort();
         println!(
-            "| `crashtrace {}` | {:.1} | {:.1} |",
+            "| `crashtrace {}` | {:.1} | {:.1} | {:.1} |",
             argv.join(" "),
-            ms(runs[runs.len() / 2]),
-            ms(runs[0])
+            ms(wall[wall.len() / 2]),
+            ms(wall[0]),
+            ms(cpu[cpu.len() / 2])
         );
     }
     Ok(())

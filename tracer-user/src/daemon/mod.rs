@@ -111,6 +111,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
         tokio::spawn(metrics::serve(l, metrics.clone()))
     });
 
+    // Handlers before READY=1: from then on systemd may send SIGHUP or
+    // SIGTERM, whose default action would kill the daemon.
+    let signals_in = Signals {
+        hangup: signal(SignalKind::hangup())?,
+        interrupt: signal(SignalKind::interrupt())?,
+        terminate: signal(SignalKind::terminate())?,
+    };
     let notifier = Notifier::from_env();
     let names: Vec<String> = signals.iter().map(|&s| signal_name(s)).collect();
     eprintln!(
@@ -122,7 +129,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
         eprintln!("crashtrace: warning: cannot notify the service manager: {e}");
     }
 
-    main_loop(&mut pipeline, &config_path, explicit, &notifier).await?;
+    main_loop(&mut pipeline, signals_in, &config_path, explicit, &notifier).await?;
 
     let _ = notifier.notify("STOPPING=1");
     pipeline.finish();
@@ -141,15 +148,19 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
 async fn main_loop(
     pipeline: &mut Pipeline,
+    mut signals: Signals,
     config_path: &Path,
     explicit: bool,
     notifier: &Notifier,
 ) -> anyhow::Result<()> {
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(TICK);
     let mut last_housekeeping = Instant::now();
     loop {
@@ -169,13 +180,13 @@ async fn main_loop(
                     record_state(pipeline, &[("heartbeat", timefmt::format_seconds(timefmt::now_us()))]);
                 }
             }
-            _ = hangup.recv() => {
+            _ = signals.hangup.recv() => {
                 let _ = notifier.notify("RELOADING=1");
                 reload(pipeline, config_path, explicit);
                 let _ = notifier.notify("READY=1");
             }
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
+            _ = signals.interrupt.recv() => break,
+            _ = signals.terminate.recv() => break,
         }
     }
     Ok(())

@@ -139,12 +139,12 @@ impl Pipeline {
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(event) => {
-                    let pid = match &event {
-                        Event::Signal(s) => Some(s.target.pid),
-                        Event::State(s) => Some(s.thread.pid),
+                    let task = match &event {
+                        Event::Signal(s) => Some((s.target.pid, s.target.ppid)),
+                        Event::State(s) => Some((s.thread.pid, s.thread.ppid)),
                         _ => None,
                     };
-                    if let Some(pid) = pid
+                    if let Some((pid, ppid)) = task
                         && !self.contexts.contains_key(&pid)
                     {
                         // First record of this death: read the cgroup while
@@ -152,7 +152,9 @@ impl Pipeline {
                         if self.contexts.len() >= MAX_CONTEXTS {
                             self.contexts.clear();
                         }
-                        let ctx = enrich::describe(self.boot_id.clone(), enrich::cgroup_of(pid));
+                        let (cgroup, source) = enrich::cgroup_of_death(pid, ppid);
+                        let mut ctx = enrich::describe(self.boot_id.clone(), cgroup);
+                        ctx.cgroup_source = source;
                         self.contexts.insert(pid, ctx);
                     }
                     deaths.extend(self.tracker.on_event(event, Instant::now()));
@@ -259,7 +261,12 @@ impl Pipeline {
             .observe_symbolization(started.elapsed().as_secs_f64());
         if context_missing {
             report.diagnostics.push(
-                "cgroup and unit unknown: the process was gone before its cgroup could be read"
+                "cgroup and unit unknown: the process was reaped before its cgroup could be read"
+                    .into(),
+            );
+        } else if context.cgroup_source == Some("parent") {
+            report.diagnostics.push(
+                "cgroup and unit are the parent's: the process was reaped before its own cgroup could be read"
                     .into(),
             );
         }

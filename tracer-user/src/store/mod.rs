@@ -69,8 +69,6 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("no crash with id {0} in the store")]
     NoSuchCrash(String),
-    #[error("a stored report is not valid JSON: {0}")]
-    Corrupt(serde_json::Error),
 }
 
 /// Schema migrations; migration `i` upgrades version `i` to `i + 1`.
