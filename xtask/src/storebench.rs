@@ -178,7 +178,7 @@ fn write_reports(path: &Path, n: u32) -> Result<()> {
         let host = rng.next(HOSTS);
         let (class, signal, signo) = CLASSES[(site as usize) % CLASSES.len()];
         let pid = 1000 + rng.next(4_000_000);
-        let cgroup = if exe % 5 == 0 {
+        let cgroup = if exe.is_multiple_of(5) {
             format!("/system.slice/docker-{:064x}.scope", u64::from(exe) * 7919)
         } else {
             format!("/system.slice/app{exe}.service")
