@@ -30,9 +30,13 @@ const IMPORT_BATCH: usize = 1000;
 fn store_path(args: &StoreArgs) -> PathBuf {
     match &args.store {
         Some(p) => p.clone(),
-        None => Config::load(Path::new(DEFAULT_CONFIG), false)
-            .unwrap_or_default()
-            .store_path(),
+        None => match Config::load(Path::new(DEFAULT_CONFIG), false) {
+            Ok(config) => config.store_path(),
+            Err(e) => {
+                eprintln!("crashtrace: warning: {e}; using the default store path");
+                Config::default().store_path()
+            }
+        },
     }
 }
 

@@ -26,8 +26,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/crashtrace";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read config file {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     #[error("invalid config file {}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
 }
@@ -165,10 +165,10 @@ impl Config {
             Err(e) if e.kind() == io::ErrorKind::NotFound && !explicit => {
                 return Ok(Self::default());
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(ConfigError::Read {
                     path: path.into(),
-                    source,
+                    error,
                 });
             }
         };

@@ -11,10 +11,10 @@ use std::{
 };
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open sink {}: {source}", path.display())]
+#[error("cannot open sink {}: {error}", path.display())]
 pub struct SinkError {
     path: PathBuf,
-    source: io::Error,
+    error: io::Error,
 }
 
 pub struct JsonLinesSink {
@@ -33,9 +33,9 @@ impl JsonLinesSink {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|source| SinkError {
+                    .map_err(|error| SinkError {
                         path: path.into(),
-                        source,
+                        error,
                     })?,
             )
         };

@@ -42,15 +42,17 @@ pub enum StoreError {
         .0.display()
     )]
     Denied(PathBuf),
-    #[error("cannot prepare the store's directory {}: {source}", path.display())]
+    // The I/O error is part of the message, not a `source`, so that
+    // anyhow's chain does not print it twice.
+    #[error("cannot prepare the store's directory {}: {error}", path.display())]
     Directory {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot set the store's owner or mode on {}: {source}", path.display())]
+    #[error("cannot set the store's owner or mode on {}: {error}", path.display())]
     Permissions {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("unknown group {0:?} in store.group")]
     UnknownGroup(String),
@@ -162,13 +164,24 @@ impl Store {
         let mode = if gid.is_some() { 0o640 } else { 0o600 };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let made = !dir.exists();
-            fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+            fs::create_dir_all(dir).map_err(|error| StoreError::Directory {
                 path: dir.into(),
-                source,
+                error,
             })?;
             if made {
                 let dir_mode = if gid.is_some() { 0o750 } else { 0o700 };
                 set_owner_mode(dir, gid, dir_mode)?;
+            } else if gid.is_some() {
+                // The group must be able to reach the file, also in a
+                // directory systemd (StateDirectory=) recreates as 0700.
+                let mode = fs::metadata(dir)
+                    .map_err(|error| StoreError::Directory {
+                        path: dir.into(),
+                        error,
+                    })?
+                    .permissions()
+                    .mode();
+                set_owner_mode(dir, gid, (mode & 0o7777) | 0o050)?;
             }
         }
         // Create the file with its final mode before SQLite opens it: the
@@ -178,9 +191,9 @@ impl Store {
             .append(true)
             .mode(mode)
             .open(path)
-            .map_err(|source| StoreError::Permissions {
+            .map_err(|error| StoreError::Permissions {
                 path: path.into(),
-                source,
+                error,
             })?;
         set_owner_mode(path, gid, mode)?;
         let conn = Connection::open_with_flags(
@@ -470,9 +483,9 @@ fn group_id(name: &str) -> Result<u32, StoreError> {
 }
 
 fn set_owner_mode(path: &Path, gid: Option<u32>, mode: u32) -> Result<(), StoreError> {
-    let err = |source| StoreError::Permissions {
+    let err = |error| StoreError::Permissions {
         path: path.into(),
-        source,
+        error,
     };
     if let Some(gid) = gid {
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(err)?;
