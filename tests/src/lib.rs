@@ -9,10 +9,13 @@
 //! * [`require_bpf`] gates every test that loads BPF: it needs root, and a
 //!   test run without it fails unless `CRASHTRACE_SKIP_BPF_TESTS=1` is set.
 //! * [`Harness`] builds programs and runs `crashtrace record` on them.
+//! * [`daemon`] runs `crashtrace daemon` as systemd would and reads its
+//!   acknowledgements.
 //! * [`expect`] holds what each crash program must produce; [`checks`] and
 //!   [`report`] hold the assertions on a report.
 
 pub mod checks;
+pub mod daemon;
 pub mod expect;
 pub mod gdb;
 pub mod go_programs;

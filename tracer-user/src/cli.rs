@@ -52,6 +52,131 @@ pub enum Command {
     /// like `addr2line -f -i -e FILE`. Needs no privileges.
     #[command(after_help = SYMBOLIZE_AFTER_HELP)]
     Symbolize(SymbolizeArgs),
+    /// Run as a service: record every crash on this host in the crash
+    /// store, with rate limits, sinks and Prometheus metrics.
+    #[command(after_help = DAEMON_AFTER_HELP)]
+    Daemon(DaemonArgs),
+    /// List stored crashes, one per line, newest last.
+    List(ListArgs),
+    /// Show one stored crash (an id from `list`, or `latest`) as `record`
+    /// reports it.
+    Show(ShowArgs),
+    /// Stored crashes grouped by fingerprint: the same crash site across
+    /// runs, hosts and containers.
+    Groups(GroupsArgs),
+    /// Crashes by class and executable over the last hour, day and week;
+    /// lost and suppressed events; the daemon's health.
+    Stats(StatsArgs),
+    /// Add JSON Lines reports (from `watch --json` or a daemon's sink) to
+    /// a crash store.
+    Import(ImportArgs),
+}
+
+const DAEMON_AFTER_HELP: &str = "\
+The configuration (TOML) is documented in docs/daemon.md; a missing default
+file means all defaults. SIGHUP reloads it without detaching the probes;
+SIGTERM or SIGINT drain the pending records and exit 0. Under systemd
+(Type=notify) the daemon sends READY=1 once its probes are attached. Every
+crash written to the store is acknowledged on stderr with a line
+`crashtrace: stored crash id=N pid=P class=C fingerprint=F exe=E`.";
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Configuration file [default: /etc/crashtrace/config.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (overrides
+    /// metrics.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+/// Where the query commands read.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The crash store [default: store.path of /etc/crashtrace/config.toml,
+    /// else $STATE_DIRECTORY/crashes.db, else /var/lib/crashtrace/crashes.db].
+    #[arg(long, value_name = "FILE")]
+    pub store: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only crashes at or after this time: 2026-11-22, 2026-11-22T10:00:00Z
+    /// (UTC), or a span before now such as 30m, 2h, 7d.
+    #[arg(long, short = 'S', value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only crashes at or before this time (same forms as --since).
+    #[arg(long, short = 'U', value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only this class (e.g. null-pointer-dereference).
+    #[arg(long, value_name = "CLASS")]
+    pub class: Option<String>,
+    /// Only this executable (full path).
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<String>,
+    /// Only this command name.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Only this systemd unit (e.g. nginx.service).
+    #[arg(long, value_name = "UNIT")]
+    pub unit: Option<String>,
+    /// Only this group.
+    #[arg(long, value_name = "HEX")]
+    pub fingerprint: Option<String>,
+    /// Only the newest N crashes.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub limit: Option<u64>,
+    /// One JSON object per crash (JSON Lines) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A crash id from `list`, or `latest`.
+    #[arg(value_name = "ID|latest")]
+    pub id: String,
+    /// The stored JSON report (the schema-1 report plus the daemon's
+    /// context fields).
+    #[arg(long)]
+    pub json: bool,
+    /// Colour the text: auto (on a terminal), always or never.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupsArgs {
+    /// One JSON object per group (JSON Lines).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// JSON Lines files; `-` reads stdin. Lines that are not crash reports
+    /// (loss records) are skipped.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 const SYMBOLIZE_AFTER_HELP: &str = "\

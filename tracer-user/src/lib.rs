@@ -6,17 +6,22 @@
 //! ([`loader`]), decodes their records ([`events`]), joins them per process
 //! ([`tracker`]), turns the stack into frames ([`unwind`], [`symbolize`]),
 //! names the cause ([`classify`]) and writes the report ([`report`]).
+//! As a service ([`daemon`]) it keeps reports in a crash [`store`] that
+//! the [`queries`] read.
 pub mod classify;
 pub mod cli;
 pub mod commands;
+pub mod daemon;
 pub mod events;
 pub mod golang;
 pub mod loader;
 pub mod locate;
+pub mod queries;
 pub mod report;
 pub mod runtimes;
 pub mod session;
 pub mod signals;
+pub mod store;
 pub mod symbolize;
 pub mod symbolize_cmd;
 pub mod tracker;

@@ -29,6 +29,12 @@ fn main() -> ExitCode {
             Command::Record(args) => commands::record(args).await,
             Command::Watch(args) => commands::watch(args).await,
             Command::Symbolize(args) => crashtrace::symbolize_cmd::run(args),
+            Command::Daemon(args) => crashtrace::daemon::run(args).await,
+            Command::List(args) => crashtrace::queries::list(args),
+            Command::Show(args) => crashtrace::queries::show(args),
+            Command::Groups(args) => crashtrace::queries::groups(args),
+            Command::Stats(args) => crashtrace::queries::stats(args),
+            Command::Import(args) => crashtrace::queries::import(args),
         }
     });
     match result {

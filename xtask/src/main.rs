@@ -5,6 +5,7 @@ mod bpf_linker;
 mod bpfstats;
 mod membench;
 mod setup;
+mod storebench;
 mod storm;
 mod symbench;
 mod tracer;
@@ -64,6 +65,9 @@ enum Cmd {
     /// Measure crashtrace's overhead on signal- and syscall-heavy workloads,
     /// its symbolizer's speed and its memory.
     Bench(bench::BenchArgs),
+    /// Fill a crash store with synthetic reports (100,000 by default) and
+    /// time the queries on it (`list`, `show`, `groups`, `stats`).
+    StoreBench(storebench::StoreBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +117,7 @@ fn run(command: Cmd) -> Result<ExitCode> {
             lint()?;
         }
         Cmd::Bench(args) => bench::run(&args)?,
+        Cmd::StoreBench(args) => storebench::run(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

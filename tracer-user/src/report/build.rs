@@ -305,7 +305,7 @@ fn signal_info(
 }
 
 /// True for libc's abort machinery, under any of glibc's internal aliases.
-fn on_abort_path(function: &str) -> bool {
+pub(crate) fn on_abort_path(function: &str) -> bool {
     let name = function
         .trim_start_matches("__GI_")
         .trim_start_matches("__GI___");

@@ -10,19 +10,20 @@ mod sender;
 mod text;
 pub mod time;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
+pub(crate) use build::on_abort_path;
 pub use build::{ReportBuilder, fingerprint};
 pub use text::render_text;
 
 /// Version of the JSON report format.
 pub const SCHEMA: u32 = 1;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CrashReport {
     pub schema: u32,
-    #[serde(rename = "type")]
-    pub record_type: &'static str,
+    #[serde(rename = "type", deserialize_with = "interned")]
+    pub record_type: StaticStr,
     pub time: String,
     pub host: String,
     pub pid: u32,
@@ -32,10 +33,12 @@ pub struct CrashReport {
     pub comm: String,
     pub exe: Option<String>,
     pub cmdline: Vec<String>,
-    pub runtime: &'static str,
+    #[serde(deserialize_with = "interned")]
+    pub runtime: StaticStr,
     pub signal: Option<SignalInfo>,
     pub outcome: Outcome,
-    pub class: &'static str,
+    #[serde(deserialize_with = "interned")]
+    pub class: StaticStr,
     pub summary: String,
     pub evidence: Vec<String>,
     pub message: Option<String>,
@@ -54,7 +57,7 @@ pub struct CrashReport {
     pub fingerprint: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SignalInfo {
     pub number: i32,
     pub name: String,
@@ -65,7 +68,7 @@ pub struct SignalInfo {
     pub sender: Option<Sender>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sender {
     pub pid: u32,
     pub tid: u32,
@@ -77,7 +80,7 @@ pub struct Sender {
     pub frames: Vec<Frame>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {
     pub kind: OutcomeKind,
     pub exit_code: Option<i32>,
@@ -85,7 +88,7 @@ pub struct Outcome {
     pub core_dumped: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutcomeKind {
     Killed,
@@ -125,7 +128,7 @@ impl Outcome {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     pub address: String,
     pub module: Option<String>,
@@ -153,6 +156,29 @@ impl Frame {
             inlined: false,
         }
     }
+}
+
+/// A string from a fixed vocabulary. Named, rather than written
+/// `&'static str`, so that serde does not take the field for one borrowed
+/// from the input (which would tie reading a report to `'static` input).
+pub type StaticStr = &'static str;
+
+/// Reads a string field typed `&'static str` (class ids, record types,
+/// runtimes) back from a stored report. These come from a small fixed
+/// vocabulary, so each distinct value is kept once for the life of the
+/// process rather than per report.
+fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    use std::{collections::HashSet, sync::Mutex};
+    static SEEN: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let s = String::deserialize(d)?;
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashSet::new);
+    if let Some(&known) = seen.get(s.as_str()) {
+        return Ok(known);
+    }
+    let leaked: &'static str = Box::leak(s.into_boxed_str());
+    seen.insert(leaked);
+    Ok(leaked)
 }
 
 /// Counts of lost or degraded events, reported when they change.
