@@ -77,10 +77,11 @@ pub(crate) struct GoProgram {
 
 impl GoProgram {
     /// Writes `source` as `main.go` of module `example.com/crashy` in a
-    /// fresh directory named after `name`.
+    /// fresh directory named after `name` under the target directory, where
+    /// the next run replaces it (the programs the tests share are never
+    /// dropped).
     pub fn new(name: &str, source: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("crashtrace-golang-{}-{name}", std::process::id()));
+        let dir = target_dir().join("golang-tests").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("main.go"), source).unwrap();
@@ -91,7 +92,7 @@ impl GoProgram {
     /// Builds the program into `out` with extra `go build` arguments.
     pub fn build(&self, out: &str, args: &[&str]) -> PathBuf {
         let exe = self.dir.join(out);
-        let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-build-cache");
+        let cache = target_dir().join("go-build-cache");
         let output = Command::new(GO)
             .arg("build")
             .args(args)
@@ -164,6 +165,13 @@ impl GoProgram {
             })
             .collect()
     }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 impl Drop for GoProgram {
