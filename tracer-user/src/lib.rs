@@ -9,6 +9,7 @@
 pub mod classify;
 pub mod cli;
 pub mod commands;
+pub mod elfimage;
 pub mod events;
 pub mod loader;
 pub mod locate;

@@ -32,6 +32,7 @@ mod module;
 mod tests;
 
 use std::{
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -43,6 +44,8 @@ use cache::Lru;
 use debuglink::Search;
 use elf::TranslateError;
 use file::FileKey;
+
+use crate::elfimage::Identities;
 use module::{Module, ObjectFile};
 
 /// Most files kept parsed by default.
@@ -67,8 +70,8 @@ pub struct ModuleRef<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SymbolFrame {
     /// Demangled function name (Rust and C++; C names unchanged).
-    pub function: Option<String>,
-    pub file: Option<String>,
+    pub function: Option<Arc<str>>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
     pub column: Option<u32>,
     /// True for every frame but the last (outermost) of an address's inline
@@ -85,13 +88,15 @@ pub struct Symbolization {
     /// The ELF virtual address that was looked up.
     pub file_address: u64,
     /// GNU build-id of the file, as hex.
-    pub build_id: Option<String>,
+    pub build_id: Option<Arc<str>>,
 }
 
 /// Turns runtime addresses into [`Symbolization`]s, keeping parsed files.
 pub struct Symbolizer {
     search: Search,
     cache: Lru<FileKey, Module>,
+    /// Identities of the paths asked about; kept during a [`Batch`].
+    identities: Identities,
 }
 
 impl Symbolizer {
@@ -107,6 +112,7 @@ impl Symbolizer {
         Self {
             search: Search::new(debug_dirs),
             cache: Lru::new(max_files, max_bytes),
+            identities: Identities::default(),
         }
         .with_debuginfod(DebuginfodConfig::from_env())
     }
@@ -118,11 +124,22 @@ impl Symbolizer {
         self
     }
 
+    /// Starts a batch of lookups made together (the frames of one crash,
+    /// the addresses one read brought in): until the returned guard is
+    /// dropped, each file is checked against the disk once, at its first
+    /// use, instead of at every lookup. Outside a batch every lookup checks
+    /// that the file at its path is still the one that was parsed.
+    pub fn batch(&mut self) -> Batch<'_> {
+        self.identities.start_batch();
+        Batch { symbolizer: self }
+    }
+
     fn module<'c>(
         cache: &'c mut Lru<FileKey, Module>,
+        identities: &mut Identities,
         path: &Path,
     ) -> Result<&'c mut Module, SymbolizeError> {
-        let key = file::stat_regular(path)?;
+        let key = identities.key(path)?;
         cache.get_or_try_insert_with(key, || ObjectFile::open_as(path, key).map(Module::new))
     }
 
@@ -137,7 +154,11 @@ impl Symbolizer {
         addr: u64,
         is_return_address: bool,
     ) -> Result<Symbolization, SymbolizeError> {
-        let Self { search, cache } = self;
+        let Self {
+            search,
+            cache,
+            identities,
+        } = self;
         let probe = if is_return_address {
             addr.checked_sub(1)
                 .ok_or_else(|| SymbolizeError::BelowMapping {
@@ -148,7 +169,7 @@ impl Symbolizer {
         } else {
             addr
         };
-        let entry = Self::module(cache, module.path)?;
+        let entry = Self::module(cache, identities, module.path)?;
         let file_address = entry
             .main
             .info
@@ -193,8 +214,12 @@ impl Symbolizer {
         path: &Path,
         vaddr: u64,
     ) -> Result<Symbolization, SymbolizeError> {
-        let Self { search, cache } = self;
-        let entry = Self::module(cache, path)?;
+        let Self {
+            search,
+            cache,
+            identities,
+        } = self;
+        let entry = Self::module(cache, identities, path)?;
         let frames = entry.lookup(vaddr, search);
         let build_id = entry.main.info.build_id_hex();
         cache.evict();
@@ -207,10 +232,34 @@ impl Symbolizer {
 
     /// GNU build-id of the ELF file at `path`, as hex.
     pub fn build_id(&mut self, path: &Path) -> Result<Option<String>, SymbolizeError> {
-        Ok(Self::module(&mut self.cache, path)?
-            .main
-            .info
-            .build_id_hex())
+        let module = Self::module(&mut self.cache, &mut self.identities, path)?;
+        Ok(module.main.info.build_id_hex().map(|id| id.to_string()))
+    }
+}
+
+/// A [`Symbolizer`] in a batch (see [`Symbolizer::batch`]); the batch ends
+/// when this is dropped.
+pub struct Batch<'s> {
+    symbolizer: &'s mut Symbolizer,
+}
+
+impl Deref for Batch<'_> {
+    type Target = Symbolizer;
+
+    fn deref(&self) -> &Symbolizer {
+        self.symbolizer
+    }
+}
+
+impl DerefMut for Batch<'_> {
+    fn deref_mut(&mut self) -> &mut Symbolizer {
+        self.symbolizer
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.symbolizer.identities.end_batch();
     }
 }
 
@@ -256,7 +305,10 @@ int main(int argc, char **argv) { (void)argv; return outer_fn(argc); }
             let frame = entry.frames.last().expect("a frame");
             assert_eq!(frame.function.as_deref(), Some("outer_fn"), "{entry:?}");
             assert_eq!(frame.line, Some(marker_line(SOURCE, "MARK:outer_fn")));
-            assert_eq!(entry.build_id, symbolizer.build_id(&exe).expect("build id"));
+            assert_eq!(
+                entry.build_id.as_deref().map(str::to_owned),
+                symbolizer.build_id(&exe).expect("build id")
+            );
 
             // Somewhere inside the inlined helper: an inline chain, the
             // same one a mapped lookup finds.

@@ -17,7 +17,7 @@ use super::{
     SymbolFrame, SymbolizeError,
     cache::Weigh,
     debuglink::{self, Search},
-    demangle::demangle,
+    demangle::Names,
     dwarf::{self, Reader},
     elf::{ElfInfo, SymbolTable},
     file::{self, Backing, FileKey},
@@ -69,6 +69,8 @@ pub(crate) struct ObjectFile {
     dynsym: Lazy<SymbolTable>,
     /// `.symtab` of the MiniDebugInfo in `.gnu_debugdata`.
     minidebug: Lazy<SymbolTable>,
+    /// Names found so far, demangled.
+    names: Names,
 }
 
 fn parse_elf<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, SymbolizeError> {
@@ -106,6 +108,7 @@ impl ObjectFile {
             symtab: Lazy::Unloaded,
             dynsym: Lazy::Unloaded,
             minidebug: Lazy::Unloaded,
+            names: Names::default(),
         })
     }
 
@@ -174,7 +177,7 @@ impl ObjectFile {
         let Some(ctx) = self.dwarf.get() else {
             return Vec::new();
         };
-        dwarf::find_frames(ctx, probe).unwrap_or_else(|source| {
+        dwarf::find_frames(ctx, probe, &mut self.names).unwrap_or_else(|source| {
             let e = SymbolizeError::Dwarf {
                 path: self.path.clone(),
                 source,
@@ -186,7 +189,7 @@ impl ObjectFile {
 
     /// Name of the function symbol covering `addr` in `.symtab`, or in
     /// `.dynsym` if `dynamic`.
-    fn symbol(&mut self, addr: u64, dynamic: bool) -> Option<String> {
+    fn symbol(&mut self, addr: u64, dynamic: bool) -> Option<Arc<str>> {
         let (data, path) = (&self.data, &self.path);
         let load = || match parse_elf(path, data) {
             Ok(elf) => Some(SymbolTable::read(&elf, dynamic)),
@@ -200,11 +203,12 @@ impl ObjectFile {
         } else {
             self.symtab.force(load)
         };
-        table?.lookup(addr).map(|name| demangle(name, None))
+        let name = table?.lookup(addr)?;
+        Some(self.names.function(name.as_bytes(), None))
     }
 
     /// Name of the function symbol covering `addr` in the MiniDebugInfo.
-    fn mini_symbol(&mut self, addr: u64) -> Option<String> {
+    fn mini_symbol(&mut self, addr: u64) -> Option<Arc<str>> {
         if !self.info.has_minidebug {
             return None;
         }
@@ -216,7 +220,8 @@ impl ObjectFile {
                 None
             }
         });
-        table?.lookup(addr).map(|name| demangle(name, None))
+        let name = table?.lookup(addr)?;
+        Some(self.names.function(name.as_bytes(), None))
     }
 }
 
@@ -228,6 +233,7 @@ impl Weigh for ObjectFile {
             + table(&self.symtab)
             + table(&self.dynsym)
             + table(&self.minidebug)
+            + self.names.heap_bytes()
     }
 }
 

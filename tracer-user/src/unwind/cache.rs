@@ -7,14 +7,13 @@
 //! library reached through `/proc/PID/root` or `/proc/PID/map_files` is
 //! parsed once, and a rebuilt binary at the same path is parsed again.
 //! Failures are kept too, so an unreadable file is not retried for every
-//! frame. The cache is bounded in files and in heap bytes.
+//! frame. The cache is bounded in files and in heap bytes. A path's identity
+//! is checked once per unwind, not once per frame.
 
 use std::path::Path;
 
-use super::{
-    cfi::Cfi,
-    image::{FileKey, Image, stat_regular},
-};
+use super::{cfi::Cfi, image::Image};
+use crate::elfimage::{FileKey, Identities};
 
 pub const MAX_FILES: usize = 64;
 pub const MAX_BYTES: u64 = 512 << 20;
@@ -24,6 +23,8 @@ pub struct Cache {
     entries: Vec<(FileKey, Result<Cfi, String>)>,
     max_files: usize,
     max_bytes: u64,
+    /// Identities of the paths asked for, kept during one unwind.
+    pub identities: Identities,
 }
 
 impl Default for Cache {
@@ -42,12 +43,13 @@ impl Cache {
             entries: Vec::new(),
             max_files: max_files.max(1),
             max_bytes,
+            identities: Identities::default(),
         }
     }
 
     /// The tables of the file at `path`, parsed on first use.
     pub fn get(&mut self, path: &Path) -> Result<&Cfi, String> {
-        let key = stat_regular(path).map_err(|e| e.to_string())?;
+        let key = self.identities.key(path).map_err(|e| e.to_string())?;
         match self.entries.iter().position(|(k, _)| *k == key) {
             Some(pos) => {
                 let entry = self.entries.remove(pos);
