@@ -28,6 +28,7 @@ mod error;
 mod file;
 mod minidebug;
 mod module;
+mod plt;
 #[cfg(test)]
 mod tests;
 
@@ -77,6 +78,19 @@ pub struct SymbolFrame {
     /// True for every frame but the last (outermost) of an address's inline
     /// chain.
     pub inlined: bool,
+}
+
+impl SymbolFrame {
+    /// A frame known only by its function's name (from a symbol table).
+    pub fn named(function: Arc<str>) -> Self {
+        Self {
+            function: Some(function),
+            file: None,
+            line: None,
+            column: None,
+            inlined: false,
+        }
+    }
 }
 
 /// Everything known about one address.

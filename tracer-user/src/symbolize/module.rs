@@ -22,6 +22,7 @@ use super::{
     elf::{ElfInfo, SymbolTable},
     file::{self, Backing, FileKey},
     minidebug,
+    plt::{PltName, PltTable},
 };
 
 /// Most bytes inflated from compressed sections of one file.
@@ -69,6 +70,7 @@ pub(crate) struct ObjectFile {
     dynsym: Lazy<SymbolTable>,
     /// `.symtab` of the MiniDebugInfo in `.gnu_debugdata`.
     minidebug: Lazy<SymbolTable>,
+    plt: Lazy<PltTable>,
     /// Names found so far, demangled.
     names: Names,
 }
@@ -108,6 +110,7 @@ impl ObjectFile {
             symtab: Lazy::Unloaded,
             dynsym: Lazy::Unloaded,
             minidebug: Lazy::Unloaded,
+            plt: Lazy::Unloaded,
             names: Names::default(),
         })
     }
@@ -207,6 +210,24 @@ impl ObjectFile {
         Some(self.names.function(name.as_bytes(), None))
     }
 
+    /// The name of the PLT stub holding `addr`: `None` outside the PLT,
+    /// `Some(None)` in a part of it that calls no named function.
+    fn plt_name(&mut self, addr: u64) -> Option<Option<Arc<str>>> {
+        let (data, path) = (&self.data, &self.path);
+        let table = self.plt.force(|| match parse_elf(path, data) {
+            Ok(elf) => Some(PltTable::read(&elf)),
+            Err(e) => {
+                log::warn!("ignoring the plt: {e}");
+                None
+            }
+        })?;
+        match table.lookup(addr) {
+            PltName::Outside => None,
+            PltName::Unnamed => Some(None),
+            PltName::Stub(name) => Some(Some(self.names.function(name.as_bytes(), None))),
+        }
+    }
+
     /// Name of the function symbol covering `addr` in the MiniDebugInfo.
     fn mini_symbol(&mut self, addr: u64) -> Option<Arc<str>> {
         if !self.info.has_minidebug {
@@ -233,6 +254,7 @@ impl Weigh for ObjectFile {
             + table(&self.symtab)
             + table(&self.dynsym)
             + table(&self.minidebug)
+            + self.plt.get().map_or(0, PltTable::heap_bytes)
             + self.names.heap_bytes()
     }
 }
@@ -271,6 +293,16 @@ impl Module {
                 .map(|d| d.frames(probe, search))
                 .unwrap_or_default()
         };
+        if frames.is_empty()
+            && let Some(stub) = main.plt_name(probe)
+        {
+            // Symbol tables do not cover PLT stubs: the nearest symbol
+            // before one is some other function.
+            if let Some(name) = stub {
+                frames.push(SymbolFrame::named(name));
+            }
+            return frames;
+        }
         if frames.last().is_none_or(|f| f.function.is_none()) {
             let name = main
                 .symbol(probe, false)
@@ -279,14 +311,7 @@ impl Module {
                 .or_else(|| main.symbol(probe, true));
             match frames.last_mut() {
                 Some(last) => last.function = name,
-                None if name.is_some() => frames.push(SymbolFrame {
-                    function: name,
-                    file: None,
-                    line: None,
-                    column: None,
-                    inlined: false,
-                }),
-                None => {}
+                None => frames.extend(name.map(SymbolFrame::named)),
             }
         }
         frames
