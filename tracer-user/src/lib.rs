@@ -13,6 +13,7 @@ pub mod elfimage;
 pub mod events;
 pub mod loader;
 pub mod locate;
+mod lru;
 pub mod report;
 pub mod session;
 pub mod signals;

@@ -18,7 +18,6 @@
 //! parsing is bounds-checked, inflation of compressed sections is capped, and
 //! parsed state lives in a cache bounded in both files and bytes.
 
-mod cache;
 mod debuginfod;
 mod debuglink;
 mod demangle;
@@ -41,9 +40,9 @@ use std::{
 pub use debuginfod::{DEFAULT_MAX_SIZE, DEFAULT_MISS_TTL, DEFAULT_TIMEOUT, DebuginfodConfig};
 pub use error::SymbolizeError;
 
-use cache::Lru;
+use crate::lru::Lru;
 use debuglink::Search;
-use elf::TranslateError;
+use elf::{ElfInfo, TranslateError};
 use file::FileKey;
 
 use crate::elfimage::Identities;
@@ -168,11 +167,6 @@ impl Symbolizer {
         addr: u64,
         is_return_address: bool,
     ) -> Result<Symbolization, SymbolizeError> {
-        let Self {
-            search,
-            cache,
-            identities,
-        } = self;
         let probe = if is_return_address {
             addr.checked_sub(1)
                 .ok_or_else(|| SymbolizeError::BelowMapping {
@@ -183,39 +177,29 @@ impl Symbolizer {
         } else {
             addr
         };
-        let entry = Self::module(cache, identities, module.path)?;
-        let file_address = entry
-            .main
-            .info
-            .file_address(module.start, module.file_offset, probe)
-            .map_err(|e| {
-                let path = module.path.to_owned();
-                match e {
-                    TranslateError::BelowMapping => SymbolizeError::BelowMapping {
-                        path,
-                        addr: probe,
-                        start: module.start,
-                    },
-                    TranslateError::Overflow => SymbolizeError::AddressOverflow {
-                        path,
-                        addr: probe,
-                        start: module.start,
-                        file_offset: module.file_offset,
-                    },
-                    TranslateError::NoSegment { file_offset } => SymbolizeError::NoSegment {
-                        path,
-                        addr: probe,
-                        file_offset,
-                    },
-                }
-            })?;
-        let frames = entry.lookup(file_address, search);
-        let build_id = entry.main.info.build_id_hex();
-        cache.evict();
-        Ok(Symbolization {
-            frames,
-            file_address,
-            build_id,
+        self.lookup(module.path, |info| {
+            info.file_address(module.start, module.file_offset, probe)
+                .map_err(|e| {
+                    let path = module.path.to_owned();
+                    match e {
+                        TranslateError::BelowMapping => SymbolizeError::BelowMapping {
+                            path,
+                            addr: probe,
+                            start: module.start,
+                        },
+                        TranslateError::Overflow => SymbolizeError::AddressOverflow {
+                            path,
+                            addr: probe,
+                            start: module.start,
+                            file_offset: module.file_offset,
+                        },
+                        TranslateError::NoSegment { file_offset } => SymbolizeError::NoSegment {
+                            path,
+                            addr: probe,
+                            file_offset,
+                        },
+                    }
+                })
         })
     }
 
@@ -228,18 +212,29 @@ impl Symbolizer {
         path: &Path,
         vaddr: u64,
     ) -> Result<Symbolization, SymbolizeError> {
+        self.lookup(path, |_| Ok(vaddr))
+    }
+
+    /// Looks up, in the file at `path`, the ELF virtual address that
+    /// `file_address` gives for it.
+    fn lookup(
+        &mut self,
+        path: &Path,
+        file_address: impl FnOnce(&ElfInfo) -> Result<u64, SymbolizeError>,
+    ) -> Result<Symbolization, SymbolizeError> {
         let Self {
             search,
             cache,
             identities,
         } = self;
         let entry = Self::module(cache, identities, path)?;
-        let frames = entry.lookup(vaddr, search);
+        let file_address = file_address(&entry.main.info)?;
+        let frames = entry.lookup(file_address, search);
         let build_id = entry.main.info.build_id_hex();
         cache.evict();
         Ok(Symbolization {
             frames,
-            file_address: vaddr,
+            file_address,
             build_id,
         })
     }

@@ -15,7 +15,6 @@ use std::{
 
 use super::{
     SymbolFrame, SymbolizeError,
-    cache::Weigh,
     debuglink::{self, Search},
     demangle::Names,
     dwarf::{self, Reader},
@@ -24,6 +23,7 @@ use super::{
     minidebug,
     plt::{PltName, PltTable},
 };
+use crate::lru::Weigh;
 
 /// Most bytes inflated from compressed sections of one file.
 const MAX_INFLATE_PER_FILE: u64 = 1 << 30;
