@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod elfimage;
 pub mod events;
+pub mod kernel_support;
 pub mod loader;
 pub mod locate;
 mod lru;

@@ -53,8 +53,11 @@ Figures:
                       answered by `crashtrace symbolize --exe BIN`,
                       `addr2line -f -i -e BIN`, `eu-addr2line -f -i -e BIN`
                       and `llvm-symbolizer-14 --obj=BIN`, addresses on
-                      stdin. 10k ms / 20k ms: median wall time (of 3) of one
-                      process given the addresses once / twice. Cold addr/s:
+                      stdin. 10k ms / 20k ms: median CPU time (user +
+                      system, of 3 runs; steadier than wall time on a busy
+                      machine, and the same on an idle one, as every tool
+                      is single-threaded) of one process given the
+                      addresses once / twice. Cold addr/s:
                       10,000 / 10k time (parsing included). Warm addr/s:
                       10,000 / (20k time - 10k time), the steady state once
                       the file is parsed; marked \"N?\" when the difference

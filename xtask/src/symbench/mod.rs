@@ -19,11 +19,13 @@ use std::{
     ffi::OsString,
     fmt::Write as _,
     fs::{self, File},
+    io,
+    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, ExitStatus},
     sync::mpsc,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -309,8 +311,10 @@ fn tools(bin: &Path) -> Vec<Tool> {
     ]
 }
 
-/// Wall time of `tool` answering the addresses in `input` (its stdin), its
-/// answers written to `output`.
+/// CPU time (user and system) of `tool` answering the addresses in
+/// `input` (its stdin), its answers written to `output`. Every tool here is
+/// single-threaded, so on an idle machine this is its wall time; on a busy
+/// one it is far steadier, since time spent waiting for a core is left out.
 fn time_tool(tool: &Tool, input: &Path, output: &Path, out: &Path) -> Result<Duration> {
     let stdin = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     let stdout =
@@ -322,34 +326,55 @@ fn time_tool(tool: &Tool, input: &Path, output: &Path, out: &Path) -> Result<Dur
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
-    let start = Instant::now();
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .with_context(|| format!("cannot run {}", tool.program.display()))?;
-    let pid = child.id();
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let _ = tx.send(child.wait());
+        let _ = tx.send(wait_with_usage(pid));
     });
-    let status = match rx.recv_timeout(RUN_TIMEOUT) {
-        Ok(status) => status.context("cannot wait for the tool")?,
+    let (status, cpu) = match rx.recv_timeout(RUN_TIMEOUT) {
+        Ok(waited) => waited.context("cannot wait for the tool")?,
         Err(_) => {
-            if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // SAFETY: kill has no memory-safety preconditions; the
-                // waiting thread has not reaped the child, so the pid is
-                // still its.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            // SAFETY: kill has no memory-safety preconditions; the waiting
+            // thread has not reaped the child, so the pid is still its.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
             let _ = rx.recv();
             bail!("no answer within {RUN_TIMEOUT:?}");
         }
     };
-    let elapsed = start.elapsed();
     if !status.success() {
         let stderr = fs::read_to_string(&log).unwrap_or_default();
         bail!("exited with {status}; its stderr:\n{}", stderr.trim_end());
     }
-    Ok(elapsed)
+    Ok(cpu)
+}
+
+/// Reaps child `pid`: its exit status and the CPU time it used.
+fn wait_with_usage(pid: libc::pid_t) -> io::Result<(ExitStatus, Duration)> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the right types.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Ok((
+        ExitStatus::from_raw(status),
+        time(usage.ru_utime) + time(usage.ru_stime),
+    ))
 }
 
 /// `count` addresses inside the functions `(start, size)`, each chosen by
@@ -378,7 +403,7 @@ fn choose_addresses(functions: &[(u64, u64)], count: usize, seed: u64) -> Vec<u6
 
 pub fn print(result: &SymbenchResult) {
     println!(
-        "\nsymbolizer throughput, {ADDRESSES} addresses in {} (median of {RUNS})",
+        "\nsymbolizer throughput, {ADDRESSES} addresses in {} (CPU time, median of {RUNS})",
         result.binary
     );
     let crashtrace = result.tools.iter().find(|t| t.name == "crashtrace");
