@@ -17,6 +17,12 @@
 //! hostile: files are checked before they are opened (see the `file` submodule), all
 //! parsing is bounds-checked, inflation of compressed sections is capped, and
 //! parsed state lives in a cache bounded in both files and bytes.
+//!
+//! Lookups are cheap once a file is parsed, so what each one costs besides
+//! the DWARF search matters: a file's identity is checked against the disk
+//! once per batch of lookups rather than per address ([`Symbolizer::batch`]),
+//! demangled names are kept per file (`demangle::Names`), and names are
+//! shared strings rather than copies.
 
 mod debuginfod;
 mod debuglink;
