@@ -221,6 +221,43 @@ pub const DLOPEN_CRASH: CrashSpec = CrashSpec {
     )
 };
 
+pub const PLT_CRASH: CrashSpec = CrashSpec {
+    // Frame 0 is the stub `getppid@plt`, which has no source line; the
+    // call to it is the marked line.
+    function: "ask_parent",
+    max_frame_index: 1,
+    callers: &["main"],
+    source: "plt_crash.c",
+    ..base(
+        "plt_crash",
+        "memory-permission-violation",
+        SIGSEGV,
+        ("SEGV_ACCERR", 2),
+    )
+};
+
+/// The frame name of the sigreturn trampoline: where a signal handler
+/// returns to, and the signal frame that unwinding crosses.
+pub const SIGRETURN_TRAMPOLINE: &str = "__restore_rt";
+
+pub const HANDLER_CRASH: CrashSpec = CrashSpec {
+    fault_address: FaultAddress::Exact("0x0"),
+    function: "crash_in_handler",
+    callers: &[
+        "on_usr1",
+        SIGRETURN_TRAMPOLINE,
+        "spin_until_signalled",
+        "main",
+    ],
+    source: "handler_crash.c",
+    ..base(
+        "handler_crash",
+        "null-pointer-dereference",
+        SIGSEGV,
+        ("SEGV_MAPERR", 1),
+    )
+};
+
 /// Every crash program.
 pub const ALL: &[CrashSpec] = &[
     NULL_DEREF,
@@ -233,6 +270,8 @@ pub const ALL: &[CrashSpec] = &[
     ABORT,
     THREAD_CRASH,
     DLOPEN_CRASH,
+    PLT_CRASH,
+    HANDLER_CRASH,
 ];
 
 /// The external kill of `sleeper`: class, signal and code.

@@ -915,6 +915,12 @@ const GLIBC_ALIASES: &[(&[&str], &str)] = &[
     ),
 ];
 
+/// How gdb shows a signal frame in a backtrace.
+const GDB_SIGNAL_FRAME: &str = "<signal handler called>";
+/// The name both sides give a signal frame: gdb's `<signal handler
+/// called>` and the sigreturn trampoline crashtrace names.
+pub const SIGNAL_FRAME: &str = "<signal frame>";
+
 /// GCC clone suffixes (`f.constprop.0`, `f.part.1`, `f.cold`): the same
 /// source function.
 const CLONE_SUFFIXES: &[&str] = &[
@@ -929,7 +935,8 @@ const CLONE_SUFFIXES: &[&str] = &[
 /// The name both sides are compared by: without an argument list,
 /// qualifiers, template arguments, ABI tags, `(anonymous namespace)::`,
 /// GCC clone suffixes and glibc's `__GI_` prefix, with glibc aliases
-/// merged. Unknown functions become `??`.
+/// merged; the sigreturn trampoline becomes [`SIGNAL_FRAME`]. Unknown
+/// functions become `??`.
 pub fn normalize_function(name: &str) -> String {
     let mut name = name.trim().to_owned();
     if name.is_empty() || name == "??" {
@@ -948,6 +955,9 @@ pub fn normalize_function(name: &str) -> String {
         if aliases.contains(&name.as_str()) {
             return (*canonical).to_owned();
         }
+    }
+    if name == crate::expect::SIGRETURN_TRAMPOLINE {
+        return SIGNAL_FRAME.to_owned();
     }
     if name.is_empty() {
         "??".to_owned()
@@ -1085,6 +1095,13 @@ fn gdb_sides(bt: &GdbBacktrace) -> (Vec<Side>, Vec<String>) {
             continue;
         }
         let mut detail = format!("#{}", f.index);
+        // gdb shows the signal frame as `<signal handler called>`; the
+        // code there is the sigreturn trampoline, which crashtrace names.
+        let normalized = if f.kind == FrameKind::SigTramp || f.function == GDB_SIGNAL_FRAME {
+            SIGNAL_FRAME.to_owned()
+        } else {
+            normalize_function(&f.function)
+        };
         if let Some(a) = f.address {
             write!(detail, " 0x{a:x}").expect("String");
         }
@@ -1094,7 +1111,7 @@ fn gdb_sides(bt: &GdbBacktrace) -> (Vec<Side>, Vec<String>) {
         write!(detail, " {}", f.location).expect("String");
         sides.push(Side {
             raw: f.function.clone(),
-            normalized: normalize_function(&f.function),
+            normalized,
             detail,
         });
     }
@@ -1331,6 +1348,24 @@ Backtrace stopped: previous frame inner to this frame (corrupt stack?)
     }
 
     #[test]
+    fn signal_frames_compare_as_the_trampoline() {
+        let mut frames = parse_backtrace(
+            "#0  0x1 in on_usr1 (sig=10) at h.c:3\n#1  <signal handler called>\n\
+             #2  0x2 in spin () at h.c:9\n",
+        );
+        assert_eq!(frames.len(), 3);
+        frames[1].kind = FrameKind::Unknown;
+        let bt = GdbBacktrace {
+            frames,
+            output: String::new(),
+            command: String::new(),
+        };
+        let (sides, _) = gdb_sides(&bt);
+        assert_eq!(sides[1].normalized, SIGNAL_FRAME);
+        assert_eq!(normalize_function("__restore_rt"), SIGNAL_FRAME);
+    }
+
+    #[test]
     fn normalizes_both_sides_alike() {
         let same = [
             ("store::Box<int>::get() const", "store::Box<int>::get"),
@@ -1349,6 +1384,7 @@ Backtrace stopped: previous frame inner to this frame (corrupt stack?)
             ("__libc_start_main_impl", "__libc_start_call_main"),
             ("inner.constprop.0", "inner"),
             ("inner.part.0.cold", "inner"),
+            ("getppid@plt", "getppid@plt"),
             (
                 "std::__cxx11::basic_string<char>::size[abi:cxx11]() const",
                 "std::__cxx11::basic_string::size",

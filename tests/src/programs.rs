@@ -85,12 +85,22 @@ const RECIPES: &[Recipe] = &[
     exe("exit_code", "exit_code.c"),
     exe("uncaught_exception", "uncaught_exception.cpp"),
     exe("fault_in_handler", "fault_in_handler.c"),
+    Recipe {
+        output: "plt_crash",
+        source: "plt_crash.c",
+        before: &[],
+        after: &["-Wl,-z,lazy"],
+    },
+    exe("handler_crash", "handler_crash.c"),
     // Test support, not a crash program: see the comment in the source.
+    // Bound at load time: its handler must not need the dynamic linker,
+    // which may be unable to run in a crashing process (plt_crash makes
+    // the executable's GOT and dynamic section unreadable).
     Recipe {
         output: "siginfo_probe.so",
         source: "siginfo_probe.c",
         before: SHARED,
-        after: &[],
+        after: &["-Wl,-z,now"],
     },
 ];
 

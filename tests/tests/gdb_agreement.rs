@@ -4,7 +4,8 @@
 //! that crashtrace's frames name the same functions as gdb's `bt` of that
 //! core, from the crashing frame down to `main` (or `start_thread` for a
 //! crash in a second thread), and that crashtrace's frames get there fully
-//! symbolized. On a mismatch the failure shows both lists side by side.
+//! symbolized. A signal frame (gdb's `<signal handler called>`) compares
+//! as the sigreturn trampoline crashtrace names. On a mismatch the failure shows both lists side by side.
 //!
 //! These tests load BPF, so they need root; see
 //! `crashtrace_tests::require_bpf`. They also need gdb (`$GDB`, else
@@ -75,6 +76,22 @@ fn dlopen_crash_matches_gdb() {
         return;
     }
     check_common("dlopen_crash", Some("libcrashy.so"), MAIN);
+}
+
+#[test]
+fn plt_stub_crash_matches_gdb() {
+    if !require_bpf() {
+        return;
+    }
+    check_common("plt_crash", None, MAIN);
+}
+
+#[test]
+fn crash_in_signal_handler_matches_gdb() {
+    if !require_bpf() {
+        return;
+    }
+    check_common("handler_crash", None, MAIN);
 }
 
 #[test]

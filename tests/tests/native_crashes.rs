@@ -153,6 +153,47 @@ fn illegal_instruction_trap() {
 }
 
 #[test]
+fn crash_inside_a_plt_stub() {
+    if !require_bpf() {
+        return;
+    }
+    let (_, report) = record_crash(&expect::PLT_CRASH);
+    // The stub is named as gdb names it, not after the symbol before it,
+    // and unwinding from it reaches its caller.
+    let (index, _) = expect_frame(&report, "getppid@plt");
+    assert_eq!(index, 0, "{}", describe_frames(&report));
+    assert_eq!(
+        expect_frame(&report, "ask_parent").0,
+        1,
+        "{}",
+        describe_frames(&report)
+    );
+}
+
+#[test]
+fn crash_inside_a_signal_handler() {
+    if !require_bpf() {
+        return;
+    }
+    let (_, report) = record_crash(&expect::HANDLER_CRASH);
+    // handler <- sigreturn trampoline <- the interrupted loop, adjacent.
+    let names: Vec<&str> = crashtrace_tests::frames(&report)
+        .iter()
+        .map(|f| f.get("function").and_then(Value::as_str).unwrap_or("??"))
+        .collect();
+    let handler = names.iter().position(|&n| n == "on_usr1");
+    assert!(
+        handler.is_some_and(|i| names[i + 1..].starts_with(&[
+            expect::SIGRETURN_TRAMPOLINE,
+            "spin_until_signalled",
+            "main"
+        ])),
+        "{}",
+        describe_frames(&report)
+    );
+}
+
+#[test]
 fn abort() {
     if !require_bpf() {
         return;

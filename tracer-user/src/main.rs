@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use crashtrace::{
     cli::{Cli, Command},
-    commands, loader,
+    commands, kernel_support, loader,
 };
 
 /// Exit status when the environment cannot run crashtrace at all.
@@ -41,12 +41,23 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("crashtrace: error: {e:#}");
-            let environment = e.chain().any(|c| {
-                matches!(
-                    c.downcast_ref::<loader::LoadError>(),
-                    Some(loader::LoadError::NotPrivileged | loader::LoadError::Offsets(_))
-                )
+            // A verifier log names a helper the kernel lacks by number only.
+            let missing = e.chain().find_map(|c| match c.downcast_ref() {
+                Some(loader::LoadError::Probe { reason, .. }) => {
+                    kernel_support::missing_helper(reason)
+                }
+                _ => None,
             });
+            if let Some(helper) = missing {
+                eprintln!("crashtrace: {}", kernel_support::explain(helper));
+            }
+            let environment = missing.is_some()
+                || e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<loader::LoadError>(),
+                        Some(loader::LoadError::NotPrivileged | loader::LoadError::Offsets(_))
+                    )
+                });
             ExitCode::from(if environment { EXIT_ENVIRONMENT } else { 1 })
         }
     }

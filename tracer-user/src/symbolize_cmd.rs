@@ -4,11 +4,11 @@
 //! It gives the symbolizer's answers without a crash, root or BPF, so they
 //! can be checked against binutils, elfutils and LLVM on any binary, and it
 //! lets tools that drive a symbolizer as a co-process (one address in, one
-//! answer out, as with `llvm-symbolizer`) use crashtrace's: each stdin line
-//! is answered and flushed before the next one is read.
+//! answer out, as with `llvm-symbolizer`) use crashtrace's: each answer is
+//! flushed before more input is waited for.
 
 use std::{
-    io::{self, BufRead, Write},
+    io::{self, BufRead, BufReader, Read, Write},
     path::Path,
 };
 
@@ -18,6 +18,9 @@ use crate::{
     cli::{SymbolizeArgs, parse_address},
     symbolize::{SymbolFrame, Symbolizer},
 };
+
+/// Bytes of input read at a time.
+const INPUT_BUFFER: usize = 64 * 1024;
 
 /// How answers are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,49 +72,61 @@ pub fn symbolize_addrs(
     addrs: &[u64],
     mut out: impl Write,
 ) -> io::Result<()> {
+    let mut batch = symbolizer.batch();
     for &addr in addrs {
-        answer(symbolizer, exe, format, addr, &mut out)?;
+        answer(&mut batch, exe, format, addr, &mut out)?;
     }
-    Ok(())
+    out.flush()
 }
 
-/// Answers the addresses of `input`, one per line, each before the next
-/// line is read. Blank lines are skipped; a line that is not an address is
-/// answered as unknown (and reported on stderr), so that every other line
-/// still gets exactly one answer.
+/// Answers the addresses of `input`, one per line. Blank lines are skipped;
+/// a line that is not an address is answered as unknown (and reported on
+/// stderr), so that every other line still gets exactly one answer.
+///
+/// Answers are flushed whenever the input read so far is used up, before
+/// waiting for more: a program that writes one address and waits for its
+/// answer gets it, and a file of addresses is answered in large writes.
+/// The addresses of one read form a batch, in which the file is checked
+/// against the disk once (see [`Symbolizer::batch`]).
 pub fn symbolize_lines(
     symbolizer: &mut Symbolizer,
     exe: &Path,
     format: Format,
-    mut input: impl BufRead,
+    input: impl Read,
     mut out: impl Write,
 ) -> io::Result<()> {
+    let mut input = BufReader::with_capacity(INPUT_BUFFER, input);
     let mut line = String::new();
     loop {
-        line.clear();
-        if input.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
-        match parse_address(text) {
-            Ok(addr) => answer(symbolizer, exe, format, addr, &mut out)?,
-            Err(e) => {
-                eprintln!("crashtrace: {e}");
-                let buf = match format {
-                    Format::Text => render_text(&[]),
-                    Format::Json => render_json_error(text, &e),
-                };
-                out.write_all(buf.as_bytes())?;
-                out.flush()?;
+        let mut batch = symbolizer.batch();
+        loop {
+            line.clear();
+            if input.read_line(&mut line)? == 0 {
+                return out.flush();
+            }
+            let text = line.trim();
+            if !text.is_empty() {
+                match parse_address(text) {
+                    Ok(addr) => answer(&mut batch, exe, format, addr, &mut out)?,
+                    Err(e) => {
+                        eprintln!("crashtrace: {e}");
+                        match format {
+                            Format::Text => write_text(&mut out, &[])?,
+                            Format::Json => write_json_error(&mut out, text, &e)?,
+                        }
+                    }
+                }
+            }
+            if input.buffer().is_empty() {
+                break;
             }
         }
+        drop(batch);
+        out.flush()?;
     }
 }
 
-/// Symbolizes `addr` and writes and flushes its answer.
+/// Symbolizes `addr` and writes its answer.
 fn answer(
     symbolizer: &mut Symbolizer,
     exe: &Path,
@@ -126,35 +141,40 @@ fn answer(
             Vec::new()
         }
     };
-    let buf = match format {
-        Format::Text => render_text(&frames),
-        Format::Json => render_json(addr, &frames),
-    };
-    out.write_all(buf.as_bytes())?;
-    out.flush()
+    match format {
+        Format::Text => write_text(out, &frames),
+        Format::Json => write_json(out, addr, &frames),
+    }
 }
 
 /// `addr2line -f -i` lines for one address: FUNCTION, then FILE:LINE, per
 /// frame; `??` and `??:0` for what is unknown, one such pair for an address
 /// nothing is known about.
-pub fn render_text(frames: &[SymbolFrame]) -> String {
+pub fn write_text(out: &mut impl Write, frames: &[SymbolFrame]) -> io::Result<()> {
     if frames.is_empty() {
-        return "??\n??:0\n".to_owned();
+        return out.write_all(b"??\n??:0\n");
     }
-    let mut text = String::new();
     for frame in frames {
-        text.push_str(frame.function.as_deref().unwrap_or("??"));
-        text.push('\n');
-        text.push_str(frame.file.as_deref().unwrap_or("??"));
-        text.push(':');
-        text.push_str(&frame.line.unwrap_or(0).to_string());
-        text.push('\n');
+        writeln!(
+            out,
+            "{}\n{}:{}",
+            frame.function.as_deref().unwrap_or("??"),
+            frame.file.as_deref().unwrap_or("??"),
+            frame.line.unwrap_or(0)
+        )?;
     }
-    text
+    Ok(())
+}
+
+/// [`write_text`] into a string.
+pub fn render_text(frames: &[SymbolFrame]) -> String {
+    let mut text = Vec::new();
+    write_text(&mut text, frames).expect("writing to memory cannot fail");
+    String::from_utf8(text).expect("names are UTF-8")
 }
 
 /// One JSON line: `{"address":"0x..","frames":[...]}`.
-pub fn render_json(addr: u64, frames: &[SymbolFrame]) -> String {
+pub fn write_json(out: &mut impl Write, addr: u64, frames: &[SymbolFrame]) -> io::Result<()> {
     #[derive(serde::Serialize)]
     struct Answer<'a> {
         address: String,
@@ -164,9 +184,21 @@ pub fn render_json(addr: u64, frames: &[SymbolFrame]) -> String {
         address: format!("{addr:#x}"),
         frames,
     };
-    let mut line = serde_json::to_string(&answer).expect("plain data serializes");
-    line.push('\n');
-    line
+    serde_json::to_writer(&mut *out, &answer).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// [`write_json`] into a string.
+pub fn render_json(addr: u64, frames: &[SymbolFrame]) -> String {
+    let mut text = Vec::new();
+    write_json(&mut text, addr, frames).expect("writing to memory cannot fail");
+    String::from_utf8(text).expect("JSON is UTF-8")
+}
+
+/// One JSON line for an input line that is not an address:
+/// `{"input":"..","error":"..","frames":[]}`.
+fn write_json_error(out: &mut impl Write, input: &str, error: &str) -> io::Result<()> {
+    out.write_all(render_json_error(input, error).as_bytes())
 }
 
 /// One JSON line for an input line that is not an address:

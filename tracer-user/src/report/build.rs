@@ -212,8 +212,9 @@ impl ReportBuilder {
             .map(|l| l.as_ref().map(Located::path))
             .collect();
         let unwound = self.unwinder.unwind(state, &files);
+        // One look at each file for all the frames of this stack.
         let frames = symbolize_frames(
-            &mut self.symbolizer,
+            &mut self.symbolizer.batch(),
             &unwound.frames,
             &state.mappings,
             &files,

@@ -47,22 +47,21 @@ pub(super) fn symbolize_frames(
         };
         match symbolizer.symbolize(&module, raw.address, raw.is_return) {
             Ok(sym) if !sym.frames.is_empty() => {
-                frame.build_id = sym.build_id.clone();
+                frame.build_id = sym.build_id.as_deref().map(str::to_owned);
                 for s in sym.frames {
                     frames.push(Frame {
-                        function: s.function,
-                        file: s.file,
+                        function: s.function.as_deref().map(str::to_owned),
+                        file: s.file.as_deref().map(str::to_owned),
                         line: s.line,
                         column: s.column,
                         inlined: s.inlined,
-                        build_id: sym.build_id.clone(),
                         ..frame.clone()
                     });
                 }
                 continue;
             }
             Ok(sym) => {
-                frame.build_id = sym.build_id;
+                frame.build_id = sym.build_id.as_deref().map(str::to_owned);
                 diagnostics.push(format!(
                     "no symbol covers {} in {}",
                     frame.offset.as_deref().unwrap_or("?"),

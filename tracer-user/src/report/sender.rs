@@ -49,7 +49,7 @@ pub(super) fn describe_sender(
             .iter()
             .map(|l| l.as_ref().map(|l| l.path()))
             .collect();
-        symbolize_frames(symbolizer, &raw, &mappings, &files, &mut notes)
+        symbolize_frames(&mut symbolizer.batch(), &raw, &mappings, &files, &mut notes)
     };
     if mappings.is_empty() && !stack.is_empty() {
         diagnostics.push(format!(

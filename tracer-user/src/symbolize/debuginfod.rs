@@ -386,7 +386,7 @@ impl Debuginfod {
                 found: file
                     .info
                     .build_id_hex()
-                    .unwrap_or_else(|| "none".to_owned()),
+                    .map_or_else(|| "none".to_owned(), |id| id.to_string()),
             });
         }
         std::fs::rename(&temp_path, cached).map_err(write_err(cached))?;

@@ -18,6 +18,7 @@ use std::{
 };
 
 use super::{SymbolizeError, debuginfod::Debuginfod, elf::hex, module::ObjectFile};
+use crate::elfimage::OpenError;
 
 /// The distribution-wide debug directory.
 pub(crate) const SYSTEM_DEBUG_DIR: &str = "/usr/lib/debug";
@@ -76,7 +77,7 @@ fn build_id_path(root: &Path, build_id: &[u8]) -> Option<PathBuf> {
 fn open_candidate(path: &Path) -> Option<ObjectFile> {
     match ObjectFile::open(path) {
         Ok(file) => Some(file),
-        Err(SymbolizeError::Stat { .. }) => None,
+        Err(SymbolizeError::File(OpenError::Stat { .. })) => None,
         Err(e) => {
             log::debug!("skipping debug file candidate: {e}");
             None

@@ -11,7 +11,7 @@ use object::Object;
 
 use super::{
     SymbolFrame,
-    demangle::demangle,
+    demangle::Names,
     file::{Backing, SectionBytes, section_bytes},
 };
 
@@ -86,10 +86,11 @@ pub(crate) fn load_sup(
 
 /// Frames for ELF virtual address `probe`: inlined functions innermost
 /// first, then the function they were inlined into. Empty when no unit
-/// covers the address.
+/// covers the address. Names come from, and go into, `names`.
 pub(crate) fn find_frames(
     ctx: &addr2line::Context<Reader>,
     probe: u64,
+    names: &mut Names,
 ) -> Result<Vec<SymbolFrame>, gimli::Error> {
     let mut iter = ctx.find_frames(probe).skip_all_loads()?;
     let mut frames = Vec::new();
@@ -97,12 +98,12 @@ pub(crate) fn find_frames(
         if frames.len() >= MAX_INLINE_DEPTH {
             break;
         }
-        let function = frame.function.as_ref().and_then(|f| {
-            let raw = f.raw_name().ok()?;
-            Some(demangle(&raw, f.language))
-        });
+        let function = frame
+            .function
+            .as_ref()
+            .map(|f| names.function(f.name.bytes(), f.language));
         let (file, line, column) = match frame.location {
-            Some(loc) => (loc.file.map(str::to_owned), loc.line, loc.column),
+            Some(loc) => (loc.file.map(Arc::from), loc.line, loc.column),
             None => (None, None, None),
         };
         frames.push(SymbolFrame {

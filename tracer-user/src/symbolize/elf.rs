@@ -6,23 +6,20 @@
 //! Everything is copied out of the parsed file into owned values so that the
 //! cached state does not borrow the file's bytes.
 
-use object::{
-    Object, ObjectSection, ObjectSegment, ObjectSymbol, SectionKind, SymbolKind, SymbolSection,
-};
+use std::sync::Arc;
 
-/// One `PT_LOAD` program header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Segment {
-    pub offset: u64,
-    pub filesz: u64,
-    pub vaddr: u64,
-}
+use object::{Object, ObjectSection, ObjectSymbol, SectionKind, SymbolKind, SymbolSection};
+
+use crate::elfimage;
+pub(crate) use crate::elfimage::{Segment, TranslateError};
 
 /// Identification and layout of one ELF file.
 #[derive(Clone, Debug)]
 pub(crate) struct ElfInfo {
     pub segments: Vec<Segment>,
     pub build_id: Option<Vec<u8>>,
+    /// `build_id` as lowercase hex, made once for every answer to share.
+    build_id_hex: Option<Arc<str>>,
     /// `.gnu_debuglink`: file name and CRC32 of the separate debug file.
     pub debuglink: Option<(Vec<u8>, u32)>,
     /// `.gnu_debugaltlink`: file name and build-id of the dwz supplementary file.
@@ -34,35 +31,18 @@ pub(crate) struct ElfInfo {
     pub endian: gimli::RunTimeEndian,
 }
 
-/// Why an address has no ELF virtual address.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum TranslateError {
-    BelowMapping,
-    Overflow,
-    NoSegment { file_offset: u64 },
-}
-
-const PAGE_SIZE: u64 = 4096;
-
 impl ElfInfo {
     pub fn parse(file: &object::File<'_>) -> Result<Self, object::Error> {
-        let mut segments = Vec::new();
-        for segment in file.segments() {
-            let (offset, filesz) = segment.file_range();
-            segments.push(Segment {
-                offset,
-                filesz,
-                vaddr: segment.address(),
-            });
-        }
         let owned_pair = |(a, b): (&[u8], &[u8])| (a.to_vec(), b.to_vec());
         let has_data = |name: &str| {
             file.section_by_name(name)
                 .is_some_and(|s| s.kind() != SectionKind::UninitializedData && s.size() > 0)
         };
+        let build_id = file.build_id()?;
         Ok(Self {
-            segments,
-            build_id: file.build_id()?.map(<[u8]>::to_vec),
+            segments: elfimage::load_segments(file),
+            build_id: build_id.map(<[u8]>::to_vec),
+            build_id_hex: build_id.map(|id| hex(id).into()),
             debuglink: file
                 .gnu_debuglink()?
                 .map(|(name, crc)| (name.to_vec(), crc)),
@@ -87,31 +67,12 @@ impl ElfInfo {
         map_offset: u64,
         addr: u64,
     ) -> Result<u64, TranslateError> {
-        let delta = addr
-            .checked_sub(map_start)
-            .ok_or(TranslateError::BelowMapping)?;
-        let file_offset = delta
-            .checked_add(map_offset)
-            .ok_or(TranslateError::Overflow)?;
-        let contains = |s: &&Segment| file_offset >= s.offset && file_offset - s.offset < s.filesz;
-        // Segments' file ranges do not normally overlap; if they do, prefer
-        // the one whose page range actually starts the given mapping.
-        let segment = self
-            .segments
-            .iter()
-            .filter(contains)
-            .find(|s| map_offset >= s.offset & !(PAGE_SIZE - 1))
-            .or_else(|| self.segments.iter().find(contains))
-            .ok_or(TranslateError::NoSegment { file_offset })?;
-        segment
-            .vaddr
-            .checked_add(file_offset - segment.offset)
-            .ok_or(TranslateError::Overflow)
+        elfimage::file_address(&self.segments, map_start, map_offset, addr)
     }
 
     /// The build-id as lowercase hex.
-    pub fn build_id_hex(&self) -> Option<String> {
-        self.build_id.as_deref().map(hex)
+    pub fn build_id_hex(&self) -> Option<Arc<str>> {
+        self.build_id_hex.clone()
     }
 }
 
@@ -213,64 +174,6 @@ impl SymbolTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn info(segments: Vec<Segment>) -> ElfInfo {
-        ElfInfo {
-            segments,
-            build_id: None,
-            debuglink: None,
-            altlink: None,
-            has_dwarf: false,
-            has_symtab: false,
-            has_minidebug: false,
-            endian: gimli::RunTimeEndian::Little,
-        }
-    }
-
-    #[test]
-    fn translates_through_load_segments() {
-        // Typical PIE: r-- at 0, r-x at 0x1000, rw- with offset/vaddr skew.
-        let elf = info(vec![
-            Segment {
-                offset: 0,
-                filesz: 0x600,
-                vaddr: 0,
-            },
-            Segment {
-                offset: 0x1000,
-                filesz: 0x200,
-                vaddr: 0x1000,
-            },
-            Segment {
-                offset: 0x2df0,
-                filesz: 0x230,
-                vaddr: 0x3df0,
-            },
-        ]);
-        let base = 0x5555_5555_4000;
-        assert_eq!(
-            elf.file_address(base + 0x1000, 0x1000, base + 0x1123),
-            Ok(0x1123)
-        );
-        assert_eq!(
-            elf.file_address(base + 0x3000, 0x2000, base + 0x3e00),
-            Ok(0x3e00)
-        );
-        assert_eq!(
-            elf.file_address(base + 0x1000, 0x1000, base + 0x1fff),
-            Err(TranslateError::NoSegment {
-                file_offset: 0x1fff
-            })
-        );
-        assert_eq!(
-            elf.file_address(base, 0, base - 1),
-            Err(TranslateError::BelowMapping)
-        );
-        assert_eq!(
-            elf.file_address(0, u64::MAX, 1),
-            Err(TranslateError::Overflow)
-        );
-    }
 
     #[test]
     fn symbol_lookup_prefers_covering_then_unsized() {

@@ -6,23 +6,15 @@
 
 use std::{io, path::PathBuf};
 
+use crate::elfimage::OpenError;
+
 /// Why an address could not be symbolized.
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolizeError {
-    /// `stat` on the path failed (missing file, permission, ...).
-    #[error("cannot stat {}: {source}", path.display())]
-    Stat {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// Opening the file failed.
-    #[error("cannot open {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// The file could not be opened, or is not one the symbolizer reads
+    /// (see [`crate::elfimage`]).
+    #[error(transparent)]
+    File(#[from] OpenError),
     /// Reading or mapping the file failed.
     #[error("cannot read {}: {source}", path.display())]
     Read {
@@ -30,19 +22,6 @@ pub enum SymbolizeError {
         #[source]
         source: io::Error,
     },
-    /// The path is a FIFO, device, socket or directory.
-    #[error("{} is not a regular file", path.display())]
-    NotRegularFile { path: PathBuf },
-    /// The file is larger than the symbolizer is willing to read.
-    #[error("{} is {size} bytes, over the {limit}-byte limit", path.display())]
-    TooLarge {
-        path: PathBuf,
-        size: u64,
-        limit: u64,
-    },
-    /// The file was replaced or modified between `stat` and `open`.
-    #[error("{} changed while it was being opened", path.display())]
-    Changed { path: PathBuf },
     /// The file is not a well-formed ELF object.
     #[error("cannot parse {} as ELF: {source}", path.display())]
     Elf {

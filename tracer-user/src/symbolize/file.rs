@@ -6,11 +6,9 @@
 //! its owner truncates while we read it. This module only ever hands out the
 //! contents of a regular file of bounded size:
 //!
-//! * the path is `stat`ed first and refused unless it is a regular file below
-//!   [`MAX_FILE_SIZE`], so devices and FIFOs are never opened;
-//! * it is opened with `O_NONBLOCK`, so a FIFO swapped in after the `stat`
-//!   cannot block the open, and the descriptor is `fstat`ed again and must be
-//!   the very file that was checked;
+//! * the path is checked and opened by the rules of [`crate::elfimage`]
+//!   (regular files of bounded size only, never blocking, and still the
+//!   file that was checked);
 //! * files only root can write are mapped read-only; files someone else can
 //!   write are copied onto the heap instead, because that someone could
 //!   truncate a mapped file and kill us with `SIGBUS` on the next access.
@@ -18,50 +16,15 @@
 //! Section data handed to gimli stays zero-copy for mapped, uncompressed
 //! sections; compressed sections are inflated with a hard cap on the output.
 
-use std::{
-    fmt,
-    fs::{Metadata, OpenOptions},
-    io::Read,
-    ops::Deref,
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
-    path::Path,
-    sync::Arc,
-};
+use std::{fmt, io::Read, ops::Deref, os::unix::fs::MetadataExt, path::Path, sync::Arc};
 
 use memmap2::{Mmap, MmapOptions};
 use object::{CompressionFormat, ObjectSection};
 
 use super::SymbolizeError;
+use crate::elfimage;
 
-/// Largest file the symbolizer reads.
-pub(crate) const MAX_FILE_SIZE: u64 = 2 << 30;
-
-/// Identity of a file's contents, as far as metadata can tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct FileKey {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime: i64,
-    pub mtime_nsec: i64,
-}
-
-impl FileKey {
-    fn from_metadata(meta: &Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        }
-    }
-
-    /// Whether both keys name the same inode, whatever its contents.
-    pub fn same_inode(&self, other: &FileKey) -> bool {
-        self.dev == other.dev && self.ino == other.ino
-    }
-}
+pub(crate) use crate::elfimage::{FileKey, MAX_FILE_SIZE, stat_regular};
 
 /// The whole contents of one file.
 pub(crate) enum Backing {
@@ -109,62 +72,17 @@ pub(crate) struct LoadedBytes {
     pub data: Arc<Backing>,
 }
 
-fn check_metadata(path: &Path, meta: &Metadata) -> Result<FileKey, SymbolizeError> {
-    if !meta.file_type().is_file() {
-        return Err(SymbolizeError::NotRegularFile {
-            path: path.to_owned(),
-        });
-    }
-    if meta.size() > MAX_FILE_SIZE {
-        return Err(SymbolizeError::TooLarge {
-            path: path.to_owned(),
-            size: meta.size(),
-            limit: MAX_FILE_SIZE,
-        });
-    }
-    Ok(FileKey::from_metadata(meta))
-}
-
-/// `stat`s `path` (following symlinks) and checks it is a regular file of
-/// acceptable size.
-pub(crate) fn stat_regular(path: &Path) -> Result<FileKey, SymbolizeError> {
-    let meta = std::fs::metadata(path).map_err(|source| SymbolizeError::Stat {
-        path: path.to_owned(),
-        source,
-    })?;
-    check_metadata(path, &meta)
-}
-
 /// Opens `path`, checks that it is still the file `expected` describes, and
 /// returns its contents.
 pub(crate) fn load(path: &Path, expected: FileKey) -> Result<LoadedBytes, SymbolizeError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|source| SymbolizeError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-    let meta = file.metadata().map_err(|source| SymbolizeError::Stat {
-        path: path.to_owned(),
-        source,
-    })?;
-    let key = check_metadata(path, &meta)?;
-    if key != expected {
-        return Err(SymbolizeError::Changed {
-            path: path.to_owned(),
-        });
-    }
+    let (file, meta) = elfimage::open_checked(path, expected)?;
+    let key = expected;
     let read_err = |source| SymbolizeError::Read {
         path: path.to_owned(),
         source,
     };
-    let len = usize::try_from(key.size).map_err(|_| SymbolizeError::TooLarge {
-        path: path.to_owned(),
-        size: key.size,
-        limit: MAX_FILE_SIZE,
-    })?;
+    let len = usize::try_from(key.size)
+        .map_err(|_| read_err(std::io::Error::other("file size out of range")))?;
     let only_root_writes = meta.uid() == 0 && meta.mode() & 0o022 == 0;
     let data = if only_root_writes && len > 0 {
         // SAFETY: the mapping is read-only and only root can modify the file;

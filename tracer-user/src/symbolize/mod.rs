@@ -17,8 +17,13 @@
 //! hostile: files are checked before they are opened (see the `file` submodule), all
 //! parsing is bounds-checked, inflation of compressed sections is capped, and
 //! parsed state lives in a cache bounded in both files and bytes.
+//!
+//! Lookups are cheap once a file is parsed, so what each one costs besides
+//! the DWARF search matters: a file's identity is checked against the disk
+//! once per batch of lookups rather than per address ([`Symbolizer::batch`]),
+//! demangled names are kept per file (`demangle::Names`), and names are
+//! shared strings rather than copies.
 
-mod cache;
 mod debuginfod;
 mod debuglink;
 mod demangle;
@@ -28,10 +33,12 @@ mod error;
 mod file;
 mod minidebug;
 mod module;
+mod plt;
 #[cfg(test)]
 mod tests;
 
 use std::{
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -39,10 +46,12 @@ use std::{
 pub use debuginfod::{DEFAULT_MAX_SIZE, DEFAULT_MISS_TTL, DEFAULT_TIMEOUT, DebuginfodConfig};
 pub use error::SymbolizeError;
 
-use cache::Lru;
+use crate::lru::Lru;
 use debuglink::Search;
-use elf::TranslateError;
+use elf::{ElfInfo, TranslateError};
 use file::FileKey;
+
+use crate::elfimage::Identities;
 use module::{Module, ObjectFile};
 
 /// Most files kept parsed by default.
@@ -67,13 +76,26 @@ pub struct ModuleRef<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SymbolFrame {
     /// Demangled function name (Rust and C++; C names unchanged).
-    pub function: Option<String>,
-    pub file: Option<String>,
+    pub function: Option<Arc<str>>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
     pub column: Option<u32>,
     /// True for every frame but the last (outermost) of an address's inline
     /// chain.
     pub inlined: bool,
+}
+
+impl SymbolFrame {
+    /// A frame known only by its function's name (from a symbol table).
+    pub fn named(function: Arc<str>) -> Self {
+        Self {
+            function: Some(function),
+            file: None,
+            line: None,
+            column: None,
+            inlined: false,
+        }
+    }
 }
 
 /// Everything known about one address.
@@ -85,13 +107,15 @@ pub struct Symbolization {
     /// The ELF virtual address that was looked up.
     pub file_address: u64,
     /// GNU build-id of the file, as hex.
-    pub build_id: Option<String>,
+    pub build_id: Option<Arc<str>>,
 }
 
 /// Turns runtime addresses into [`Symbolization`]s, keeping parsed files.
 pub struct Symbolizer {
     search: Search,
     cache: Lru<FileKey, Module>,
+    /// Identities of the paths asked about; kept during a [`Batch`].
+    identities: Identities,
 }
 
 impl Symbolizer {
@@ -107,6 +131,7 @@ impl Symbolizer {
         Self {
             search: Search::new(debug_dirs),
             cache: Lru::new(max_files, max_bytes),
+            identities: Identities::default(),
         }
         .with_debuginfod(DebuginfodConfig::from_env())
     }
@@ -118,11 +143,22 @@ impl Symbolizer {
         self
     }
 
+    /// Starts a batch of lookups made together (the frames of one crash,
+    /// the addresses one read brought in): until the returned guard is
+    /// dropped, each file is checked against the disk once, at its first
+    /// use, instead of at every lookup. Outside a batch every lookup checks
+    /// that the file at its path is still the one that was parsed.
+    pub fn batch(&mut self) -> Batch<'_> {
+        self.identities.start_batch();
+        Batch { symbolizer: self }
+    }
+
     fn module<'c>(
         cache: &'c mut Lru<FileKey, Module>,
+        identities: &mut Identities,
         path: &Path,
     ) -> Result<&'c mut Module, SymbolizeError> {
-        let key = file::stat_regular(path)?;
+        let key = identities.key(path)?;
         cache.get_or_try_insert_with(key, || ObjectFile::open_as(path, key).map(Module::new))
     }
 
@@ -137,7 +173,6 @@ impl Symbolizer {
         addr: u64,
         is_return_address: bool,
     ) -> Result<Symbolization, SymbolizeError> {
-        let Self { search, cache } = self;
         let probe = if is_return_address {
             addr.checked_sub(1)
                 .ok_or_else(|| SymbolizeError::BelowMapping {
@@ -148,39 +183,29 @@ impl Symbolizer {
         } else {
             addr
         };
-        let entry = Self::module(cache, module.path)?;
-        let file_address = entry
-            .main
-            .info
-            .file_address(module.start, module.file_offset, probe)
-            .map_err(|e| {
-                let path = module.path.to_owned();
-                match e {
-                    TranslateError::BelowMapping => SymbolizeError::BelowMapping {
-                        path,
-                        addr: probe,
-                        start: module.start,
-                    },
-                    TranslateError::Overflow => SymbolizeError::AddressOverflow {
-                        path,
-                        addr: probe,
-                        start: module.start,
-                        file_offset: module.file_offset,
-                    },
-                    TranslateError::NoSegment { file_offset } => SymbolizeError::NoSegment {
-                        path,
-                        addr: probe,
-                        file_offset,
-                    },
-                }
-            })?;
-        let frames = entry.lookup(file_address, search);
-        let build_id = entry.main.info.build_id_hex();
-        cache.evict();
-        Ok(Symbolization {
-            frames,
-            file_address,
-            build_id,
+        self.lookup(module.path, |info| {
+            info.file_address(module.start, module.file_offset, probe)
+                .map_err(|e| {
+                    let path = module.path.to_owned();
+                    match e {
+                        TranslateError::BelowMapping => SymbolizeError::BelowMapping {
+                            path,
+                            addr: probe,
+                            start: module.start,
+                        },
+                        TranslateError::Overflow => SymbolizeError::AddressOverflow {
+                            path,
+                            addr: probe,
+                            start: module.start,
+                            file_offset: module.file_offset,
+                        },
+                        TranslateError::NoSegment { file_offset } => SymbolizeError::NoSegment {
+                            path,
+                            addr: probe,
+                            file_offset,
+                        },
+                    }
+                })
         })
     }
 
@@ -193,24 +218,63 @@ impl Symbolizer {
         path: &Path,
         vaddr: u64,
     ) -> Result<Symbolization, SymbolizeError> {
-        let Self { search, cache } = self;
-        let entry = Self::module(cache, path)?;
-        let frames = entry.lookup(vaddr, search);
+        self.lookup(path, |_| Ok(vaddr))
+    }
+
+    /// Looks up, in the file at `path`, the ELF virtual address that
+    /// `file_address` gives for it.
+    fn lookup(
+        &mut self,
+        path: &Path,
+        file_address: impl FnOnce(&ElfInfo) -> Result<u64, SymbolizeError>,
+    ) -> Result<Symbolization, SymbolizeError> {
+        let Self {
+            search,
+            cache,
+            identities,
+        } = self;
+        let entry = Self::module(cache, identities, path)?;
+        let file_address = file_address(&entry.main.info)?;
+        let frames = entry.lookup(file_address, search);
         let build_id = entry.main.info.build_id_hex();
         cache.evict();
         Ok(Symbolization {
             frames,
-            file_address: vaddr,
+            file_address,
             build_id,
         })
     }
 
     /// GNU build-id of the ELF file at `path`, as hex.
     pub fn build_id(&mut self, path: &Path) -> Result<Option<String>, SymbolizeError> {
-        Ok(Self::module(&mut self.cache, path)?
-            .main
-            .info
-            .build_id_hex())
+        let module = Self::module(&mut self.cache, &mut self.identities, path)?;
+        Ok(module.main.info.build_id_hex().map(|id| id.to_string()))
+    }
+}
+
+/// A [`Symbolizer`] in a batch (see [`Symbolizer::batch`]); the batch ends
+/// when this is dropped.
+pub struct Batch<'s> {
+    symbolizer: &'s mut Symbolizer,
+}
+
+impl Deref for Batch<'_> {
+    type Target = Symbolizer;
+
+    fn deref(&self) -> &Symbolizer {
+        self.symbolizer
+    }
+}
+
+impl DerefMut for Batch<'_> {
+    fn deref_mut(&mut self) -> &mut Symbolizer {
+        self.symbolizer
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.symbolizer.identities.end_batch();
     }
 }
 
@@ -256,7 +320,10 @@ int main(int argc, char **argv) { (void)argv; return outer_fn(argc); }
             let frame = entry.frames.last().expect("a frame");
             assert_eq!(frame.function.as_deref(), Some("outer_fn"), "{entry:?}");
             assert_eq!(frame.line, Some(marker_line(SOURCE, "MARK:outer_fn")));
-            assert_eq!(entry.build_id, symbolizer.build_id(&exe).expect("build id"));
+            assert_eq!(
+                entry.build_id.as_deref().map(str::to_owned),
+                symbolizer.build_id(&exe).expect("build id")
+            );
 
             // Somewhere inside the inlined helper: an inline chain, the
             // same one a mapped lookup finds.

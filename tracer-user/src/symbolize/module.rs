@@ -17,14 +17,15 @@ use crate::golang::GoBinary;
 
 use super::{
     SymbolFrame, SymbolizeError,
-    cache::Weigh,
     debuglink::{self, Search},
-    demangle::demangle,
+    demangle::Names,
     dwarf::{self, Reader},
     elf::{ElfInfo, SymbolTable},
     file::{self, Backing, FileKey},
     minidebug,
+    plt::{PltName, PltTable},
 };
+use crate::lru::Weigh;
 
 /// Most bytes inflated from compressed sections of one file.
 const MAX_INFLATE_PER_FILE: u64 = 1 << 30;
@@ -73,6 +74,9 @@ pub(crate) struct ObjectFile {
     minidebug: Lazy<SymbolTable>,
     /// The Go runtime's tables, for a Go executable.
     go: Lazy<GoBinary>,
+    plt: Lazy<PltTable>,
+    /// Names found so far, demangled.
+    names: Names,
 }
 
 fn parse_elf<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, SymbolizeError> {
@@ -111,6 +115,8 @@ impl ObjectFile {
             dynsym: Lazy::Unloaded,
             minidebug: Lazy::Unloaded,
             go: Lazy::Unloaded,
+            plt: Lazy::Unloaded,
+            names: Names::default(),
         })
     }
 
@@ -179,7 +185,7 @@ impl ObjectFile {
         let Some(ctx) = self.dwarf.get() else {
             return Vec::new();
         };
-        dwarf::find_frames(ctx, probe).unwrap_or_else(|source| {
+        dwarf::find_frames(ctx, probe, &mut self.names).unwrap_or_else(|source| {
             let e = SymbolizeError::Dwarf {
                 path: self.path.clone(),
                 source,
@@ -191,7 +197,7 @@ impl ObjectFile {
 
     /// Name of the function symbol covering `addr` in `.symtab`, or in
     /// `.dynsym` if `dynamic`.
-    fn symbol(&mut self, addr: u64, dynamic: bool) -> Option<String> {
+    fn symbol(&mut self, addr: u64, dynamic: bool) -> Option<Arc<str>> {
         let (data, path) = (&self.data, &self.path);
         let load = || match parse_elf(path, data) {
             Ok(elf) => Some(SymbolTable::read(&elf, dynamic)),
@@ -205,11 +211,30 @@ impl ObjectFile {
         } else {
             self.symtab.force(load)
         };
-        table?.lookup(addr).map(|name| demangle(name, None))
+        let name = table?.lookup(addr)?;
+        Some(self.names.function(name.as_bytes(), None))
+    }
+
+    /// The name of the PLT stub holding `addr`: `None` outside the PLT,
+    /// `Some(None)` in a part of it that calls no named function.
+    fn plt_name(&mut self, addr: u64) -> Option<Option<Arc<str>>> {
+        let (data, path) = (&self.data, &self.path);
+        let table = self.plt.force(|| match parse_elf(path, data) {
+            Ok(elf) => Some(PltTable::read(&elf)),
+            Err(e) => {
+                log::warn!("ignoring the plt: {e}");
+                None
+            }
+        })?;
+        match table.lookup(addr) {
+            PltName::Outside => None,
+            PltName::Unnamed => Some(None),
+            PltName::Stub(name) => Some(Some(self.names.function(name.as_bytes(), None))),
+        }
     }
 
     /// Name of the function symbol covering `addr` in the MiniDebugInfo.
-    fn mini_symbol(&mut self, addr: u64) -> Option<String> {
+    fn mini_symbol(&mut self, addr: u64) -> Option<Arc<str>> {
         if !self.info.has_minidebug {
             return None;
         }
@@ -221,7 +246,8 @@ impl ObjectFile {
                 None
             }
         });
-        table?.lookup(addr).map(|name| demangle(name, None))
+        let name = table?.lookup(addr)?;
+        Some(self.names.function(name.as_bytes(), None))
     }
 }
 
@@ -244,8 +270,8 @@ impl ObjectFile {
             frames
                 .into_iter()
                 .map(|f| SymbolFrame {
-                    function: f.function,
-                    file: f.file,
+                    function: f.function.map(Into::into),
+                    file: f.file.map(Into::into),
                     line: f.line,
                     column: None,
                     inlined: f.inlined,
@@ -264,6 +290,8 @@ impl Weigh for ObjectFile {
             + table(&self.dynsym)
             + table(&self.minidebug)
             + self.go.get().map_or(0, GoBinary::heap_bytes)
+            + self.plt.get().map_or(0, PltTable::heap_bytes)
+            + self.names.heap_bytes()
     }
 }
 
@@ -304,6 +332,16 @@ impl Module {
                 .map(|d| d.frames(probe, search))
                 .unwrap_or_default()
         };
+        if frames.is_empty()
+            && let Some(stub) = main.plt_name(probe)
+        {
+            // Symbol tables do not cover PLT stubs: the nearest symbol
+            // before one is some other function.
+            if let Some(name) = stub {
+                frames.push(SymbolFrame::named(name));
+            }
+            return frames;
+        }
         if frames.last().is_none_or(|f| f.function.is_none()) {
             let name = main
                 .symbol(probe, false)
@@ -312,14 +350,7 @@ impl Module {
                 .or_else(|| main.symbol(probe, true));
             match frames.last_mut() {
                 Some(last) => last.function = name,
-                None if name.is_some() => frames.push(SymbolFrame {
-                    function: name,
-                    file: None,
-                    line: None,
-                    column: None,
-                    inlined: false,
-                }),
-                None => {}
+                None => frames.extend(name.map(SymbolFrame::named)),
             }
         }
         frames

@@ -7,23 +7,33 @@
 //! library reached through `/proc/PID/root` or `/proc/PID/map_files` is
 //! parsed once, and a rebuilt binary at the same path is parsed again.
 //! Failures are kept too, so an unreadable file is not retried for every
-//! frame. The cache is bounded in files and in heap bytes.
+//! frame. The cache is bounded in files and in heap bytes. A path's identity
+//! is checked once per unwind, not once per frame.
 
-use std::path::Path;
+use std::{convert::Infallible, path::Path};
 
-use super::{
-    cfi::Cfi,
-    image::{FileKey, Image, stat_regular},
+use super::{cfi::Cfi, image::Image};
+use crate::{
+    elfimage::{FileKey, Identities},
+    lru::{Lru, Weigh},
 };
 
 pub const MAX_FILES: usize = 64;
 pub const MAX_BYTES: u64 = 512 << 20;
 
+/// A file's parsed tables, or why there are none.
+struct Entry(Result<Cfi, String>);
+
+impl Weigh for Entry {
+    fn heap_bytes(&self) -> u64 {
+        self.0.as_ref().map_or(0, Cfi::heap_bytes)
+    }
+}
+
 pub struct Cache {
-    /// Least recently used first.
-    entries: Vec<(FileKey, Result<Cfi, String>)>,
-    max_files: usize,
-    max_bytes: u64,
+    entries: Lru<FileKey, Entry>,
+    /// Identities of the paths asked for, kept during one unwind.
+    pub identities: Identities,
 }
 
 impl Default for Cache {
@@ -32,49 +42,27 @@ impl Default for Cache {
     }
 }
 
-fn weight(entry: &(FileKey, Result<Cfi, String>)) -> u64 {
-    entry.1.as_ref().map_or(0, Cfi::heap_bytes)
-}
-
 impl Cache {
     pub fn new(max_files: usize, max_bytes: u64) -> Self {
         Self {
-            entries: Vec::new(),
-            max_files: max_files.max(1),
-            max_bytes,
+            entries: Lru::new(max_files, max_bytes),
+            identities: Identities::default(),
         }
     }
 
     /// The tables of the file at `path`, parsed on first use.
     pub fn get(&mut self, path: &Path) -> Result<&Cfi, String> {
-        let key = stat_regular(path).map_err(|e| e.to_string())?;
-        match self.entries.iter().position(|(k, _)| *k == key) {
-            Some(pos) => {
-                let entry = self.entries.remove(pos);
-                self.entries.push(entry);
-            }
-            None => {
-                let cfi = Image::load(path, key)
+        let key = self.identities.key(path).map_err(|e| e.to_string())?;
+        let entry = self.entries.get_or_try_insert_with(key, || {
+            Ok::<_, Infallible>(Entry(
+                Image::load(path, key)
                     .map(Cfi::new)
-                    .map_err(|e| e.to_string());
-                self.entries.push((key, cfi));
-                self.evict();
-            }
-        }
-        match self.entries.last() {
-            Some((_, cfi)) => cfi.as_ref().map_err(Clone::clone),
-            None => Err("unwind cache is empty".into()),
-        }
-    }
-
-    /// Drops least recently used entries until the limits hold; the newest
-    /// entry always stays.
-    fn evict(&mut self) {
-        let excess = self.entries.len().saturating_sub(self.max_files);
-        self.entries.drain(..excess);
-        let mut total: u64 = self.entries.iter().map(weight).sum();
-        while total > self.max_bytes && self.entries.len() > 1 {
-            total = total.saturating_sub(weight(&self.entries.remove(0)));
+                    .map_err(|e| e.to_string()),
+            ))
+        });
+        match entry {
+            Ok(Entry(cfi)) => cfi.as_ref().map_err(Clone::clone),
+            Err(never) => match never {},
         }
     }
 

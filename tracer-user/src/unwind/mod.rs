@@ -60,7 +60,12 @@ impl Unwinder {
             bytes: &state.snapshot,
             region: state.sp_region,
         };
-        walk::walk(&regs, &stack, &mut |addr| self.lookup(state, files, addr))
+        // The files of one stack are looked at once each, however many
+        // frames they hold.
+        self.cache.identities.start_batch();
+        let unwound = walk::walk(&regs, &stack, &mut |addr| self.lookup(state, files, addr));
+        self.cache.identities.end_batch();
+        unwound
     }
 
     /// What is known about unwinding through code address `addr`.

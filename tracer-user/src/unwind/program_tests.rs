@@ -152,7 +152,11 @@ fn frame_names(capture: &Capture, unwound: &Unwound) -> Vec<String> {
                 file_offset: m.file_offset,
             };
             if let Ok(sym) = symbolizer.symbolize(&module, address, is_return) {
-                named.extend(sym.frames.into_iter().filter_map(|f| f.function));
+                named.extend(
+                    sym.frames
+                        .into_iter()
+                        .filter_map(|f| f.function.as_deref().map(str::to_owned)),
+                );
             }
         }
         if named.is_empty() {

@@ -66,7 +66,9 @@ fn sections(path: &Path) -> (bool, bool) {
 fn name_at(path: &Path, vaddr: u64) -> Option<String> {
     let mut symbolizer = Symbolizer::new(Vec::new()).with_debuginfod(None);
     let s = symbolize_placed(&mut symbolizer, path, BASE, vaddr);
-    s.frames.last().and_then(|f| f.function.clone())
+    s.frames
+        .last()
+        .and_then(|f| f.function.as_deref().map(str::to_owned))
 }
 
 #[test]

@@ -260,7 +260,7 @@ fn symbol_table_fallback_without_dwarf() {
     let mut symbolizer = Symbolizer::new(Vec::new());
     let s = symbolize_placed(&mut symbolizer, &exe, 0x5555_5555_0000, vaddr + 4);
     let expected = SymbolFrame {
-        function: Some("ns::func(int)".to_owned()),
+        function: Some("ns::func(int)".into()),
         file: None,
         line: None,
         column: None,

@@ -9,9 +9,12 @@ use std::{
 };
 
 use super::{TempDir, compile, symbol_address, symbolize_placed, within};
-use crate::symbolize::{
-    ModuleRef, SymbolizeError, Symbolizer,
-    file::{self, Backing},
+use crate::{
+    elfimage::OpenError,
+    symbolize::{
+        ModuleRef, SymbolizeError, Symbolizer,
+        file::{self, Backing},
+    },
 };
 
 const SOURCE: &str = r#"int target(int x) { return x + 1; }
@@ -81,7 +84,7 @@ fn fifo_is_refused_without_blocking() {
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
     assert!(matches!(
         try_symbolize(path.clone()),
-        Err(SymbolizeError::NotRegularFile { .. })
+        Err(SymbolizeError::File(OpenError::NotRegular { .. }))
     ));
     // Even if the stat check is raced, opening must not block and must fail.
     let regular = dir.join("regular");
@@ -89,7 +92,10 @@ fn fifo_is_refused_without_blocking() {
     let key = file::stat_regular(&regular).expect("stat");
     let opened = within(LIMIT, move || file::load(&path, key).map(|_| ()));
     assert!(
-        matches!(opened, Err(SymbolizeError::NotRegularFile { .. })),
+        matches!(
+            opened,
+            Err(SymbolizeError::File(OpenError::NotRegular { .. }))
+        ),
         "{opened:?}"
     );
 }
@@ -99,13 +105,16 @@ fn special_files_are_refused() {
     for path in ["/dev/zero", "/dev/null", "/proc/self", "/"] {
         let result = try_symbolize(PathBuf::from(path));
         assert!(
-            matches!(result, Err(SymbolizeError::NotRegularFile { .. })),
+            matches!(
+                result,
+                Err(SymbolizeError::File(OpenError::NotRegular { .. }))
+            ),
             "{path}: {result:?}"
         );
     }
     assert!(matches!(
         try_symbolize(PathBuf::from("/nonexistent/crashtrace")),
-        Err(SymbolizeError::Stat { .. })
+        Err(SymbolizeError::File(OpenError::Stat { .. }))
     ));
 }
 
@@ -199,6 +208,20 @@ fn replaced_file_is_reparsed() {
     let vaddr = symbol_address(&exe, "renamed");
     let second = symbolize_placed(&mut symbolizer, &exe, 0x5555_5555_0000, vaddr);
     assert_eq!(super::outer(&second).function.as_deref(), Some("renamed"));
+
+    // A batch looks at the file once; the next batch sees it replaced.
+    let third_source = "int third(int x) { return x + 3; }\nint main(void) { return third(0); }\n";
+    {
+        let mut batch = symbolizer.batch();
+        let again = symbolize_placed(&mut batch, &exe, 0x5555_5555_0000, vaddr);
+        assert_eq!(again, second);
+        let third = compile(&dir, "cc", "t.c", third_source, &["-g", "-O0"], "t");
+        std::fs::rename(&third, &exe).expect("replace");
+    }
+    let vaddr = symbol_address(&exe, "third");
+    let mut batch = symbolizer.batch();
+    let fourth = symbolize_placed(&mut batch, &exe, 0x5555_5555_0000, vaddr);
+    assert_eq!(super::outer(&fourth).function.as_deref(), Some("third"));
 }
 
 #[test]

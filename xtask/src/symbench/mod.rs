@@ -12,22 +12,25 @@
 //! the same addresses again in the same process), which is what later
 //! crashes cost once the file is parsed.
 
+mod agreement;
+mod elf;
+
 use std::{
-    collections::BTreeSet,
     ffi::OsString,
     fmt::Write as _,
     fs::{self, File},
-    io::{self, BufRead, BufReader},
+    io,
+    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, ExitStatus},
     sync::mpsc,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::bpfstats::json;
+use agreement::agreement;
 
 /// Addresses symbolized per cold run.
 pub const ADDRESSES: usize = 10_000;
@@ -308,8 +311,10 @@ fn tools(bin: &Path) -> Vec<Tool> {
     ]
 }
 
-/// Wall time of `tool` answering the addresses in `input` (its stdin), its
-/// answers written to `output`.
+/// CPU time (user and system) of `tool` answering the addresses in
+/// `input` (its stdin), its answers written to `output`. Every tool here is
+/// single-threaded, so on an idle machine this is its wall time; on a busy
+/// one it is far steadier, since time spent waiting for a core is left out.
 fn time_tool(tool: &Tool, input: &Path, output: &Path, out: &Path) -> Result<Duration> {
     let stdin = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     let stdout =
@@ -321,34 +326,55 @@ fn time_tool(tool: &Tool, input: &Path, output: &Path, out: &Path) -> Result<Dur
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
-    let start = Instant::now();
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .with_context(|| format!("cannot run {}", tool.program.display()))?;
-    let pid = child.id();
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let _ = tx.send(child.wait());
+        let _ = tx.send(wait_with_usage(pid));
     });
-    let status = match rx.recv_timeout(RUN_TIMEOUT) {
-        Ok(status) => status.context("cannot wait for the tool")?,
+    let (status, cpu) = match rx.recv_timeout(RUN_TIMEOUT) {
+        Ok(waited) => waited.context("cannot wait for the tool")?,
         Err(_) => {
-            if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // SAFETY: kill has no memory-safety preconditions; the
-                // waiting thread has not reaped the child, so the pid is
-                // still its.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            // SAFETY: kill has no memory-safety preconditions; the waiting
+            // thread has not reaped the child, so the pid is still its.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
             let _ = rx.recv();
             bail!("no answer within {RUN_TIMEOUT:?}");
         }
     };
-    let elapsed = start.elapsed();
     if !status.success() {
         let stderr = fs::read_to_string(&log).unwrap_or_default();
         bail!("exited with {status}; its stderr:\n{}", stderr.trim_end());
     }
-    Ok(elapsed)
+    Ok(cpu)
+}
+
+/// Reaps child `pid`: its exit status and the CPU time it used.
+fn wait_with_usage(pid: libc::pid_t) -> io::Result<(ExitStatus, Duration)> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the right types.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Ok((
+        ExitStatus::from_raw(status),
+        time(usage.ru_utime) + time(usage.ru_stime),
+    ))
 }
 
 /// `count` addresses inside the functions `(start, size)`, each chosen by
@@ -375,116 +401,9 @@ fn choose_addresses(functions: &[(u64, u64)], count: usize, seed: u64) -> Vec<u6
         .collect()
 }
 
-/// Runs crashtrace (`--json`) and `addr2line -a -f -i -C` over `input`
-/// (untimed) and counts the addresses where both name the same innermost
-/// function, and where their inline chains name the same functions.
-fn agreement(bin: &Path, input: &Path, addrs: &[u64], out: &Path) -> Result<(usize, usize, usize)> {
-    let run = |program: &Path, args: &[OsString], name: &str| -> Result<PathBuf> {
-        let output = out.join(format!("symbench-agree-{name}.out"));
-        let status = Command::new(program)
-            .args(args)
-            .stdin(File::open(input).with_context(|| format!("cannot open {}", input.display()))?)
-            .stdout(File::create(&output)?)
-            .stderr(Stdio::null())
-            .status()
-            .with_context(|| format!("cannot run {}", program.display()))?;
-        if !status.success() {
-            bail!("{name} failed ({status})");
-        }
-        Ok(output)
-    };
-    let mut ct_args: Vec<OsString> = ["symbolize", "--json", "--exe"].map(OsString::from).into();
-    ct_args.push(bin.into());
-    let ct = run(&crate::crashtrace_bin(), &ct_args, "crashtrace")?;
-    let mut a2l_args: Vec<OsString> = ["-a", "-f", "-i", "-C", "-e"].map(OsString::from).into();
-    a2l_args.push(bin.into());
-    let a2l_program = crate::setup::find_on_path("addr2line").context("addr2line not found")?;
-    let a2l = run(&a2l_program, &a2l_args, "addr2line")?;
-
-    let ct_chains = crashtrace_chains(&ct)?;
-    let a2l_chains = addr2line_chains(&a2l)?;
-    if ct_chains.len() != addrs.len() || a2l_chains.len() != addrs.len() {
-        bail!(
-            "{} addresses asked, crashtrace answered {}, addr2line {}",
-            addrs.len(),
-            ct_chains.len(),
-            a2l_chains.len()
-        );
-    }
-    let (mut innermost, mut chain) = (0, 0);
-    let mut shown = BTreeSet::new();
-    for ((addr, ct), a2l) in addrs.iter().zip(&ct_chains).zip(&a2l_chains) {
-        let same_innermost = ct.first() == a2l.first();
-        innermost += usize::from(same_innermost);
-        chain += usize::from(ct == a2l);
-        if !same_innermost && shown.len() < 3 && shown.insert(addr) {
-            eprintln!("bench: names differ at {addr:#x}: crashtrace {ct:?}, addr2line {a2l:?}");
-        }
-    }
-    Ok((innermost, chain, addrs.len()))
-}
-
-/// Function names per address from `crashtrace symbolize --json`,
-/// innermost first; `??` for an unknown name.
-fn crashtrace_chains(path: &Path) -> Result<Vec<Vec<String>>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut chains = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line?;
-        let value = json::parse(&line).with_context(|| format!("bad JSON line: {line}"))?;
-        let frames = value.get("frames").and_then(json::Value::as_array);
-        chains.push(
-            frames
-                .unwrap_or_default()
-                .iter()
-                .map(|f| {
-                    f.get("function")
-                        .and_then(json::Value::as_str)
-                        .unwrap_or("??")
-                        .to_owned()
-                })
-                .collect(),
-        );
-    }
-    Ok(chains)
-}
-
-/// Function names per address from `addr2line -a -f -i`: each address
-/// line (`0x` and 16 hex digits) starts a block of FUNCTION and
-/// FILE:LINE line pairs. An unknown address (`??` alone) is an empty chain,
-/// as crashtrace has it.
-fn addr2line_chains(path: &Path) -> Result<Vec<Vec<String>>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let is_address = |l: &str| {
-        l.len() == 18 && l.starts_with("0x") && l[2..].bytes().all(|b| b.is_ascii_hexdigit())
-    };
-    let mut chains: Vec<Vec<String>> = Vec::new();
-    let lines: Vec<String> = BufReader::new(file).lines().collect::<io::Result<_>>()?;
-    let mut i = 0;
-    while i < lines.len() {
-        if is_address(&lines[i]) {
-            chains.push(Vec::new());
-            i += 1;
-            continue;
-        }
-        let chain = chains
-            .last_mut()
-            .context("addr2line output before an address")?;
-        chain.push(lines[i].clone());
-        // Skip the FILE:LINE line.
-        i += 2;
-    }
-    for chain in &mut chains {
-        if chain.len() == 1 && chain[0] == "??" {
-            chain.clear();
-        }
-    }
-    Ok(chains)
-}
-
 pub fn print(result: &SymbenchResult) {
     println!(
-        "\nsymbolizer throughput, {ADDRESSES} addresses in {} (median of {RUNS})",
+        "\nsymbolizer throughput, {ADDRESSES} addresses in {} (CPU time, median of {RUNS})",
         result.binary
     );
     let crashtrace = result.tools.iter().find(|t| t.name == "crashtrace");
@@ -590,92 +509,6 @@ pub fn print(result: &SymbenchResult) {
     }
 }
 
-/// Just enough ELF to list a 64-bit little-endian file's functions and
-/// weigh its DWARF.
-mod elf {
-    use anyhow::{Context, Result, bail};
-
-    pub struct Elf {
-        /// `(address, size)` of every defined function symbol with a size
-        /// in `.symtab`, each once.
-        pub functions: Vec<(u64, u64)>,
-        /// Bytes of `.debug_*` sections.
-        pub dwarf_bytes: u64,
-    }
-
-    const SHT_SYMTAB: u32 = 2;
-    const STT_FUNC: u8 = 2;
-    const SHN_UNDEF: u16 = 0;
-    const SYM_SIZE: usize = 24;
-
-    fn bytes<const N: usize>(data: &[u8], at: usize) -> Result<[u8; N]> {
-        let end = at.checked_add(N).context("offset overflows")?;
-        let slice = data.get(at..end).context("truncated file")?;
-        Ok(slice.try_into().expect("slice of length N"))
-    }
-
-    fn u16_at(data: &[u8], at: usize) -> Result<u16> {
-        Ok(u16::from_le_bytes(bytes(data, at)?))
-    }
-
-    fn u32_at(data: &[u8], at: usize) -> Result<u32> {
-        Ok(u32::from_le_bytes(bytes(data, at)?))
-    }
-
-    fn u64_at(data: &[u8], at: usize) -> Result<u64> {
-        Ok(u64::from_le_bytes(bytes(data, at)?))
-    }
-
-    fn usize_at(data: &[u8], at: usize) -> Result<usize> {
-        usize::try_from(u64_at(data, at)?).context("offset too large")
-    }
-
-    pub fn parse(data: &[u8]) -> Result<Elf> {
-        if data.get(..6) != Some(b"\x7fELF\x02\x01") {
-            bail!("not a 64-bit little-endian ELF file");
-        }
-        let shoff = usize_at(data, 0x28)?;
-        let shentsize = usize::from(u16_at(data, 0x3a)?);
-        let shnum = usize::from(u16_at(data, 0x3c)?);
-        let shstrndx = usize::from(u16_at(data, 0x3e)?);
-        let header = |i: usize| shoff + i * shentsize;
-        let names_off = usize_at(data, header(shstrndx) + 0x18)?;
-        let name = |sh: usize| -> Result<&[u8]> {
-            let start = names_off + u32_at(data, sh)? as usize;
-            let rest = data.get(start..).context("section name out of bounds")?;
-            Ok(&rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())])
-        };
-        let mut functions = Vec::new();
-        let mut dwarf_bytes = 0;
-        for i in 0..shnum {
-            let sh = header(i);
-            let size = usize_at(data, sh + 0x20)?;
-            if name(sh)?.starts_with(b".debug_") {
-                dwarf_bytes += size as u64;
-            }
-            if u32_at(data, sh + 4)? != SHT_SYMTAB {
-                continue;
-            }
-            let offset = usize_at(data, sh + 0x18)?;
-            for sym in (offset..offset + size).step_by(SYM_SIZE) {
-                let info = bytes::<1>(data, sym + 4)?[0];
-                let shndx = u16_at(data, sym + 6)?;
-                let value = u64_at(data, sym + 8)?;
-                let size = u64_at(data, sym + 16)?;
-                if info & 0xf == STT_FUNC && shndx != SHN_UNDEF && size > 0 {
-                    functions.push((value, size));
-                }
-            }
-        }
-        functions.sort_unstable();
-        functions.dedup();
-        Ok(Elf {
-            functions,
-            dwarf_bytes,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,39 +553,5 @@ mod tests {
         assert_eq!(Warm::Noisy(5.0).to_string(), "5?");
         assert_eq!(tool(&[5], &[5]).warm(), None);
         assert_eq!(tool(&[], &[]).warm(), None);
-    }
-
-    #[test]
-    fn reads_functions_of_this_executable() {
-        let exe = std::env::current_exe().unwrap();
-        let data = fs::read(exe).unwrap();
-        let elf = elf::parse(&data).unwrap();
-        assert!(elf.functions.len() > 100);
-        assert!(elf.functions.iter().all(|&(_, size)| size > 0));
-        assert!(elf::parse(b"\x7fELF\x01\x01").is_err());
-    }
-
-    #[test]
-    fn splits_addr2line_output_per_address() {
-        let dir = std::env::temp_dir().join(format!("xtask-symbench-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a2l.out");
-        fs::write(
-            &path,
-            "0x0000000000001139\ninner\na.c:3\nouter\na.c:9\n\
-             0x0000000000000000\n??\n??:0\n\
-             0x00000000000011a0\nmain\nb.c:?\n",
-        )
-        .unwrap();
-        let chains = addr2line_chains(&path).unwrap();
-        fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(
-            chains,
-            vec![
-                vec!["inner".to_owned(), "outer".into()],
-                vec![],
-                vec!["main".into()]
-            ]
-        );
     }
 }

@@ -1,11 +1,12 @@
-//! A small least-recently-used cache for parsed files.
+//! A small least-recently-used cache for parsed files, used by the
+//! symbolizer (DWARF, symbol tables) and the unwinder (CFI).
 //!
-//! Parsing DWARF is far more expensive than looking an address up, and crash
-//! stacks hit the same few libraries over and over, so parsed state is kept.
-//! It is bounded both in entry count and in heap bytes (inflated debug
-//! sections, copied files, symbol tables) so a stream of crashes in
-//! different huge binaries cannot grow memory without limit. A linear scan
-//! over a few dozen entries costs nothing next to a DWARF lookup.
+//! Parsing a file's tables is far more expensive than one lookup in them,
+//! and crash stacks hit the same few libraries over and over, so parsed
+//! state is kept. It is bounded both in entry count and in heap bytes
+//! (inflated sections, copied files, symbol tables) so a stream of crashes
+//! in different huge binaries cannot grow memory without limit. A linear
+//! scan over a few dozen entries costs nothing next to a DWARF lookup.
 
 /// Something whose heap footprint the cache can weigh.
 pub(crate) trait Weigh {
