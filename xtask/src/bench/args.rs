@@ -20,6 +20,10 @@ Figures:
                         stderr_writes  1,000,000 write(2) calls to /dev/null
                         npe_loop       60,000 Java NullPointerExceptions, each
                                        from a SIGSEGV that HotSpot handles
+                        go_recover     100,000 Go nil dereferences, each a
+                                       SIGSEGV the runtime turns into a
+                                       recovered panic (built with Go 1.19,
+                                       runtime probes in place)
                         spawn_true     1,000 fork+exec+wait of /bin/true
   BPF program table   Per workload and per BPF program (signal_generate,
                       sched_process_exit, sched_process_fork), per traced run

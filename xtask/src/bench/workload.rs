@@ -20,7 +20,12 @@ pub enum Lang {
     C,
     /// `<class>.java`, run with `java -cp <out> <class>`.
     Java { class: &'static str },
+    /// `<name>.go`, built with Debian's Go 1.19.
+    Go,
 }
+
+/// Debian's `golang-1.19-go` toolchain.
+const GO: &str = "/usr/lib/go-1.19/bin/go";
 
 pub struct Workload {
     pub name: &'static str,
@@ -57,6 +62,12 @@ pub const WORKLOADS: &[Workload] = &[
         stderr_to_null: false,
     },
     Workload {
+        name: "go_recover",
+        lang: Lang::Go,
+        target: 1.15,
+        stderr_to_null: false,
+    },
+    Workload {
         name: "spawn_true",
         lang: Lang::C,
         target: 1.10,
@@ -70,6 +81,7 @@ impl Workload {
         match self.lang {
             Lang::C => dir.join(format!("{}.c", self.name)),
             Lang::Java { class } => dir.join(format!("{class}.java")),
+            Lang::Go => dir.join(format!("{}.go", self.name)),
         }
     }
 
@@ -83,13 +95,25 @@ impl Workload {
                 cmd.arg("-d").arg(out).arg(&source);
                 compile(&mut cmd, &source)
             }
+            Lang::Go => {
+                let source = self.source();
+                let mut cmd = Command::new(GO);
+                cmd.arg("build")
+                    .arg("-o")
+                    .arg(out.join(self.name))
+                    .arg(&source)
+                    .env("GO111MODULE", "off")
+                    .env("GOCACHE", out.join("go-cache"))
+                    .env("GOPATH", out.join("go-path"));
+                compile(&mut cmd, &source)
+            }
         }
     }
 
     /// The command that runs the built workload, its output discarded.
     pub fn command(&self, out: &Path) -> Command {
         let mut cmd = match self.lang {
-            Lang::C => Command::new(out.join(self.name)),
+            Lang::C | Lang::Go => Command::new(out.join(self.name)),
             Lang::Java { class } => {
                 let mut cmd = Command::new("java");
                 cmd.arg("-cp").arg(out).arg(class);
