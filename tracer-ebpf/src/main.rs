@@ -15,8 +15,10 @@
 #![no_std]
 #![no_main]
 
+mod activity;
 mod kernel;
 mod libc;
+mod oom;
 mod process;
 mod signal;
 mod state;

@@ -24,7 +24,7 @@ use tracer_common::{
 };
 
 use crate::{
-    CONFIG, DOOMED, EVENTS, HANDLED, LOSSES, count,
+    CONFIG, DOOMED, EVENTS, HANDLED, LOSSES, activity, count,
     kernel::{off, read},
     process,
     vma::summarize_vma,
@@ -57,6 +57,9 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let cfg = CONFIG.get(0)?;
+    if let Some(column) = cfg.activity_column(sig as u32) {
+        activity::count_signal(read(task as u64, off!(task_tgid)), column);
+    }
     if cfg.signal_mask & (1u64 << sig) == 0 {
         return None;
     }

@@ -6,6 +6,8 @@
 //! ([`loader`]), decodes their records ([`events`]), joins them per process
 //! ([`tracker`]), turns the stack into frames ([`unwind`], [`symbolize`]),
 //! names the cause ([`classify`]) and writes the report ([`report`]).
+pub mod activity;
+pub mod activity_top;
 pub mod classify;
 pub mod cli;
 pub mod commands;

@@ -163,7 +163,8 @@ impl Session {
     }
 
     fn emit_all(&mut self, deaths: Vec<Death>) -> Result<(), SessionError> {
-        for death in deaths {
+        for mut death in deaths {
+            death.activity = self.tracer.activity_of(death.pid);
             let survived = death.exit.is_none() && death.alive;
             if survived {
                 self.tracer.forget_doomed(death.pid)?;

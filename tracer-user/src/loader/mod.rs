@@ -15,7 +15,11 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, UProbe},
 };
-use tracer_common::{COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss};
+use tracer_common::{
+    ACTIVITY_SLOTS, ActivitySlot, COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss,
+};
+
+use crate::activity::{self, Activity, Columns, monotonic_second};
 
 /// The BPF object built from `tracer-ebpf` by `build.rs`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crashtrace"));
@@ -32,6 +36,8 @@ pub const DEFAULT_SIGNALS: &[i32] = &[
     libc::SIGSYS,
     libc::SIGKILL,
     libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
     libc::SIGQUIT,
     libc::SIGXCPU,
     libc::SIGXFSZ,
@@ -42,6 +48,7 @@ const PROGRAMS: &[&str] = &[
     "signal_generate",
     "sched_process_exit",
     "sched_process_fork",
+    "mark_victim",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,8 @@ pub struct TraceOptions {
     pub stack_bytes: u32,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Signals counted per process (signal activity).
+    pub activity: Columns,
 }
 
 impl Default for TraceOptions {
@@ -91,6 +100,7 @@ impl Default for TraceOptions {
             comms: Vec::new(),
             stack_bytes: STACK_SNAPSHOT_DEFAULT,
             ring_bytes: 16 << 20,
+            activity: Columns::default(),
         }
     }
 }
@@ -100,6 +110,8 @@ pub struct Tracer {
     ebpf: Ebpf,
     /// Optional probes that could not be attached, one line each.
     pub degraded: Vec<String>,
+    /// The signals counted per process, by column.
+    pub activity_columns: Columns,
 }
 
 fn is_permission_error(text: &str) -> bool {
@@ -128,6 +140,7 @@ impl Tracer {
         let mut tracer = Self {
             ebpf,
             degraded: Vec::new(),
+            activity_columns: opts.activity.clone(),
         };
         tracer.configure(opts)?;
         for &name in PROGRAMS {
@@ -165,6 +178,8 @@ impl Tracer {
             snapshot_bytes: opts.stack_bytes,
             self_tgid: std::process::id(),
             _pad: 0,
+            activity_mask: opts.activity.kernel_config().0,
+            activity_columns: opts.activity.kernel_config().1,
         };
         let map = self
             .ebpf
@@ -271,6 +286,38 @@ impl Tracer {
             .take_map("EVENTS")
             .ok_or(LoadError::MissingMap("EVENTS"))?;
         RingBuf::try_from(map).map_err(|e| map_error("EVENTS", e))
+    }
+
+    /// The signal-activity slot where `tgid`'s counts would be.
+    pub fn activity_slot(&self, tgid: u32) -> Option<ActivitySlot> {
+        let array = Array::<_, ActivitySlot>::try_from(self.ebpf.map("ACTIVITY")?).ok()?;
+        array.get(&(tgid % ACTIVITY_SLOTS), 0).ok()
+    }
+
+    /// `tgid`'s recent signal activity, if it had any.
+    pub fn activity_of(&self, tgid: u32) -> Option<Activity> {
+        let slot = self.activity_slot(tgid)?;
+        activity::from_slot(&slot, tgid, &self.activity_columns, monotonic_second())
+    }
+
+    /// Every signal-activity slot in use.
+    pub fn activity_slots(&self) -> Vec<ActivitySlot> {
+        let Some(array) = self
+            .ebpf
+            .map("ACTIVITY")
+            .and_then(|m| Array::<_, ActivitySlot>::try_from(m).ok())
+        else {
+            return Vec::new();
+        };
+        (0..ACTIVITY_SLOTS)
+            .filter_map(|i| array.get(&i, 0).ok())
+            .filter(|s| s.tgid != 0)
+            .collect()
+    }
+
+    /// Whether `tgid` is in the traced set (`record`, `watch --pid`).
+    pub fn is_traced(&mut self, tgid: u32) -> bool {
+        self.traced_map().is_ok_and(|m| m.get(&tgid, 0).is_ok())
     }
 
     /// Lost-event counters summed over CPUs, indexed by [`loss`].

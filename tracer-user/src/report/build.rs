@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::{
     CrashReport, Frame, Outcome, OutcomeKind, SCHEMA, SignalInfo,
     frames::{locate_file, symbolize_frames},
+    oom,
     sender::describe_sender,
     time,
 };
@@ -78,7 +79,8 @@ impl ReportBuilder {
             return_addresses: state.map(|s| s.kstack.as_slice()).unwrap_or(&[]),
             libc: &death.evidence,
         };
-        let mut classification = classify(&facts);
+        let oom_kill = death.oom.as_ref().and_then(|o| oom::classify(o, cause));
+        let mut classification = oom_kill.unwrap_or_else(|| classify(&facts));
         let site = crash_site(classification.class, &frames);
         if let Some(f) = site {
             classification
@@ -104,7 +106,10 @@ impl ReportBuilder {
             .map(|c| c.boot_ns)
             .or(state.map(|s| s.boot_ns))
             .unwrap_or(0);
-        let summary = summarize(classification.class, cause, site);
+        let summary = match &death.oom {
+            Some(o) if classification.class == "oom-kill" => oom::summary(o),
+            _ => summarize(classification.class, cause, site),
+        };
         let fingerprint = fingerprint(classification.class, cause.map(|c| c.signo), &frames);
         CrashReport {
             schema: SCHEMA,
@@ -134,6 +139,8 @@ impl ReportBuilder {
             unsymbolized_frames: unsymbolized,
             diagnostics,
             fingerprint,
+            oom: death.oom.as_ref().map(oom::describe),
+            signal_activity: death.activity.clone(),
         }
     }
 
@@ -198,10 +205,14 @@ fn signal_info(
         code_name: code_name(s.signo, s.code),
         errno: s.errno,
         fault_address: fault.then(|| format!("{:#x}", s.fault_addr)),
+        // The task current when the kernel generates a signal (the one
+        // that invoked the OOM killer, say) did not send it.
         sender: s
             .sender
             .as_ref()
+            .filter(|_| !s.from_kernel)
             .map(|t| describe_sender(symbolizer, s, t, diagnostics)),
+        sent_by_kernel: s.from_kernel,
     }
 }
 
@@ -296,6 +307,9 @@ fn summarize(class: &str, cause: Option<&SignalRecord>, site: Option<&Frame>) ->
         "stack-smashing" => "stack buffer overflow caught by the stack protector".to_string(),
         "buffer-overflow" => "buffer overflow caught by _FORTIFY_SOURCE".to_string(),
         "killed-by-signal" => match cause {
+            Some(c) if c.from_kernel => {
+                format!("killed by {} from the kernel", signal_name(c.signo))
+            }
             Some(c) => match &c.sender {
                 Some(s) => format!(
                     "killed by {} from pid {} ({})",

@@ -6,6 +6,7 @@
 
 mod build;
 mod frames;
+pub mod oom;
 mod sender;
 mod text;
 pub mod time;
@@ -48,6 +49,10 @@ pub struct CrashReport {
     /// Why parts of the report are missing or degraded.
     pub diagnostics: Vec<String>,
     pub fingerprint: String,
+    /// The OOM killer's figures, when it chose this process.
+    pub oom: Option<oom::OomInfo>,
+    /// The process's recent signal activity, when any counted signal came.
+    pub signal_activity: Option<crate::activity::Activity>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -59,6 +64,9 @@ pub struct SignalInfo {
     pub errno: i32,
     pub fault_address: Option<String>,
     pub sender: Option<Sender>,
+    /// The kernel generated the signal itself (`SI_KERNEL`): a fault it
+    /// could not describe, a resource limit, the OOM killer.
+    pub sent_by_kernel: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
