@@ -82,6 +82,8 @@ const RECIPES: &[Recipe] = &[
         after: &[],
     },
     exe("exit_code", "exit_code.c"),
+    exe("profiled", "profiled.c"),
+    exe("memory_hog", "memory_hog.c"),
     // Test support, not a crash program: see the comment in the source.
     Recipe {
         output: "siginfo_probe.so",

@@ -13,7 +13,7 @@ use std::{
 
 /// Debian packages the tests use.
 const TEST_PACKAGES: &str =
-    "gcc g++ libc6-dbg gdb bpftool elfutils binutils debuginfod xz-utils util-linux";
+    "gcc g++ libc6-dbg gdb bpftool elfutils binutils debuginfod xz-utils util-linux procps";
 /// Debian packages only the benchmarks use.
 const BENCH_PACKAGES: &str = "openjdk-17-jdk-headless hyperfine llvm-14";
 
