@@ -470,6 +470,8 @@ pub struct ActivitySlot {
     /// The process the slot belongs to (0: free).
     pub tgid: u32,
     pub _pad: u32,
+    /// The comm of the thread that received its first counted signal.
+    pub comm: [u8; COMM_LEN],
     pub seconds: [u32; ACTIVITY_WINDOW],
     pub counts: [[u32; ACTIVITY_COLUMNS]; ACTIVITY_WINDOW],
 }

@@ -16,14 +16,17 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::Array};
 use tracer_common::{ACTIVITY_COLUMNS, ACTIVITY_SLOTS, ACTIVITY_WINDOW, ActivitySlot, loss};
 
-use crate::{LOSSES, count};
+use crate::{
+    LOSSES, count,
+    kernel::{off, read},
+};
 
 #[map]
 static ACTIVITY: Array<ActivitySlot> = Array::with_max_entries(ACTIVITY_SLOTS, 0);
 
-/// Counts one signal `column` for thread group `tgid`.
+/// Counts one signal `column` for `task`, a thread of group `tgid`.
 #[inline(always)]
-pub fn count_signal(tgid: u32, column: usize) {
+pub fn count_signal(task: u64, tgid: u32, column: usize) {
     let Some(slot) = ACTIVITY.get_ptr_mut(tgid % ACTIVITY_SLOTS) else {
         return;
     };
@@ -37,6 +40,7 @@ pub fn count_signal(tgid: u32, column: usize) {
             }
             core::ptr::write_bytes(&raw mut (*slot).seconds, 0, 1);
             (*slot).tgid = tgid;
+            (*slot).comm = read(task, off!(task_comm));
         }
         if (*slot).seconds[bucket] != second {
             core::ptr::write_bytes(&raw mut (*slot).counts[bucket], 0, 1);

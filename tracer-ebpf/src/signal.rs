@@ -58,7 +58,7 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
     }
     let cfg = CONFIG.get(0)?;
     if let Some(column) = cfg.activity_column(sig as u32) {
-        activity::count_signal(read(task as u64, off!(task_tgid)), column);
+        activity::count_signal(task as u64, read(task as u64, off!(task_tgid)), column);
     }
     if cfg.signal_mask & (1u64 << sig) == 0 {
         return None;

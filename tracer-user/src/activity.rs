@@ -228,6 +228,7 @@ mod tests {
         ActivitySlot {
             tgid,
             _pad: 0,
+            comm: [0; 16],
             seconds: [0; ACTIVITY_WINDOW],
             counts: [[0; ACTIVITY_COLUMNS]; ACTIVITY_WINDOW],
         }

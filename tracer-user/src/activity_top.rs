@@ -19,6 +19,7 @@ use tracer_common::{ACTIVITY_WINDOW, ActivitySlot};
 
 use crate::{
     activity::{Columns, monotonic_second},
+    events::c_string,
     loader::Tracer,
     report::{SCHEMA, time},
     signals::signal_name,
@@ -80,19 +81,13 @@ pub fn rows_for(slots: &[ActivitySlot], columns: &Columns, second: u32) -> Vec<R
                 .collect();
             (!rates.is_empty()).then(|| Row {
                 pid: s.tgid,
-                comm: String::new(),
+                comm: c_string(&s.comm),
                 rates,
             })
         })
         .collect();
     rows.sort_by_key(|r| (std::cmp::Reverse(r.rates.values().sum::<u64>()), r.pid));
     rows
-}
-
-fn comm_of(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim_end().to_string())
-        .unwrap_or_else(|_| "?".into())
 }
 
 /// Prints the table once a second until `stop` completes.
@@ -135,11 +130,14 @@ pub async fn run<F: std::future::Future>(
         if filter.traced_only {
             rows.retain(|r| tracer.is_traced(r.pid));
         }
-        for r in &mut rows {
-            r.comm = comm_of(r.pid);
-        }
         if !filter.comms.is_empty() {
-            rows.retain(|r| filter.comms.iter().any(|c| r.comm.starts_with(c.as_str())));
+            // The kernel keeps 15 bytes of a comm.
+            rows.retain(|r| {
+                filter
+                    .comms
+                    .iter()
+                    .any(|c| crate::events::c_string(&crate::loader::comm_key(c)) == r.comm)
+            });
         }
         let now = time::rfc3339(SystemTime::now());
         let text = if json {
@@ -207,6 +205,7 @@ mod tests {
         let mut a = ActivitySlot {
             tgid: 10,
             _pad: 0,
+            comm: *b"prog\0\0\0\0\0\0\0\0\0\0\0\0",
             seconds: [0; ACTIVITY_WINDOW],
             counts: [[0; ACTIVITY_COLUMNS]; ACTIVITY_WINDOW],
         };
@@ -225,6 +224,7 @@ mod tests {
         let rows = rows_for(&[a, b, stale], &columns, second);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].pid, 11);
+        assert_eq!(rows[1].comm, "prog");
         assert_eq!(rows[0].rates["SIGURG"], 200);
         assert_eq!(rows[1].rates["SIGPROF"], 100);
         assert!(!rows[1].rates.contains_key("SIGURG"));
