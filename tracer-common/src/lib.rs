@@ -111,7 +111,7 @@ pub mod loss {
     /// The ring buffer had no room for an OOM-kill record.
     pub const RINGBUF_OOM: u32 = 7;
     /// A process's signal-activity slot was taken over by another process
-    /// whose tgid maps to the same slot (its earlier counts are gone).
+    /// whose tgid maps to the same slots (its earlier counts are gone).
     pub const ACTIVITY_EVICTED: u32 = 8;
     /// Number of causes.
     pub const COUNT: u32 = 9;
@@ -147,6 +147,11 @@ pub struct Config {
     /// The [`ActivitySlot`] column of each counted signal, four bits per
     /// signal: signal `n` at bits `4 * (n % 16)` of word `n / 16`.
     pub activity_columns: [u64; 4],
+    /// The current second of `CLOCK_MONOTONIC`, kept up to date by
+    /// userspace several times a second: reading a clock in the kernel for
+    /// every signal costs more than all the rest of the counting.
+    pub activity_second: u32,
+    pub _pad2: u32,
 }
 
 impl Config {
@@ -458,8 +463,16 @@ pub struct OomEvent {
 pub const ACTIVITY_WINDOW: usize = 8;
 /// Distinct signals counted at once.
 pub const ACTIVITY_COLUMNS: usize = 16;
-/// Slots in the `ACTIVITY` array; a process uses slot `tgid % ACTIVITY_SLOTS`.
+/// Slots in the `ACTIVITY` array; a process uses slot `tgid % ACTIVITY_SLOTS`
+/// or, when another process holds that one, [`alternate_slot`].
 pub const ACTIVITY_SLOTS: u32 = 4096;
+
+/// The second slot a process may use: a different mix of its tgid, so
+/// that processes colliding in one slot rarely collide in the other.
+#[inline(always)]
+pub fn alternate_slot(tgid: u32) -> u32 {
+    (tgid.wrapping_mul(0x9e37_79b1) >> 20) % ACTIVITY_SLOTS
+}
 
 /// Recent signal counts of one process, in per-second buckets: bucket
 /// `s % ACTIVITY_WINDOW` counts second `s` of `CLOCK_MONOTONIC` when

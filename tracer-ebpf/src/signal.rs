@@ -58,7 +58,17 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
     }
     let cfg = CONFIG.get(0)?;
     if let Some(column) = cfg.activity_column(sig as u32) {
-        activity::count_signal(task as u64, read(task as u64, off!(task_tgid)), column);
+        // SAFETY: `task` is the tracepoint's trusted `task_struct *`, and
+        // the offset is a constant of the read-only data: the verifier
+        // turns this into a checked direct load.
+        let tgid = unsafe {
+            core::ptr::read_volatile(
+                task.cast::<u8>()
+                    .add(off!(task_tgid) as usize)
+                    .cast::<u32>(),
+            )
+        };
+        activity::count_signal(task as u64, tgid, column, cfg.activity_second);
     }
     if cfg.signal_mask & (1u64 << sig) == 0 {
         return None;

@@ -103,6 +103,20 @@ pub fn monotonic_second() -> u32 {
     ts.tv_sec as u32
 }
 
+/// Time until just after the next second of `CLOCK_MONOTONIC` begins: when
+/// to move the kernel's clock (`Config::activity_second`), so that each
+/// bucket covers that second and not a shifted one.
+pub fn until_next_second() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let left = 1_000_000_000u64.saturating_sub(ts.tv_nsec as u64);
+    std::time::Duration::from_nanos(left + 200_000)
+}
+
 /// One signal's counts over the window.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SignalCounts {

@@ -4,21 +4,22 @@
 //! Each second, every slot of the `ACTIVITY` map is read and the last
 //! complete second is shown: one row per process that received a counted
 //! signal in it, busiest first. `--json` writes the same rows as
-//! `"type": "signal-activity"` records.
+//! `"type": "signal-activity"` records. Evicted counts are warned about on
+//! stderr, like every loss.
 
 use std::{
     collections::BTreeMap,
     fs::File,
     io::{self, Write},
     path::PathBuf,
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use serde::Serialize;
-use tracer_common::{ACTIVITY_WINDOW, ActivitySlot};
+use tracer_common::{ACTIVITY_WINDOW, ActivitySlot, loss};
 
 use crate::{
-    activity::{Columns, monotonic_second},
+    activity::{Columns, monotonic_second, until_next_second},
     events::c_string,
     loader::Tracer,
     report::{SCHEMA, time},
@@ -34,6 +35,8 @@ pub enum TopError {
     Output { path: PathBuf, source: io::Error },
     #[error("cannot write the signal summary: {0}")]
     Write(io::Error),
+    #[error(transparent)]
+    Clock(#[from] crate::loader::LoadError),
 }
 
 /// Which processes to show.
@@ -112,42 +115,68 @@ pub async fn run<F: std::future::Future>(
         None => Box::new(io::stdout()),
     };
     let columns = tracer.activity_columns.clone();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(stop);
-    let mut last_shown = monotonic_second();
+    // Every second since counting began is shown, the first partial as it
+    // is; the kernel's clock has stood still since loading, so move it now.
+    let mut last_shown = tracer.activity_clock().wrapping_sub(1);
+    tracer.tick_activity_clock().map_err(TopError::Clock)?;
+    let mut reported = [0u64; loss::COUNT as usize];
     loop {
+        // Just after each second begins: move the kernel's clock on (see
+        // `Config::activity_second`), then show the seconds that ended.
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(until_next_second()) => {}
             output = &mut stop => return Ok(output),
         }
-        // The last complete second: the kernel's coarse clock may lag by a tick.
-        let second = monotonic_second().wrapping_sub(1);
-        if second == last_shown {
-            continue;
+        tracer.tick_activity_clock().map_err(TopError::Clock)?;
+        let ended = monotonic_second().wrapping_sub(1);
+        // A late wake-up shows every second it missed that the buckets
+        // still hold, not just the last one.
+        let missed = ended
+            .wrapping_sub(last_shown)
+            .min(ACTIVITY_WINDOW as u32 - 1);
+        let slots = tracer.activity_slots();
+        for second in (0..missed).rev().map(|ago| ended.wrapping_sub(ago)) {
+            let rows = rows_for(&slots, &columns, second);
+            let rows = filtered(tracer, filter, rows);
+            let now = time::rfc3339(SystemTime::now());
+            let text = if json {
+                json_lines(&rows, &now, second)
+            } else {
+                table(&rows, &columns, &now)
+            };
+            out.write_all(text.as_bytes()).map_err(TopError::Write)?;
         }
-        last_shown = second;
-        let mut rows = rows_for(&tracer.activity_slots(), &columns, second);
-        if filter.traced_only {
-            rows.retain(|r| tracer.is_traced(r.pid));
-        }
-        if !filter.comms.is_empty() {
-            // The kernel keeps 15 bytes of a comm.
-            rows.retain(|r| {
-                filter
-                    .comms
-                    .iter()
-                    .any(|c| crate::events::c_string(&crate::loader::comm_key(c)) == r.comm)
-            });
-        }
-        let now = time::rfc3339(SystemTime::now());
-        let text = if json {
-            json_lines(&rows, &now, second)
-        } else {
-            table(&rows, &columns, &now)
-        };
-        out.write_all(text.as_bytes()).map_err(TopError::Write)?;
         out.flush().map_err(TopError::Write)?;
+        last_shown = ended;
+        let losses = tracer.losses();
+        for (i, (&now, before)) in losses.iter().zip(reported.iter_mut()).enumerate() {
+            if now > *before {
+                eprintln!(
+                    "crashtrace: warning: {} event(s) lost: {}",
+                    now - *before,
+                    loss::NAMES[i].replace('_', " ")
+                );
+                *before = now;
+            }
+        }
     }
+}
+
+fn filtered(tracer: &mut Tracer, filter: &TopFilter, mut rows: Vec<Row>) -> Vec<Row> {
+    if filter.traced_only {
+        rows.retain(|r| tracer.is_traced(r.pid));
+    }
+    if !filter.comms.is_empty() {
+        // The kernel keeps 15 bytes of a comm.
+        rows.retain(|r| {
+            filter
+                .comms
+                .iter()
+                .any(|c| crate::events::c_string(&crate::loader::comm_key(c)) == r.comm)
+        });
+    }
+    rows
 }
 
 fn json_lines(rows: &[Row], now: &str, second: u32) -> String {

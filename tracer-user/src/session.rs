@@ -126,7 +126,11 @@ impl Session {
                     guard.clear_ready();
                     self.drain_ring()?;
                 }
+                _ = tokio::time::sleep(crate::activity::until_next_second()) => {
+                    self.tracer.tick_activity_clock()?;
+                }
                 _ = tick.tick() => {
+                    self.tracer.tick_activity_clock()?;
                     let deaths = self.tracker.expire(Instant::now());
                     self.emit_all(deaths)?;
                     self.report_losses()?;

@@ -112,6 +112,8 @@ pub struct Tracer {
     pub degraded: Vec<String>,
     /// The signals counted per process, by column.
     pub activity_columns: Columns,
+    /// What `CONFIG` holds.
+    config: Config,
 }
 
 fn is_permission_error(text: &str) -> bool {
@@ -141,6 +143,7 @@ impl Tracer {
             ebpf,
             degraded: Vec::new(),
             activity_columns: opts.activity.clone(),
+            config: Config::default(),
         };
         tracer.configure(opts)?;
         for &name in PROGRAMS {
@@ -180,7 +183,10 @@ impl Tracer {
             _pad: 0,
             activity_mask: opts.activity.kernel_config().0,
             activity_columns: opts.activity.kernel_config().1,
+            activity_second: monotonic_second(),
+            _pad2: 0,
         };
+        self.config = config;
         let map = self
             .ebpf
             .map_mut("CONFIG")
@@ -288,10 +294,36 @@ impl Tracer {
         RingBuf::try_from(map).map_err(|e| map_error("EVENTS", e))
     }
 
-    /// The signal-activity slot where `tgid`'s counts would be.
+    /// The signal-activity slot that holds `tgid`'s counts, if one does.
     pub fn activity_slot(&self, tgid: u32) -> Option<ActivitySlot> {
         let array = Array::<_, ActivitySlot>::try_from(self.ebpf.map("ACTIVITY")?).ok()?;
-        array.get(&(tgid % ACTIVITY_SLOTS), 0).ok()
+        [tgid % ACTIVITY_SLOTS, tracer_common::alternate_slot(tgid)]
+            .into_iter()
+            .filter_map(|i| array.get(&i, 0).ok())
+            .find(|s| s.tgid == tgid)
+    }
+
+    /// The second the kernel's signal-activity clock shows.
+    pub fn activity_clock(&self) -> u32 {
+        self.config.activity_second
+    }
+
+    /// Moves the kernel's signal-activity clock to the current second;
+    /// call it several times a second.
+    pub fn tick_activity_clock(&mut self) -> Result<(), LoadError> {
+        let second = monotonic_second();
+        if second == self.config.activity_second {
+            return Ok(());
+        }
+        self.config.activity_second = second;
+        let config = self.config;
+        let map = self
+            .ebpf
+            .map_mut("CONFIG")
+            .ok_or(LoadError::MissingMap("CONFIG"))?;
+        let mut array: Array<_, Config> =
+            Array::try_from(map).map_err(|e| map_error("CONFIG", e))?;
+        array.set(0, config, 0).map_err(|e| map_error("CONFIG", e))
     }
 
     /// `tgid`'s recent signal activity, if it had any.
