@@ -12,6 +12,7 @@ EXAMPLES:
     crashtrace record --pid 4242                  follow a running process tree until it exits
     crashtrace watch                              report every crash on this host until Ctrl-C
     crashtrace watch --json --output crashes.jsonl
+    crashtrace watch --signals SIGPROF,SIGPIPE    signal rates per process, once a second
     crashtrace symbolize -e ./server 0x1139       function and source line of an address
 
 EXIT STATUS:
