@@ -14,6 +14,7 @@
 //! * [`expect`] holds what each crash program must produce; [`checks`] and
 //!   [`report`] hold the assertions on a report.
 
+pub mod cgroup;
 pub mod checks;
 pub mod daemon;
 pub mod expect;

@@ -92,6 +92,8 @@ const RECIPES: &[Recipe] = &[
         after: &["-Wl,-z,lazy"],
     },
     exe("handler_crash", "handler_crash.c"),
+    exe("profiled", "profiled.c"),
+    exe("memory_hog", "memory_hog.c"),
     // Test support, not a crash program: see the comment in the source.
     // Bound at load time: its handler must not need the dynamic linker,
     // which may be unable to run in a crashing process (plt_crash makes

@@ -24,6 +24,8 @@ pub mod kind {
     pub const LAST_WORDS: u32 = 5;
     /// An [`crate::ExecEvent`].
     pub const EXEC: u32 = 6;
+    /// An [`crate::OomEvent`].
+    pub const OOM: u32 = 7;
 }
 
 /// Most frames the kernel's frame-pointer walk records.
@@ -117,8 +119,13 @@ pub mod loss {
     pub const RINGBUF_LAST_WORDS: u32 = 7;
     /// The ring buffer had no room for an exec event.
     pub const RINGBUF_EXEC: u32 = 8;
+    /// The ring buffer had no room for an OOM-kill record.
+    pub const RINGBUF_OOM: u32 = 9;
+    /// A process's signal-activity slot was taken over by another process
+    /// whose tgid maps to the same slots (its earlier counts are gone).
+    pub const ACTIVITY_EVICTED: u32 = 10;
     /// Number of causes.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 11;
     /// Human names, index by cause.
     pub const NAMES: [&str; COUNT as usize] = [
         "ringbuf_full_signal",
@@ -130,6 +137,8 @@ pub mod loss {
         "ringbuf_full_evidence",
         "ringbuf_full_last_words",
         "ringbuf_full_exec",
+        "ringbuf_full_oom",
+        "activity_slot_evicted",
     ];
 }
 
@@ -146,6 +155,38 @@ pub struct Config {
     /// crashtrace's own tgid: its signals are never captured.
     pub self_tgid: u32,
     pub _pad: u32,
+    /// Signal activity: bit `n` set, signal `n` is counted per process.
+    pub activity_mask: u64,
+    /// The [`ActivitySlot`] column of each counted signal, four bits per
+    /// signal: signal `n` at bits `4 * (n % 16)` of word `n / 16`.
+    pub activity_columns: [u64; 4],
+    /// The current second of `CLOCK_MONOTONIC`, kept up to date by
+    /// userspace several times a second: reading a clock in the kernel for
+    /// every signal costs more than all the rest of the counting.
+    pub activity_second: u32,
+    pub _pad2: u32,
+}
+
+impl Config {
+    /// The activity column of signal `sig`, when it is counted.
+    #[inline(always)]
+    pub fn activity_column(&self, sig: u32) -> Option<usize> {
+        if sig >= 64 || self.activity_mask & (1u64 << sig) == 0 {
+            return None;
+        }
+        // Branches, not an index: the verifier must see constant offsets.
+        let c = &self.activity_columns;
+        let word = if sig < 16 {
+            c[0]
+        } else if sig < 32 {
+            c[1]
+        } else if sig < 48 {
+            c[2]
+        } else {
+            c[3]
+        };
+        Some(((word >> ((sig % 16) * 4)) & 0xf) as usize)
+    }
 }
 
 /// Identity of one task, as seen from the kernel at event time.
@@ -444,10 +485,108 @@ pub struct KernelOffsets {
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
     pub vfsmount_root: u32,
+    // The OOM killer's figures; zero (absent) only degrades OOM reports.
+    pub mm_total_vm: u32,
+    pub mm_rss_stat: u32,
+    pub mm_pgtables_bytes: u32,
+    pub percpu_counter_count: u32,
+    pub percpu_counter_size: u32,
+    pub signal_oom_score_adj: u32,
+    pub task_cgroups: u32,
+    pub css_set_subsys: u32,
+    /// `memory_cgrp_id`: the memory controller's index in `css_set.subsys`.
+    pub memory_cgrp_id: u32,
+    pub css_parent: u32,
+    pub memcg_css: u32,
+    pub memcg_memory: u32,
+    pub page_counter_usage: u32,
+    pub page_counter_max: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kn_parent: u32,
+    pub kn_name: u32,
+    pub kn_id: u32,
+}
+
+/// Flags in [`OomEvent::flags`].
+pub mod oom_flags {
+    /// The victim's memory figures (`total_vm`, RSS, page tables) are valid.
+    pub const MM_VALID: u32 = 1 << 0;
+    /// One of the victim's memory cgroups had reached its limit: the
+    /// `memcg_*` and `cgroup_*` fields describe it.
+    pub const MEMCG: u32 = 1 << 2;
+    /// The cgroup path walk stopped early: `cgroup_path` is a suffix.
+    pub const CGROUP_PATH_TRUNCATED: u32 = 1 << 3;
+}
+
+/// The OOM killer chose a victim (recorded as it marks it, right after its
+/// SIGKILL), with the figures the kernel logs for it (sizes in pages,
+/// except `pgtables_bytes`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomEvent {
+    pub kind: u32,
+    /// [`oom_flags`].
+    pub flags: u32,
+    pub boot_ns: u64,
+    pub victim: TaskIdentity,
+    /// The task whose allocation invoked the OOM killer.
+    pub invoker_tgid: u32,
+    pub invoker_tid: u32,
+    pub invoker_comm: [u8; COMM_LEN],
+    pub total_vm: u64,
+    pub rss_anon: u64,
+    pub rss_file: u64,
+    pub rss_shmem: u64,
+    pub swap_entries: u64,
+    pub pgtables_bytes: u64,
+    pub oom_score_adj: i32,
+    pub _pad: u32,
+    /// The limited cgroup's `memory.max` and usage, in pages.
+    pub memcg_max: u64,
+    pub memcg_usage: u64,
+    /// The cgroup's id (its kernfs inode number).
+    pub cgroup_id: u64,
+    pub cgroup_path_len: u32,
+    pub _pad2: u32,
+    /// NUL-terminated components, innermost first (as [`Module::path`]),
+    /// relative to the root of the cgroup hierarchy.
+    pub cgroup_path: [u8; PATH_BUF],
+}
+
+/// Seconds of signal activity kept per process.
+pub const ACTIVITY_WINDOW: usize = 8;
+/// Distinct signals counted at once.
+pub const ACTIVITY_COLUMNS: usize = 16;
+/// Slots in the `ACTIVITY` array; a process uses slot `tgid % ACTIVITY_SLOTS`
+/// or, when another process holds that one, [`alternate_slot`].
+pub const ACTIVITY_SLOTS: u32 = 4096;
+
+/// The second slot a process may use: a different mix of its tgid, so
+/// that processes colliding in one slot rarely collide in the other.
+#[inline(always)]
+pub fn alternate_slot(tgid: u32) -> u32 {
+    (tgid.wrapping_mul(0x9e37_79b1) >> 20) % ACTIVITY_SLOTS
+}
+
+/// Recent signal counts of one process, in per-second buckets: bucket
+/// `s % ACTIVITY_WINDOW` counts second `s` of `CLOCK_MONOTONIC` when
+/// `seconds[...] == s`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ActivitySlot {
+    /// The process the slot belongs to (0: free).
+    pub tgid: u32,
+    pub _pad: u32,
+    /// The comm of the thread that received its first counted signal.
+    pub comm: [u8; COMM_LEN],
+    pub seconds: [u32; ACTIVITY_WINDOW],
+    pub counts: [[u32; ACTIVITY_COLUMNS]; ACTIVITY_WINDOW],
 }
 
 #[cfg(feature = "user")]
 mod user {
+    unsafe impl aya::Pod for super::ActivitySlot {}
     // SAFETY: all of these are `#[repr(C)]` plain data with no padding
     // holes that matter and no invalid bit patterns.
     unsafe impl aya::Pod for super::Config {}

@@ -9,6 +9,8 @@
 //! - `sched_process_exit` (tp_btf) reports how a process that had such a
 //!   signal ended, once its last thread is gone.
 //! - `sched_process_fork` (tp_btf) follows descendants in `record` mode.
+//! - `mark_victim` (tp_btf, in `oom`) records the OOM killer's victim.
+//! - `signal_generate` also counts signals per process (`activity`).
 //!
 //! Nothing here allocates on the BPF stack beyond a few words: events are
 //! built in place inside their ring-buffer reservation.
@@ -17,12 +19,14 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod activity;
 mod cxx;
 mod exec;
 mod golang;
 mod kernel;
 mod lastwords;
 mod libc;
+mod oom;
 mod process;
 mod rust;
 mod signal;

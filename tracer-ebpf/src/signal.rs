@@ -24,7 +24,7 @@ use tracer_common::{
 };
 
 use crate::{
-    CONFIG, DOOMED, EVENTS, HANDLED, LOSSES, count,
+    CONFIG, DOOMED, EVENTS, HANDLED, LOSSES, activity, count,
     kernel::{off, read},
     process,
     vma::summarize_vma,
@@ -57,6 +57,19 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let cfg = CONFIG.get(0)?;
+    if let Some(column) = cfg.activity_column(sig as u32) {
+        // SAFETY: `task` is the tracepoint's trusted `task_struct *`, and
+        // the offset is a constant of the read-only data: the verifier
+        // turns this into a checked direct load.
+        let tgid = unsafe {
+            core::ptr::read_volatile(
+                task.cast::<u8>()
+                    .add(off!(task_tgid) as usize)
+                    .cast::<u32>(),
+            )
+        };
+        activity::count_signal(task as u64, tgid, column, cfg.activity_second);
+    }
     if cfg.signal_mask & (1u64 << sig) == 0 {
         return None;
     }

@@ -114,7 +114,8 @@ pub fn classify(facts: &Facts) -> Classification {
         libc::SIGSYS => Classification::new("seccomp-violation")
             .because(format!("{name} ({code}): a system call was refused by a seccomp filter")),
         libc::SIGXCPU | libc::SIGXFSZ => Classification::new("resource-limit").because(format!(
-            "{name}: the process exceeded its {} limit",
+            "{name}{}: the process exceeded its {} limit",
+            if sig.from_kernel { " sent by the kernel" } else { "" },
             if sig.signo == libc::SIGXCPU { "CPU time (RLIMIT_CPU)" } else { "file size (RLIMIT_FSIZE)" }
         )),
         libc::SIGABRT => abort_path(facts.libc).because(format!(

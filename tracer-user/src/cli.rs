@@ -12,6 +12,7 @@ EXAMPLES:
     crashtrace record --pid 4242                  follow a running process tree until it exits
     crashtrace watch                              report every crash on this host until Ctrl-C
     crashtrace watch --json --output crashes.jsonl
+    crashtrace watch --signals SIGPROF,SIGPIPE    signal rates per process, once a second
     crashtrace symbolize -e ./server 0x1139       function and source line of an address
 
 EXIT STATUS:
@@ -218,6 +219,11 @@ pub struct WatchArgs {
     #[arg(long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
 
+    /// Instead of crash reports, print once a second the rate of each of
+    /// these signals (comma-separated, at most 16) per process, busiest first.
+    #[arg(long = "signals", value_name = "LIST", value_delimiter = ',')]
+    pub activity_signals: Vec<String>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -265,7 +271,7 @@ pub struct CommonArgs {
     pub output: Option<PathBuf>,
 
     /// Signals to watch, comma-separated names or numbers
-    /// [default: SIGSEGV,SIGBUS,SIGFPE,SIGILL,SIGABRT,SIGTRAP,SIGSYS,SIGKILL,SIGTERM,SIGQUIT,SIGXCPU,SIGXFSZ]
+    /// [default: SIGSEGV,SIGBUS,SIGFPE,SIGILL,SIGABRT,SIGTRAP,SIGSYS,SIGKILL,SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGXCPU,SIGXFSZ]
     #[arg(long = "signal", value_name = "LIST", value_delimiter = ',')]
     pub signals: Vec<String>,
 
@@ -329,6 +335,17 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["crashtrace", "record"]).is_err());
         assert!(Cli::try_parse_from(["crashtrace", "watch", "--ring-buffer-mib", "3"]).is_err());
+    }
+
+    #[test]
+    fn watch_takes_a_signal_activity_list() {
+        let cli =
+            Cli::try_parse_from(["crashtrace", "watch", "--signals", "SIGPROF,urg", "--json"])
+                .unwrap();
+        match cli.command {
+            Command::Watch(w) => assert_eq!(w.activity_signals, vec!["SIGPROF", "urg"]),
+            _ => panic!("expected watch"),
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@ use tokio::{
 };
 
 use crate::{
+    activity::Columns,
+    activity_top::{self, TopFilter},
     cli::{CommonArgs, RecordArgs, WatchArgs},
     loader::{DEFAULT_SIGNALS, TraceOptions, Tracer},
     runtimes,
@@ -45,6 +47,7 @@ fn trace_options(
         stack_bytes: common.stack_bytes,
         ring_bytes: common.ring_buffer_mib << 20,
         runtime_probes: !common.no_runtime_probes,
+        activity: Columns::default(),
     })
 }
 
@@ -160,6 +163,9 @@ fn exit_code(status: ExitStatus) -> u8 {
 
 /// `crashtrace watch`.
 pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+    if !args.activity_signals.is_empty() {
+        return watch_activity(args).await;
+    }
     let traced_only = !args.pids.is_empty();
     let opts = trace_options(&args.common, traced_only, args.comms.clone())?;
     let tracer = Tracer::load(&opts)?;
@@ -184,6 +190,48 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     );
     session.run(shutdown_signal()).await??;
     eprintln!("crashtrace: stopped after {} report(s)", session.reports);
+    Ok(0)
+}
+
+/// `crashtrace watch --signals LIST`: rates instead of crash reports, so no
+/// signal is captured, only counted.
+async fn watch_activity(args: WatchArgs) -> anyhow::Result<u8> {
+    let counted: Vec<i32> = args
+        .activity_signals
+        .iter()
+        .map(|s| parse_signal(s).with_context(|| format!("unknown signal {s:?} in --signals")))
+        .collect::<anyhow::Result<_>>()?;
+    let traced_only = !args.pids.is_empty();
+    let mut opts = trace_options(&args.common, traced_only, Vec::new())?;
+    opts.signals.clear();
+    opts.activity = Columns::new(&counted).context("invalid --signals")?;
+    let mut tracer = Tracer::load(&opts)?;
+    for problem in &tracer.degraded {
+        eprintln!("crashtrace: warning: {problem}");
+    }
+    for &pid in &args.pids {
+        follow_tree(&mut tracer, pid)?;
+    }
+    let names: Vec<String> = counted
+        .iter()
+        .map(|&s| crate::signals::signal_name(s))
+        .collect();
+    eprintln!(
+        "crashtrace: counting {} per process, once a second (Ctrl-C to stop)",
+        names.join(",")
+    );
+    let filter = TopFilter {
+        traced_only,
+        comms: args.comms.clone(),
+    };
+    activity_top::run(
+        &mut tracer,
+        &filter,
+        args.common.json,
+        args.common.output.clone(),
+        shutdown_signal(),
+    )
+    .await??;
     Ok(0)
 }
 

@@ -8,8 +8,9 @@
 use std::{ffi::OsString, os::unix::ffi::OsStringExt, path::PathBuf};
 
 use tracer_common::{
-    EvidenceEvent, ExecEvent, ExitEvent, LAST_WORDS_CHUNK, LastWordsHeader, Module, REGS_LEN,
-    SignalEvent, StateEvent, TaskIdentity, VmaSummary, kind, module_flags, signal_flags,
+    EvidenceEvent, ExecEvent, ExitEvent, LAST_WORDS_CHUNK, LastWordsHeader, Module, OomEvent,
+    REGS_LEN, SignalEvent, StateEvent, TaskIdentity, VmaSummary, kind, module_flags, oom_flags,
+    signal_flags,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -154,6 +155,43 @@ pub struct ExecRecord {
     pub dev: u64,
 }
 
+/// The OOM killer chose this process (see `tracer_common::OomEvent`).
+/// Sizes are in pages, except `pgtables_bytes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomRecord {
+    pub boot_ns: u64,
+    pub victim: Task,
+    /// The task whose allocation invoked the OOM killer.
+    pub invoker_pid: u32,
+    pub invoker_tid: u32,
+    pub invoker_comm: String,
+    /// Memory figures of the victim, when its `mm` was readable.
+    pub memory: Option<OomMemory>,
+    pub oom_score_adj: i32,
+    /// The victim's nearest memory cgroup that had reached its limit.
+    pub memcg: Option<OomCgroup>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomMemory {
+    pub total_vm: u64,
+    pub rss_anon: u64,
+    pub rss_file: u64,
+    pub rss_shmem: u64,
+    pub swap_entries: u64,
+    pub pgtables_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomCgroup {
+    pub id: u64,
+    /// Relative to the root of its cgroup hierarchy, `/` for the root.
+    pub path: String,
+    pub path_truncated: bool,
+    pub max_pages: u64,
+    pub usage_pages: u64,
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
     Signal(SignalRecord),
@@ -162,6 +200,7 @@ pub enum Event {
     Evidence(EvidenceRecord),
     LastWords(LastWordsRecord),
     Exec(ExecRecord),
+    Oom(OomRecord),
 }
 
 /// Decodes one ring-buffer record.
@@ -228,6 +267,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 ino: raw.ino,
                 dev: kernel_dev_to_user(raw.dev),
             }))
+        }
+        kind::OOM => {
+            let raw: Box<OomEvent> = read_boxed(bytes, kind)?;
+            Ok(Event::Oom(decode_oom(&raw)))
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -296,6 +339,35 @@ fn decode_state(e: &StateEvent) -> StateRecord {
         sp_region: region(&e.sp_vma),
         mappings: e.modules[..modules_len].iter().map(mapping).collect(),
         mappings_truncated: flags & signal_flags::MODULES_TRUNCATED != 0,
+    }
+}
+
+fn decode_oom(e: &OomEvent) -> OomRecord {
+    let flags = e.flags;
+    OomRecord {
+        boot_ns: e.boot_ns,
+        victim: task(&e.victim),
+        invoker_pid: e.invoker_tgid,
+        invoker_tid: e.invoker_tid,
+        invoker_comm: c_string(&e.invoker_comm),
+        memory: (flags & oom_flags::MM_VALID != 0).then_some(OomMemory {
+            total_vm: e.total_vm,
+            rss_anon: e.rss_anon,
+            rss_file: e.rss_file,
+            rss_shmem: e.rss_shmem,
+            swap_entries: e.swap_entries,
+            pgtables_bytes: e.pgtables_bytes,
+        }),
+        oom_score_adj: e.oom_score_adj,
+        memcg: (flags & oom_flags::MEMCG != 0).then(|| OomCgroup {
+            id: e.cgroup_id,
+            path: path_from_components(&e.cgroup_path, e.cgroup_path_len as usize)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "/".into()),
+            path_truncated: flags & oom_flags::CGROUP_PATH_TRUNCATED != 0,
+            max_pages: e.memcg_max,
+            usage_pages: e.memcg_usage,
+        }),
     }
 }
 

@@ -8,6 +8,8 @@
 //! names the cause ([`classify`]) and writes the report ([`report`]).
 //! As a service ([`daemon`]) it keeps reports in a crash [`store`] that
 //! the [`queries`] read.
+pub mod activity;
+pub mod activity_top;
 pub mod classify;
 pub mod cli;
 pub mod commands;

@@ -127,7 +127,11 @@ impl Session {
                     guard.clear_ready();
                     self.drain_ring()?;
                 }
+                _ = tokio::time::sleep(crate::activity::until_next_second()) => {
+                    self.tracer.tick_activity_clock()?;
+                }
                 _ = tick.tick() => {
+                    self.tracer.tick_activity_clock()?;
                     let deaths = self.tracker.expire(Instant::now());
                     self.emit_all(deaths)?;
                     self.report_losses()?;
@@ -169,7 +173,8 @@ impl Session {
     }
 
     fn emit_all(&mut self, deaths: Vec<Death>) -> Result<(), SessionError> {
-        for death in deaths {
+        for mut death in deaths {
+            death.activity = self.tracer.activity_of(death.pid);
             let survived = death.exit.is_none() && death.alive;
             if survived {
                 self.tracer.forget_doomed(death.pid)?;

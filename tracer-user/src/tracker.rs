@@ -17,13 +17,17 @@ use std::{
 
 use tracer_common::LAST_WORDS_MAX;
 
-use crate::events::{Event, EvidenceRecord, ExitRecord, SignalRecord, StateRecord};
+use crate::events::{Event, EvidenceRecord, ExitRecord, OomRecord, SignalRecord, StateRecord};
 
 /// Most processes tracked at once; beyond this the oldest is completed
 /// early with an unknown outcome rather than growing without bound.
 const MAX_PENDING: usize = 4096;
 /// Most signal records kept per process (a signal storm keeps the first).
 const MAX_SIGNALS: usize = 16;
+/// How long a death by the kernel's SIGKILL waits for the OOM killer's
+/// record, which the kernel emits just after the signal: on another CPU
+/// the victim can exit first.
+const OOM_RECORD_WAIT: Duration = Duration::from_millis(300);
 
 /// Everything recorded about one process's death.
 #[derive(Debug)]
@@ -40,6 +44,10 @@ pub struct Death {
     pub last_words_cut: bool,
     /// The process was still alive when its story was closed.
     pub alive: bool,
+    /// The OOM killer chose it (recorded just before its SIGKILL).
+    pub oom: Option<OomRecord>,
+    /// Its recent signal activity, read when the story closed.
+    pub activity: Option<crate::activity::Activity>,
 }
 
 impl Death {
@@ -86,6 +94,18 @@ impl Death {
 struct Pending {
     death: Death,
     since: Instant,
+    /// Exited, but held until then for a late OOM record.
+    held_until: Option<Instant>,
+}
+
+impl Death {
+    /// Killed by the kernel's SIGKILL with no OOM record (yet).
+    fn may_await_oom_record(&self) -> bool {
+        self.oom.is_none()
+            && self
+                .cause()
+                .is_some_and(|c| c.signo == libc::SIGKILL && c.from_kernel)
+    }
 }
 
 pub struct Tracker {
@@ -109,6 +129,7 @@ impl Tracker {
             Event::State(s) => s.thread.pid,
             Event::Exit(e) => e.pid,
             Event::Evidence(e) => e.pid,
+            Event::Oom(o) => o.victim.pid,
             Event::LastWords(w) => w.pid,
             // Not about a death: the session probes the executable.
             Event::Exec(_) => return done,
@@ -126,8 +147,11 @@ impl Tracker {
                 last_words: Vec::new(),
                 last_words_cut: false,
                 alive: false,
+                oom: None,
+                activity: None,
             },
             since: now,
+            held_until: None,
         });
         match event {
             Event::Signal(s) => {
@@ -153,9 +177,19 @@ impl Tracker {
                 entry.death.last_words_cut |= w.cut || take < w.bytes.len();
             }
             Event::Exec(_) => {}
+            Event::Oom(o) => {
+                entry.death.oom.get_or_insert(o);
+                if entry.held_until.is_some()
+                    && let Some(p) = self.pending.remove(&pid)
+                {
+                    done.push(p.death);
+                }
+            }
             Event::Exit(e) => {
                 entry.death.exit = Some(e);
-                if let Some(p) = self.pending.remove(&pid) {
+                if entry.death.may_await_oom_record() {
+                    entry.held_until = Some(now + OOM_RECORD_WAIT);
+                } else if let Some(p) = self.pending.remove(&pid) {
                     done.push(p.death);
                 }
             }
@@ -168,7 +202,10 @@ impl Tracker {
         let expired: Vec<u32> = self
             .pending
             .iter()
-            .filter(|(_, p)| now.duration_since(p.since) >= self.grace)
+            .filter(|(_, p)| match p.held_until {
+                Some(until) => now >= until,
+                None => now.duration_since(p.since) >= self.grace,
+            })
             .map(|(&pid, _)| pid)
             .collect();
         expired
@@ -285,6 +322,48 @@ mod tests {
         let done = t.expire(now + Duration::from_secs(3));
         assert_eq!(done.len(), 1);
         assert!(!done[0].alive, "no such pid exists");
+    }
+
+    #[test]
+    fn a_kernel_kill_waits_briefly_for_the_oom_record() {
+        let mut t = Tracker::new(Duration::from_secs(2));
+        let now = Instant::now();
+        let mut kill = signal(9, false);
+        if let Event::Signal(s) = &mut kill {
+            s.signo = libc::SIGKILL;
+            s.code = 0x80;
+            s.from_kernel = true;
+        }
+        t.on_event(kill.clone(), now);
+        assert!(
+            t.on_event(exit(9), now).is_empty(),
+            "held for the OOM record"
+        );
+        let done = t.expire(now + OOM_RECORD_WAIT);
+        assert_eq!(done.len(), 1);
+        assert!(done[0].exit.is_some() && done[0].oom.is_none());
+        // A late OOM record completes the held death at once.
+        t.on_event(kill, now);
+        t.on_event(exit(9), now);
+        let oom = crate::events::OomRecord {
+            boot_ns: 3,
+            victim: Task {
+                pid: 9,
+                tid: 9,
+                ppid: 1,
+                uid: 0,
+                comm: "x".into(),
+            },
+            invoker_pid: 9,
+            invoker_tid: 9,
+            invoker_comm: "x".into(),
+            memory: None,
+            oom_score_adj: 0,
+            memcg: None,
+        };
+        let done = t.on_event(Event::Oom(oom), now);
+        assert_eq!(done.len(), 1);
+        assert!(done[0].oom.is_some());
     }
 
     #[test]

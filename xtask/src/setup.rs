@@ -12,7 +12,7 @@ use std::{
 };
 
 /// Debian packages the tests use.
-const TEST_PACKAGES: &str = "gcc g++ libc6-dbg gdb bpftool elfutils binutils debuginfod xz-utils util-linux golang-1.19-go python3 systemd prometheus";
+const TEST_PACKAGES: &str = "gcc g++ libc6-dbg gdb bpftool elfutils binutils debuginfod xz-utils util-linux procps golang-1.19-go python3 systemd prometheus";
 /// Debian packages only the benchmarks use.
 const BENCH_PACKAGES: &str = "openjdk-17-jdk-headless hyperfine llvm-14";
 

@@ -81,6 +81,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
         stack_bytes: config.capture.stack_bytes,
         ring_bytes: config.capture.ring_buffer_mib << 20,
         runtime_probes: config.capture.runtime_probes,
+        activity: Default::default(),
     };
     let mut tracer = Tracer::load(&opts)?;
     crate::runtimes::probe_running(&mut tracer, None);

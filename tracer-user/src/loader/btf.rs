@@ -216,6 +216,22 @@ impl Btf {
         Ok(out)
     }
 
+    /// The value of the enumerator called `name` (such as
+    /// `memory_cgrp_id`), in whichever enum defines it.
+    pub fn enumerator(&self, name: &str) -> Option<u32> {
+        self.entries
+            .iter()
+            .filter(|e| e.kind() == KIND_ENUM)
+            .flat_map(|e| (0..e.vlen()).map(move |i| e.at + 12 + 8 * i))
+            .find(|&at| {
+                u32_at(&self.data, at)
+                    .ok()
+                    .and_then(|off| self.string(off).ok())
+                    == Some(name)
+            })
+            .and_then(|at| u32_at(&self.data, at + 4).ok())
+    }
+
     /// Follows typedefs and qualifiers to the underlying type id.
     pub fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {

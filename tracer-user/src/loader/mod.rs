@@ -16,7 +16,11 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, UProbe},
 };
-use tracer_common::{COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss};
+use tracer_common::{
+    ACTIVITY_SLOTS, ActivitySlot, COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss,
+};
+
+use crate::activity::{self, Activity, Columns, monotonic_second};
 
 /// The BPF object built from `tracer-ebpf` by `build.rs`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crashtrace"));
@@ -33,6 +37,8 @@ pub const DEFAULT_SIGNALS: &[i32] = &[
     libc::SIGSYS,
     libc::SIGKILL,
     libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
     libc::SIGQUIT,
     libc::SIGXCPU,
     libc::SIGXFSZ,
@@ -43,6 +49,7 @@ const PROGRAMS: &[&str] = &[
     "signal_generate",
     "sched_process_exit",
     "sched_process_fork",
+    "mark_victim",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +90,8 @@ pub struct TraceOptions {
     pub ring_bytes: u32,
     /// Probe language runtimes (Go) in executables as they start.
     pub runtime_probes: bool,
+    /// Signals counted per process (signal activity).
+    pub activity: Columns,
 }
 
 impl Default for TraceOptions {
@@ -95,6 +104,7 @@ impl Default for TraceOptions {
             stack_bytes: STACK_SNAPSHOT_DEFAULT,
             ring_bytes: 16 << 20,
             runtime_probes: true,
+            activity: Columns::default(),
         }
     }
 }
@@ -107,6 +117,10 @@ pub struct Tracer {
     go_loaded: bool,
     /// Optional probes that could not be attached, one line each.
     pub degraded: Vec<String>,
+    /// The signals counted per process, by column.
+    pub activity_columns: Columns,
+    /// What `CONFIG` holds.
+    config: Config,
 }
 
 fn is_permission_error(text: &str) -> bool {
@@ -137,6 +151,8 @@ impl Tracer {
             go: runtime_probes::RuntimeProbes::default(),
             go_loaded: false,
             degraded: Vec::new(),
+            activity_columns: opts.activity.clone(),
+            config: Config::default(),
         };
         tracer.configure(opts)?;
         for &name in PROGRAMS {
@@ -181,7 +197,12 @@ impl Tracer {
             snapshot_bytes: opts.stack_bytes,
             self_tgid: std::process::id(),
             _pad: 0,
+            activity_mask: opts.activity.kernel_config().0,
+            activity_columns: opts.activity.kernel_config().1,
+            activity_second: monotonic_second(),
+            _pad2: 0,
         };
+        self.config = config;
         let map = self
             .ebpf
             .map_mut("CONFIG")
@@ -374,6 +395,64 @@ impl Tracer {
             .take_map("EVENTS")
             .ok_or(LoadError::MissingMap("EVENTS"))?;
         RingBuf::try_from(map).map_err(|e| map_error("EVENTS", e))
+    }
+
+    /// The signal-activity slot that holds `tgid`'s counts, if one does.
+    pub fn activity_slot(&self, tgid: u32) -> Option<ActivitySlot> {
+        let array = Array::<_, ActivitySlot>::try_from(self.ebpf.map("ACTIVITY")?).ok()?;
+        [tgid % ACTIVITY_SLOTS, tracer_common::alternate_slot(tgid)]
+            .into_iter()
+            .filter_map(|i| array.get(&i, 0).ok())
+            .find(|s| s.tgid == tgid)
+    }
+
+    /// The second the kernel's signal-activity clock shows.
+    pub fn activity_clock(&self) -> u32 {
+        self.config.activity_second
+    }
+
+    /// Moves the kernel's signal-activity clock to the current second;
+    /// call it several times a second.
+    pub fn tick_activity_clock(&mut self) -> Result<(), LoadError> {
+        let second = monotonic_second();
+        if second == self.config.activity_second {
+            return Ok(());
+        }
+        self.config.activity_second = second;
+        let config = self.config;
+        let map = self
+            .ebpf
+            .map_mut("CONFIG")
+            .ok_or(LoadError::MissingMap("CONFIG"))?;
+        let mut array: Array<_, Config> =
+            Array::try_from(map).map_err(|e| map_error("CONFIG", e))?;
+        array.set(0, config, 0).map_err(|e| map_error("CONFIG", e))
+    }
+
+    /// `tgid`'s recent signal activity, if it had any.
+    pub fn activity_of(&self, tgid: u32) -> Option<Activity> {
+        let slot = self.activity_slot(tgid)?;
+        activity::from_slot(&slot, tgid, &self.activity_columns, monotonic_second())
+    }
+
+    /// Every signal-activity slot in use.
+    pub fn activity_slots(&self) -> Vec<ActivitySlot> {
+        let Some(array) = self
+            .ebpf
+            .map("ACTIVITY")
+            .and_then(|m| Array::<_, ActivitySlot>::try_from(m).ok())
+        else {
+            return Vec::new();
+        };
+        (0..ACTIVITY_SLOTS)
+            .filter_map(|i| array.get(&i, 0).ok())
+            .filter(|s| s.tgid != 0)
+            .collect()
+    }
+
+    /// Whether `tgid` is in the traced set (`record`, `watch --pid`).
+    pub fn is_traced(&mut self, tgid: u32) -> bool {
+        self.traced_map().is_ok_and(|m| m.get(&tgid, 0).is_ok())
     }
 
     /// Lost-event counters summed over CPUs, indexed by [`loss`].

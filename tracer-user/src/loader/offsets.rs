@@ -165,7 +165,47 @@ fn resolve_with(r: &Resolver) -> Result<KernelOffsets, OffsetError> {
         mount_parent: o("mount", "mnt_parent")?,
         mount_mountpoint: o("mount", "mnt_mountpoint")?,
         vfsmount_root: o("vfsmount", "mnt_root")?,
+        ..oom_offsets(r)
     })
+}
+
+/// Offsets for the OOM-kill record. Each is optional: a kernel that lacks
+/// one reports OOM kills with fewer figures (a zero offset is not read).
+fn oom_offsets(r: &Resolver) -> KernelOffsets {
+    let o = |s: &str, path: &[&str]| r.offset(s, path).unwrap_or(0);
+    // Since 6.2 `rss_stat` is an array of per-CPU counters; before, a
+    // struct of atomics that the BPF side does not read.
+    let percpu_rss = r.size("mm_rss_stat").is_err();
+    KernelOffsets {
+        mm_total_vm: o("mm_struct", &["total_vm"]),
+        mm_rss_stat: if percpu_rss {
+            o("mm_struct", &["rss_stat"])
+        } else {
+            0
+        },
+        mm_pgtables_bytes: o("mm_struct", &["pgtables_bytes"]),
+        percpu_counter_count: o("percpu_counter", &["count"]),
+        percpu_counter_size: r.size("percpu_counter").unwrap_or(0),
+        signal_oom_score_adj: o("signal_struct", &["oom_score_adj"]),
+        task_cgroups: o("task_struct", &["cgroups"]),
+        css_set_subsys: o("css_set", &["subsys"]),
+        memory_cgrp_id: r.btf.enumerator("memory_cgrp_id").unwrap_or(0),
+        css_parent: o("cgroup_subsys_state", &["parent"]),
+        memcg_css: o("mem_cgroup", &["css"]),
+        memcg_memory: o("mem_cgroup", &["memory"]),
+        page_counter_usage: o("page_counter", &["usage"]),
+        page_counter_max: o("page_counter", &["max"]),
+        css_cgroup: o("cgroup_subsys_state", &["cgroup"]),
+        cgroup_kn: o("cgroup", &["kn"]),
+        // Renamed `__parent` in 6.15.
+        kn_parent: r
+            .offset("kernfs_node", &["__parent"])
+            .or_else(|_| r.offset("kernfs_node", &["parent"]))
+            .unwrap_or(0),
+        kn_name: o("kernfs_node", &["name"]),
+        kn_id: o("kernfs_node", &["id"]),
+        ..KernelOffsets::default()
+    }
 }
 
 #[cfg(test)]
@@ -179,5 +219,10 @@ mod tests {
         assert_eq!(offsets.task_tgid, offsets.task_pid + 4);
         assert!(offsets.k_sigaction_size >= 24);
         assert!(offsets.vma_end > offsets.vma_start || offsets.vma_end == offsets.vma_start + 8);
+        // The OOM figures resolve on the kernels this project runs on.
+        assert!(offsets.mm_rss_stat > 0 && offsets.percpu_counter_size >= 16);
+        assert!(offsets.kn_parent > 0 && offsets.kn_name > 0 && offsets.cgroup_kn > 0);
+        assert!(offsets.memcg_memory > 0 && offsets.page_counter_max > 0);
+        assert!(offsets.task_cgroups > 0);
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::{
     CrashReport, Frame, Outcome, OutcomeKind, SCHEMA, SignalInfo,
     frames::{locate_file, symbolize_frames},
+    oom,
     sender::describe_sender,
     time,
 };
@@ -87,7 +88,10 @@ impl ReportBuilder {
             .then(|| String::from_utf8_lossy(&death.last_words).into_owned());
         let mut rust = false;
         let sent_by_other = cause.is_some_and(|c| c.sender.is_some() && c.code <= 0);
-        let (mut classification, goroutine, mut tags) = if go && !sent_by_other {
+        let oom_kill = death.oom.as_ref().and_then(|o| oom::classify(o, cause));
+        let (mut classification, goroutine, mut tags) = if let Some(c) = oom_kill {
+            (c, None, Vec::new())
+        } else if go && !sent_by_other {
             let g = classify_go(&GoFacts {
                 evidence: &death.evidence,
                 last_words: last_words.as_deref().unwrap_or(""),
@@ -154,7 +158,10 @@ impl ReportBuilder {
             .map(|c| c.boot_ns)
             .or(state.map(|s| s.boot_ns))
             .unwrap_or(0);
-        let summary = summarize(classification.class, cause, site);
+        let summary = match &death.oom {
+            Some(o) if classification.class == "oom-kill" => oom::summary(o),
+            _ => summarize(classification.class, cause, site),
+        };
         let fingerprint = fingerprint(classification.class, cause.map(|c| c.signo), &frames);
         CrashReport {
             schema: SCHEMA,
@@ -192,6 +199,8 @@ impl ReportBuilder {
             unsymbolized_frames: unsymbolized,
             diagnostics,
             fingerprint,
+            oom: death.oom.as_ref().map(oom::describe),
+            signal_activity: death.activity.clone(),
         }
     }
 
@@ -298,10 +307,14 @@ fn signal_info(
         code_name: code_name(s.signo, s.code),
         errno: s.errno,
         fault_address: fault.then(|| format!("{:#x}", s.fault_addr)),
+        // The task current when the kernel generates a signal (the one
+        // that invoked the OOM killer, say) did not send it.
         sender: s
             .sender
             .as_ref()
+            .filter(|_| !s.from_kernel)
             .map(|t| describe_sender(symbolizer, s, t, diagnostics)),
+        sent_by_kernel: s.from_kernel,
     }
 }
 
@@ -427,6 +440,9 @@ fn summarize(class: &str, cause: Option<&SignalRecord>, site: Option<&Frame>) ->
         "go-panic" => "unrecovered panic".to_string(),
         "go-fatal-error" => "fatal runtime error".to_string(),
         "killed-by-signal" => match cause {
+            Some(c) if c.from_kernel => {
+                format!("killed by {} from the kernel", signal_name(c.signo))
+            }
             Some(c) => match &c.sender {
                 Some(s) => format!(
                     "killed by {} from pid {} ({})",

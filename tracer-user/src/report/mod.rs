@@ -6,6 +6,7 @@
 
 mod build;
 mod frames;
+pub mod oom;
 mod sender;
 mod text;
 pub mod time;
@@ -43,8 +44,10 @@ pub struct CrashReport {
     pub evidence: Vec<String>,
     pub message: Option<String>,
     /// What the process wrote to stderr while dying (bounded).
+    #[serde(default)]
     pub last_words: Option<String>,
     /// Go: the id of the goroutine that panicked or threw, when printed.
+    #[serde(default)]
     pub goroutine: Option<u64>,
     pub tags: Vec<String>,
     pub frames: Vec<Frame>,
@@ -55,6 +58,12 @@ pub struct CrashReport {
     /// Why parts of the report are missing or degraded.
     pub diagnostics: Vec<String>,
     pub fingerprint: String,
+    /// The OOM killer's figures, when it chose this process.
+    #[serde(default)]
+    pub oom: Option<oom::OomInfo>,
+    /// The process's recent signal activity, when any counted signal came.
+    #[serde(default)]
+    pub signal_activity: Option<crate::activity::Activity>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,6 +75,10 @@ pub struct SignalInfo {
     pub errno: i32,
     pub fault_address: Option<String>,
     pub sender: Option<Sender>,
+    /// The kernel generated the signal itself (`SI_KERNEL`): a fault it
+    /// could not describe, a resource limit, the OOM killer.
+    #[serde(default)]
+    pub sent_by_kernel: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

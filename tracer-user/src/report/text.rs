@@ -75,6 +75,9 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
         if let Some(addr) = &sig.fault_address {
             let _ = write!(line, ", fault address {addr}");
         }
+        if sig.sent_by_kernel {
+            line.push_str(", sent by the kernel");
+        }
         if let Some(sender) = &sig.sender {
             let _ = write!(
                 line,
@@ -99,6 +102,20 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
     }
     if let Some(message) = &r.message {
         let _ = writeln!(out, "  {:<9}{}", "message", message);
+    }
+    if let Some(oom) = &r.oom {
+        let _ = writeln!(out, "  {:<9}{}", "oom", super::oom::text_line(oom));
+    }
+    if let Some(activity) = &r.signal_activity {
+        let _ = writeln!(
+            out,
+            "  {:<9}{}",
+            "signals",
+            crate::activity::text_line(activity)
+        );
+        for note in &activity.notes {
+            let _ = writeln!(out, "    - {note}");
+        }
     }
     if !r.evidence.is_empty() {
         let _ = writeln!(out, "  evidence");

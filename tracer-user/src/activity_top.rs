@@ -1,0 +1,270 @@
+//! `watch --signals`: a per-second, top-like table of per-process signal
+//! rates, read from the kernel's counters instead of crash reports.
+//!
+//! Each second, every slot of the `ACTIVITY` map is read and the last
+//! complete second is shown: one row per process that received a counted
+//! signal in it, busiest first. `--json` writes the same rows as
+//! `"type": "signal-activity"` records. Evicted counts are warned about on
+//! stderr, like every loss.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{self, Write},
+    path::PathBuf,
+    time::SystemTime,
+};
+
+use serde::Serialize;
+use tracer_common::{ACTIVITY_WINDOW, ActivitySlot, loss};
+
+use crate::{
+    activity::{Columns, monotonic_second, until_next_second},
+    events::c_string,
+    loader::Tracer,
+    report::{SCHEMA, time},
+    signals::signal_name,
+};
+
+/// Most rows printed per second in text mode.
+const TEXT_ROWS: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopError {
+    #[error("cannot open output file {}: {source}", path.display())]
+    Output { path: PathBuf, source: io::Error },
+    #[error("cannot write the signal summary: {0}")]
+    Write(io::Error),
+    #[error(transparent)]
+    Clock(#[from] crate::loader::LoadError),
+}
+
+/// Which processes to show.
+pub struct TopFilter {
+    /// Only processes in the traced set (`--pid`).
+    pub traced_only: bool,
+    /// Only these comms (empty: all).
+    pub comms: Vec<String>,
+}
+
+/// One process's rates in one second.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub pid: u32,
+    pub comm: String,
+    /// Signals per second, by name; only signals that came.
+    pub rates: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    schema: u32,
+    #[serde(rename = "type")]
+    record_type: &'static str,
+    time: &'a str,
+    /// The second the rates cover (CLOCK_MONOTONIC, whole seconds).
+    second: u32,
+    #[serde(flatten)]
+    row: &'a Row,
+}
+
+/// The rates of `second` in each slot, busiest process first.
+pub fn rows_for(slots: &[ActivitySlot], columns: &Columns, second: u32) -> Vec<Row> {
+    let bucket = second as usize % ACTIVITY_WINDOW;
+    let mut rows: Vec<Row> = slots
+        .iter()
+        .filter(|s| s.tgid != 0 && s.seconds[bucket] == second)
+        .filter_map(|s| {
+            let rates: BTreeMap<String, u64> = columns
+                .signals()
+                .iter()
+                .enumerate()
+                .map(|(column, &sig)| (signal_name(sig), u64::from(s.counts[bucket][column])))
+                .filter(|&(_, n)| n > 0)
+                .collect();
+            (!rates.is_empty()).then(|| Row {
+                pid: s.tgid,
+                comm: c_string(&s.comm),
+                rates,
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| (std::cmp::Reverse(r.rates.values().sum::<u64>()), r.pid));
+    rows
+}
+
+/// Prints the table once a second until `stop` completes.
+pub async fn run<F: std::future::Future>(
+    tracer: &mut Tracer,
+    filter: &TopFilter,
+    json: bool,
+    output: Option<PathBuf>,
+    stop: F,
+) -> Result<F::Output, TopError> {
+    let mut out: Box<dyn Write> = match &output {
+        Some(path) => Box::new(
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| TopError::Output {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        None => Box::new(io::stdout()),
+    };
+    let columns = tracer.activity_columns.clone();
+    tokio::pin!(stop);
+    // Every second since counting began is shown, the first partial as it
+    // is; the kernel's clock has stood still since loading, so move it now.
+    let mut last_shown = tracer.activity_clock().wrapping_sub(1);
+    tracer.tick_activity_clock().map_err(TopError::Clock)?;
+    let mut reported = [0u64; loss::COUNT as usize];
+    loop {
+        // Just after each second begins: move the kernel's clock on (see
+        // `Config::activity_second`), then show the seconds that ended.
+        tokio::select! {
+            _ = tokio::time::sleep(until_next_second()) => {}
+            output = &mut stop => return Ok(output),
+        }
+        tracer.tick_activity_clock().map_err(TopError::Clock)?;
+        let ended = monotonic_second().wrapping_sub(1);
+        // A late wake-up shows every second it missed that the buckets
+        // still hold, not just the last one.
+        let missed = ended
+            .wrapping_sub(last_shown)
+            .min(ACTIVITY_WINDOW as u32 - 1);
+        let slots = tracer.activity_slots();
+        for second in (0..missed).rev().map(|ago| ended.wrapping_sub(ago)) {
+            let rows = rows_for(&slots, &columns, second);
+            let rows = filtered(tracer, filter, rows);
+            let now = time::rfc3339(SystemTime::now());
+            let text = if json {
+                json_lines(&rows, &now, second)
+            } else {
+                table(&rows, &columns, &now)
+            };
+            out.write_all(text.as_bytes()).map_err(TopError::Write)?;
+        }
+        out.flush().map_err(TopError::Write)?;
+        last_shown = ended;
+        let losses = tracer.losses();
+        for (i, (&now, before)) in losses.iter().zip(reported.iter_mut()).enumerate() {
+            if now > *before {
+                eprintln!(
+                    "crashtrace: warning: {} event(s) lost: {}",
+                    now - *before,
+                    loss::NAMES[i].replace('_', " ")
+                );
+                *before = now;
+            }
+        }
+    }
+}
+
+fn filtered(tracer: &mut Tracer, filter: &TopFilter, mut rows: Vec<Row>) -> Vec<Row> {
+    if filter.traced_only {
+        rows.retain(|r| tracer.is_traced(r.pid));
+    }
+    if !filter.comms.is_empty() {
+        // The kernel keeps 15 bytes of a comm.
+        rows.retain(|r| {
+            filter
+                .comms
+                .iter()
+                .any(|c| crate::events::c_string(&crate::loader::comm_key(c)) == r.comm)
+        });
+    }
+    rows
+}
+
+fn json_lines(rows: &[Row], now: &str, second: u32) -> String {
+    let mut text = String::new();
+    for row in rows {
+        let record = JsonRow {
+            schema: SCHEMA,
+            record_type: "signal-activity",
+            time: now,
+            second,
+            row,
+        };
+        text.push_str(&serde_json::to_string(&record).expect("rows serialize"));
+        text.push('\n');
+    }
+    text
+}
+
+fn table(rows: &[Row], columns: &Columns, now: &str) -> String {
+    use std::fmt::Write as _;
+    let names: Vec<String> = columns.signals().iter().map(|&s| signal_name(s)).collect();
+    // Only the columns some row uses, so a 16-signal default stays readable.
+    let used: Vec<&String> = names
+        .iter()
+        .filter(|n| rows.iter().any(|r| r.rates.contains_key(*n)))
+        .collect();
+    let mut text = format!("{now}  {} process(es) receiving signals\n", rows.len());
+    let _ = write!(text, "{:>8} {:<16}", "PID", "COMM");
+    for n in &used {
+        let _ = write!(text, " {:>10}", format!("{n}/s"));
+    }
+    text.push('\n');
+    for r in rows.iter().take(TEXT_ROWS) {
+        let _ = write!(text, "{:>8} {:<16}", r.pid, r.comm);
+        for n in &used {
+            let _ = write!(text, " {:>10}", r.rates.get(*n).copied().unwrap_or(0));
+        }
+        text.push('\n');
+    }
+    if rows.len() > TEXT_ROWS {
+        let _ = writeln!(text, "... and {} more", rows.len() - TEXT_ROWS);
+    }
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::ACTIVITY_COLUMNS;
+
+    #[test]
+    fn rows_show_one_second_busiest_first() {
+        let columns = Columns::new(&[libc::SIGPROF, libc::SIGURG]).unwrap();
+        let mut a = ActivitySlot {
+            tgid: 10,
+            _pad: 0,
+            comm: *b"prog\0\0\0\0\0\0\0\0\0\0\0\0",
+            seconds: [0; ACTIVITY_WINDOW],
+            counts: [[0; ACTIVITY_COLUMNS]; ACTIVITY_WINDOW],
+        };
+        let mut b = a;
+        b.tgid = 11;
+        let second = 1000u32;
+        let bucket = second as usize % ACTIVITY_WINDOW;
+        a.seconds[bucket] = second;
+        a.counts[bucket][0] = 100;
+        b.seconds[bucket] = second;
+        b.counts[bucket][0] = 5;
+        b.counts[bucket][1] = 200;
+        let mut stale = a;
+        stale.tgid = 12;
+        stale.seconds[bucket] = second - 8;
+        let rows = rows_for(&[a, b, stale], &columns, second);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].pid, 11);
+        assert_eq!(rows[1].comm, "prog");
+        assert_eq!(rows[0].rates["SIGURG"], 200);
+        assert_eq!(rows[1].rates["SIGPROF"], 100);
+        assert!(!rows[1].rates.contains_key("SIGURG"));
+        let text = table(&rows, &columns, "t");
+        assert!(
+            text.contains("SIGPROF/s") && text.contains("SIGURG/s"),
+            "{text}"
+        );
+        let json = json_lines(&rows, "t", second);
+        let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+        assert_eq!(first["type"], "signal-activity");
+        assert_eq!(first["rates"]["SIGURG"], 200);
+    }
+}
