@@ -57,17 +57,12 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let cfg = CONFIG.get(0)?;
+    // `task` is the tracepoint's trusted `task_struct *` and the offsets are
+    // constants of the read-only data, so the verifier turns these into
+    // checked direct loads: a few nanoseconds each instead of a helper
+    // call. Every signal on the host passes here.
+    let tgid: u32 = unsafe { field(task, off!(task_tgid)) };
     if let Some(column) = cfg.activity_column(sig as u32) {
-        // SAFETY: `task` is the tracepoint's trusted `task_struct *`, and
-        // the offset is a constant of the read-only data: the verifier
-        // turns this into a checked direct load.
-        let tgid = unsafe {
-            core::ptr::read_volatile(
-                task.cast::<u8>()
-                    .add(off!(task_tgid) as usize)
-                    .cast::<u32>(),
-            )
-        };
         activity::count_signal(task as u64, tgid, column, cfg.activity_second);
     }
     if cfg.signal_mask & (1u64 << sig) == 0 {
@@ -78,11 +73,10 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let task_addr = task as u64;
-    let tgid: u32 = read(task_addr, off!(task_tgid));
     if !watched(cfg, task_addr, tgid) {
         return None;
     }
-    if read::<u64>(task_addr, off!(task_mm)) == 0 {
+    if unsafe { field::<u64>(task, off!(task_mm)) } == 0 {
         return None; // kernel thread
     }
 
@@ -92,7 +86,7 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
     let fatal_default = DEFAULT_NOT_FATAL & (1u64 << sig) == 0;
     // A blocked signal that is not a fault stays pending for signalfd or
     // sigwait (how many services take SIGTERM): it does not kill either.
-    let blocked_mask: u64 = read(task_addr, off!(task_blocked));
+    let blocked_mask: u64 = unsafe { field(task, off!(task_blocked)) };
     let blocked = blocked_mask & (1u64 << (sig - 1)) != 0;
     let code_hint: i32 = if info > SEND_SIG_PRIV {
         read(info, 8)
@@ -186,6 +180,13 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// A field of a BTF-typed kernel object the program was given, loaded
+/// directly (the verifier checks the offset against the type).
+#[inline(always)]
+unsafe fn field<T: Copy>(object: *mut c_void, offset: u64) -> T {
+    unsafe { core::ptr::read_volatile(object.cast::<u8>().add(offset as usize).cast::<T>()) }
 }
 
 /// `task->sighand->action[sig - 1].sa.sa_handler`.
