@@ -10,7 +10,7 @@
 
 use tracer_common::evidence_source as source;
 
-use super::{Classification, NULL_PAGE_LIMIT, abort_path};
+use super::{Classification, NULL_PAGE_LIMIT, abort::abort_path};
 use crate::events::{EvidenceRecord, SignalRecord};
 
 /// What a dying Go process left behind.
