@@ -152,9 +152,15 @@ impl Harness {
         self.spawn_record(program, args).finish()
     }
 
+    /// [`Harness::record`] with more of crashtrace's options (before `--`).
+    pub fn record_with(&self, options: &[&str], program: &Path, args: &[&str]) -> Recording {
+        let output = record::output_path(&self.root.join("crashtrace-reports"));
+        RunningRecord::spawn(&crashtrace_bin(), options, program, args, output).finish()
+    }
+
     /// Starts `crashtrace record` and returns while it runs.
     pub fn spawn_record(&self, program: &Path, args: &[&str]) -> RunningRecord {
         let output = record::output_path(&self.root.join("crashtrace-reports"));
-        RunningRecord::spawn(&crashtrace_bin(), program, args, output)
+        RunningRecord::spawn(&crashtrace_bin(), &[], program, args, output)
     }
 }

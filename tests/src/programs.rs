@@ -68,6 +68,7 @@ const RECIPES: &[Recipe] = &[
     exe("recover", "recover.c"),
     exe("signalfd_term", "signalfd_term.c"),
     exe("assert_fail", "assert_fail.c"),
+    exe("giving_up", "giving_up.c"),
     exe("double_free", "double_free.c"),
     exe("heap_corruption", "heap_corruption.c"),
     Recipe {

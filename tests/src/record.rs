@@ -117,11 +117,18 @@ pub struct RunningRecord {
 }
 
 impl RunningRecord {
-    pub(crate) fn spawn(bin: &Path, program: &Path, args: &[&str], output: PathBuf) -> Self {
+    pub(crate) fn spawn(
+        bin: &Path,
+        options: &[&str],
+        program: &Path,
+        args: &[&str],
+        output: PathBuf,
+    ) -> Self {
         let mut command = Command::new(bin);
         command
             .args(["record", "--json", "--output"])
             .arg(&output)
+            .args(options)
             .arg("--")
             .arg(program)
             .args(args)

@@ -21,10 +21,16 @@ impl Watch {
     /// Starts `crashtrace watch --json --comm COMM --output <root>/NAME`
     /// and waits until its probes are attached.
     pub fn start(root: &Path, name: &str, comms: &[&str]) -> Self {
+        Self::start_with(root, name, comms, &[])
+    }
+
+    /// [`Watch::start`] with more of crashtrace's options.
+    pub fn start_with(root: &Path, name: &str, comms: &[&str], options: &[&str]) -> Self {
         let output = root.join(format!("watch-{name}.jsonl"));
         let _ = std::fs::remove_file(&output);
         let mut command = Command::new(crashtrace_bin());
         command.args(["watch", "--json", "--output"]).arg(&output);
+        command.args(options);
         for comm in comms {
             command.args(["--comm", comm]);
         }

@@ -37,11 +37,21 @@ fn check_panic(panic_abort: bool) {
         assert_eq!(recording.exit_code(), Some(101), "{context}");
         assert_eq!(report["outcome"]["exit_code"], 101, "{context}");
     }
-    let location = format!("panicky.rs:{}", crash_line());
+    // The location (with its column) and the panic's own text, as the
+    // panic hook printed them to stderr, kept by the kernel.
+    let location = format!("panicky.rs:{}:", crash_line());
     let message = report["message"].as_str().unwrap_or_default();
     assert!(
-        message.starts_with("panicked at ") && message.ends_with(&location),
-        "message {message:?} names the panic's location {location}\n{context}"
+        message.starts_with("panicked at ")
+            && message.contains(&location)
+            && message.ends_with(": config missing: /etc/panicky.toml"),
+        "message {message:?} names the panic's location {location} and its text\n{context}"
+    );
+    assert!(
+        report["last_words"]
+            .as_str()
+            .is_some_and(|w| w.contains("panicked at") && w.contains("config missing")),
+        "{context}"
     );
     let (_, frame) = find_frame(report, "panicky::load_config")
         .unwrap_or_else(|| panic!("no load_config frame: {}", describe_frames(report)));

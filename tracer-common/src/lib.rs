@@ -97,6 +97,9 @@ pub mod config_flags {
     /// Report executions of executables not yet in `KNOWN_EXES`, so that
     /// userspace can probe language runtimes in them.
     pub const REPORT_EXEC: u32 = 1 << 3;
+    /// A hook on `write(2)` keeps every watched process's latest stderr
+    /// writes (`STDERR_TAILS`), so they can be sent if it dies.
+    pub const STDERR_TAILS: u32 = 1 << 4;
 }
 
 /// Causes of lost or degraded events, indices into the `LOSSES` per-CPU array.
@@ -346,6 +349,10 @@ pub mod go_probe {
     /// Rust's `rust_begin_unwind(info: &PanicInfo)`: a panic, caught or
     /// not.
     pub const RUST_PANIC: u64 = 6;
+    /// The Rust standard library's raw stderr writer (`write_all`, and the
+    /// `fmt::Write` adapter over it): how a panic's message is printed.
+    /// `(&mut self, ptr, len)`.
+    pub const RUST_STDERR: u64 = 7;
 }
 
 /// Most stderr bytes kept per dying process.
@@ -364,7 +371,22 @@ pub struct LastWordsHeader {
     pub tid: u32,
     /// Bytes the write asked for (more than `len` when cut).
     pub asked: u64,
+    /// [`last_words_flags`].
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// Flags of a [`LastWordsHeader`].
+pub mod last_words_flags {
+    /// Written before the process was known to be dying, and kept in its
+    /// stderr tail: when cut, the bytes are the end of the write.
+    pub const FROM_TAIL: u32 = 1 << 0;
+}
+
+/// Writes kept in a process's stderr tail.
+pub const STDERR_TAIL_SLOTS: usize = 4;
+/// Bytes kept of each write in a stderr tail (its end).
+pub const STDERR_TAIL_BYTES: usize = 256;
 
 /// Value of the `LAST_WORDS` map: a process whose stderr is being kept.
 #[repr(C)]

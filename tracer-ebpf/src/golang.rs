@@ -44,10 +44,14 @@ static GO_EXES: HashMap<FileId, u8> = HashMap::with_max_entries(1024, 0);
 /// cookie ([`go_probe`]) says which function it sits on.
 #[uprobe]
 pub fn runtime_fatal(ctx: ProbeContext) -> u32 {
-    if unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } == go_probe::RUST_PANIC {
-        let _ = crate::rust::on_panic(&ctx);
-    } else {
-        let _ = on_fatal(&ctx);
+    match unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } {
+        go_probe::RUST_PANIC => {
+            let _ = crate::rust::on_panic(&ctx);
+        }
+        go_probe::RUST_STDERR => crate::rust::on_stderr(&ctx),
+        _ => {
+            let _ = on_fatal(&ctx);
+        }
     }
     0
 }
@@ -85,7 +89,7 @@ fn on_fatal(ctx: &ProbeContext) -> Option<()> {
         }
         libc::finish(e);
     }
-    lastwords::arm(tgid);
+    lastwords::doom(tgid, tid);
     doom_and_capture(ctx.as_ptr(), cfg.snapshot_bytes, task, tgid, tid)
 }
 

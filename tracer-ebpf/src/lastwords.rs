@@ -1,19 +1,26 @@
 //! Last words: what a dying process writes to stderr.
 //!
-//! A Go runtime prints its panic and goroutine trace after `fatalpanic`
-//! begins, a C++ runtime its "terminate called" line after `terminate`
-//! begins: the probes on those paths arm this capture for the process, and
-//! from then on each `write(2, ...)` it makes is copied (bounded per write
-//! and per process) into the ring buffer. The report then has the text even
-//! when stderr went to `/dev/null` or a closed pipe.
+//! Two moments matter. Before a process is known to be dying, a hook on
+//! `write(2)` keeps only the end of its latest few stderr writes (its
+//! *tail*, a fixed slot per process): a C program that prints "giving up:
+//! config missing" and then calls `abort()` said everything before the
+//! abort. Once a probe on a death path dooms the process, the tail is sent
+//! and the process is *armed*: from then on each stderr write it makes is
+//! copied (bounded per write and per process) into the ring buffer, such as
+//! a Go runtime's panic and goroutine trace, or a Rust panic's message.
 //!
-//! Two sources feed it. Go's runtime prints everything fatal through
-//! `runtime.gwrite`, probed in each Go executable: a path no healthy
-//! process takes, so it costs nothing until it matters. On kernels with
-//! function hooks (fentry), `ksys_write` is hooked too, for every program;
-//! every write on the host then passes the hook, so its disarmed path is
-//! two compares: the file descriptor, and a count of armed processes that
-//! is zero almost always.
+//! The hooks on `write(2)`:
+//! - Go's runtime prints everything fatal through `runtime.gwrite`, and
+//!   Rust's standard library its panic message through its raw stderr
+//!   writer; both are probed in each executable of that language, on paths
+//!   a healthy process does not take.
+//! - `ksys_write` with fentry, where the kernel has function hooks: every
+//!   write on the host passes it, and its cost for anything but fd 2 is one
+//!   compare.
+//! - The `syscalls:sys_enter_write` tracepoint, on request, where fentry is
+//!   missing: any syscall tracepoint sends every system call on the host
+//!   through the kernel's slower tracing entry path, which is why it is
+//!   not the default.
 
 use core::{
     ffi::c_void,
@@ -21,16 +28,43 @@ use core::{
 };
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
-    macros::{fentry, map},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user},
+    },
+    macros::{fentry, map, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
-    programs::FEntryContext,
+    programs::{FEntryContext, TracePointContext},
 };
 use tracer_common::{
-    LAST_WORDS_CHUNK, LAST_WORDS_MAX, LastWordsHeader, LastWordsState, kind, loss,
+    LAST_WORDS_CHUNK, LAST_WORDS_MAX, LastWordsHeader, LastWordsState, STDERR_TAIL_BYTES,
+    STDERR_TAIL_SLOTS, config_flags, kind, last_words_flags, loss,
 };
 
-use crate::{EVENTS, LOSSES, count};
+use crate::{CONFIG, EVENTS, LOSSES, count, watched};
+
+/// The latest stderr writes of a process not (yet) known to be dying.
+#[repr(C)]
+pub struct StderrTail {
+    /// Bytes each write asked for.
+    asked: [u64; STDERR_TAIL_SLOTS],
+    /// Bytes kept of each write (its end).
+    lens: [u32; STDERR_TAIL_SLOTS],
+    /// Writes seen; the next goes to slot `writes % STDERR_TAIL_SLOTS`.
+    writes: u32,
+    _pad: u32,
+    data: [[u8; STDERR_TAIL_BYTES]; STDERR_TAIL_SLOTS],
+}
+
+/// Stderr tails by tgid. Sized by the loader: one entry when no hook
+/// keeps tails. Removed when the process exits, so a reused pid never
+/// inherits another process's words.
+#[map]
+static STDERR_TAILS: LruHashMap<u32, StderrTail> = LruHashMap::with_max_entries(4096, 0);
+
+/// An all-zero [`StderrTail`], the value a new entry starts from.
+#[map]
+static EMPTY_TAIL: Array<StderrTail> = Array::with_max_entries(1, 0);
 
 /// Processes whose stderr is being kept, by tgid.
 #[map]
@@ -92,18 +126,136 @@ pub fn disarm(tgid: u32) {
     }
 }
 
-/// Where the kernel offers a function hook (fentry needs ftrace), every
-/// `write(2, ...)` of an armed process is kept; kernels without it still
-/// get Go's last words through the runtime's own print path (`keep` called
-/// from the `runtime.gwrite` probe).
+/// `write(fd, buf, count)`, where the kernel offers function hooks.
 #[fentry(function = "ksys_write")]
 pub fn stderr_write(ctx: FEntryContext) -> u32 {
     let fd: u32 = ctx.arg(0);
-    if fd != 2 || !armed() {
-        return 0;
+    if fd == 2 {
+        on_stderr_write(ctx.arg(1), ctx.arg(2));
     }
-    keep(bpf_get_current_pid_tgid(), ctx.arg(1), ctx.arg(2));
     0
+}
+
+/// `write(fd, buf, count)` at system call entry, on request.
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    // Offsets from the event's format: fd at 16, buf at 24, count at 32.
+    let fd: u64 = unsafe { ctx.read_at(16) }.unwrap_or(u64::MAX);
+    if fd == 2 {
+        let buf: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
+        let asked: u64 = unsafe { ctx.read_at(32) }.unwrap_or(0);
+        on_stderr_write(buf, asked);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_stderr_write(buf: u64, asked: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if armed() && unsafe { LAST_WORDS.get(tgid) }.is_some() {
+        keep(pid_tgid, buf, asked);
+        return;
+    }
+    let Some(cfg) = CONFIG.get(0) else { return };
+    if cfg.flags & config_flags::STDERR_TAILS == 0
+        || asked == 0
+        || !watched(cfg, unsafe { bpf_get_current_task() }, tgid)
+    {
+        return;
+    }
+    remember(tgid, buf, asked);
+}
+
+/// Keeps the end of one stderr write in `tgid`'s tail.
+#[inline(always)]
+fn remember(tgid: u32, buf: u64, asked: u64) {
+    let tail = match STDERR_TAILS.get_ptr_mut(tgid) {
+        Some(t) => t,
+        None => {
+            let Some(empty) = EMPTY_TAIL.get(0) else {
+                return;
+            };
+            if STDERR_TAILS.insert(tgid, empty, 0).is_err() {
+                return;
+            }
+            let Some(t) = STDERR_TAILS.get_ptr_mut(tgid) else {
+                return;
+            };
+            t
+        }
+    };
+    unsafe {
+        let slot = ((*tail).writes as usize) % STDERR_TAIL_SLOTS;
+        let len = asked.min(STDERR_TAIL_BYTES as u64) as u32;
+        // Masked so the verifier sees the bound; `len` never exceeds it.
+        let len = len & (STDERR_TAIL_BYTES as u32 * 2 - 1);
+        if len == 0 || len > STDERR_TAIL_BYTES as u32 {
+            return;
+        }
+        let from = buf.wrapping_add(asked - len as u64);
+        let dst = (&raw mut (*tail).data[slot]).cast::<c_void>();
+        if bpf_probe_read_user(dst, len, from as *const c_void) != 0 {
+            return;
+        }
+        (*tail).lens[slot] = len;
+        (*tail).asked[slot] = asked;
+        (*tail).writes = (*tail).writes.wrapping_add(1);
+    }
+}
+
+/// Forgets `tgid`'s tail: it exited.
+#[inline(always)]
+pub fn forget_tail(tgid: u32) {
+    let _ = STDERR_TAILS.remove(tgid);
+}
+
+/// The process is dying: sends what its tail holds, oldest write first,
+/// then keeps what it writes from now on.
+#[inline(always)]
+pub fn doom(tgid: u32, tid: u32) {
+    send_tail(tgid, tid);
+    arm(tgid);
+}
+
+/// A new death of a process that lived through an earlier one (a caught
+/// Rust panic): what it writes now is kept within a fresh budget.
+#[inline(always)]
+pub fn doom_afresh(tgid: u32, tid: u32) {
+    send_tail(tgid, tid);
+    match LAST_WORDS.get_ptr_mut(tgid) {
+        Some(state) => unsafe { (*state).sent = 0 },
+        None => arm(tgid),
+    }
+}
+
+/// Sends what `tgid`'s tail holds, oldest write first, and forgets it.
+#[inline(always)]
+pub fn send_tail(tgid: u32, tid: u32) {
+    let Some(tail) = STDERR_TAILS.get_ptr(tgid) else {
+        return;
+    };
+    let writes = unsafe { (*tail).writes };
+    let held = writes.min(STDERR_TAIL_SLOTS as u32);
+    for i in 0..STDERR_TAIL_SLOTS as u32 {
+        if i >= held {
+            break;
+        }
+        let slot = (writes.wrapping_sub(held).wrapping_add(i) as usize) % STDERR_TAIL_SLOTS;
+        unsafe {
+            let data = (&raw const (*tail).data[slot]).cast::<u8>();
+            send(
+                tgid,
+                tid,
+                data as u64,
+                (*tail).lens[slot] as usize,
+                (*tail).asked[slot],
+                last_words_flags::FROM_TAIL,
+                false,
+            );
+        }
+    }
+    let _ = STDERR_TAILS.remove(tgid);
 }
 
 /// Sends `asked` bytes at user address `buf` (bounded) as the last words
@@ -120,8 +272,17 @@ pub fn keep(pid_tgid: u64, buf: u64, asked: u64) {
     }
     let room = (LAST_WORDS_MAX - sent) as u64;
     let len = asked.min(room).min(LAST_WORDS_CHUNK as u64) as usize;
+    if send(tgid, pid_tgid as u32, buf, len, asked, 0, true) {
+        unsafe { (*state).sent = sent + len as u32 };
+    }
+}
+
+/// Sends `len` bytes at `from` (user memory when `user`, else a map
+/// value) as one last-words record. False when nothing was sent.
+#[inline(always)]
+fn send(tgid: u32, tid: u32, from: u64, len: usize, asked: u64, flags: u32, user: bool) -> bool {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return;
+        return false;
     };
     unsafe {
         let record = scratch.cast::<u8>();
@@ -129,26 +290,35 @@ pub fn keep(pid_tgid: u64, buf: u64, asked: u64) {
         // Masked so the verifier sees the bound; `len` never exceeds it.
         let len = len & (LAST_WORDS_CHUNK * 2 - 1);
         if len == 0 || len > LAST_WORDS_CHUNK {
-            return;
+            return false;
         }
-        if bpf_probe_read_user(record.add(HEADER).cast(), len as u32, buf as *const c_void) != 0 {
-            return;
+        let dst = record.add(HEADER).cast();
+        let rc = if user {
+            bpf_probe_read_user(dst, len as u32, from as *const c_void)
+        } else {
+            bpf_probe_read_kernel(dst, len as u32, from as *const c_void)
+        };
+        if rc != 0 {
+            return false;
         }
         *header = LastWordsHeader {
             kind: kind::LAST_WORDS,
             len: len as u32,
             tgid,
-            tid: pid_tgid as u32,
+            tid,
             asked,
+            flags,
+            _pad: 0,
         };
-        (*state).sent = sent + len as u32;
         let total = HEADER + len;
         if total > RECORD {
-            return;
+            return false;
         }
         let bytes = core::slice::from_raw_parts(record, total);
         if EVENTS.output::<[u8]>(bytes, 0).is_err() {
             count(&LOSSES, loss::RINGBUF_LAST_WORDS);
+            return false;
         }
     }
+    true
 }

@@ -51,6 +51,11 @@ pub fn libc_abort(ctx: ProbeContext) -> u32 {
         }
     }
     finish(e);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // What it printed before calling abort(), and anything it prints after
+    // (C++'s "terminate called after throwing ...").
+    crate::lastwords::doom(tgid, pid_tgid as u32);
     // C code a Go program called through cgo: the Go runtime will catch the
     // SIGABRT on its signal stack, far from these frames, so they are
     // captured now.
@@ -58,12 +63,11 @@ pub fn libc_abort(ctx: ProbeContext) -> u32 {
     if crate::golang::is_go_process(task)
         && let Some(cfg) = CONFIG.get(0)
     {
-        let pid_tgid = bpf_get_current_pid_tgid();
         crate::golang::doom_and_capture(
             ctx.as_ptr(),
             cfg.snapshot_bytes,
             task,
-            (pid_tgid >> 32) as u32,
+            tgid,
             pid_tgid as u32,
         );
     }

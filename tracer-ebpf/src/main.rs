@@ -121,13 +121,17 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let traced = cfg.flags & config_flags::TRACED_ONLY != 0;
     let doom = DOOMED.get_ptr_mut(tgid);
-    if doom.is_none() && !traced && !lastwords::armed() {
+    let tails = cfg.flags & config_flags::STDERR_TAILS != 0;
+    if doom.is_none() && !traced && !tails && !lastwords::armed() {
         return 0;
     }
     let signal: u64 = read(task, off!(task_signal));
     let group_dead = read::<i32>(signal, off!(signal_live)) == 0;
     if group_dead {
         lastwords::disarm(tgid);
+        if tails {
+            lastwords::forget_tail(tgid);
+        }
         if traced {
             let _ = TRACED.remove(tgid);
         }

@@ -8,6 +8,10 @@
 //! capture per process is in flight, so a server that catches panics in a
 //! loop pays for one until userspace has looked at it.
 //!
+//! The panic's message is what the panic hook prints through the standard
+//! library's raw stderr writer, probed too: the panic arms the process's
+//! last words, so the text is kept even when stderr went nowhere.
+//!
 //! The location is read from `PanicInfo`, whose layout Rust does not
 //! promise: userspace trusts it only when it matches the frames.
 
@@ -20,7 +24,7 @@ use aya_ebpf::{
 };
 use tracer_common::evidence_source;
 
-use crate::{CONFIG, DOOMED, golang, libc, watched};
+use crate::{CONFIG, DOOMED, golang, lastwords, libc, watched};
 
 #[inline(always)]
 fn read_user<T: Copy + Default>(addr: u64) -> T {
@@ -43,6 +47,7 @@ pub fn on_panic(ctx: &ProbeContext) -> Option<()> {
     if !watched(cfg, task, tgid) || unsafe { DOOMED.get(tgid) }.is_some() {
         return None;
     }
+    lastwords::doom_afresh(tgid, pid_tgid as u32);
     if let Some(e) = libc::start(evidence_source::RUST_PANIC) {
         // PanicInfo { message: &Arguments, location: &Location, .. };
         // Location { file: &str, line: u32, col: u32 }.
@@ -63,4 +68,15 @@ pub fn on_panic(ctx: &ProbeContext) -> Option<()> {
         tgid,
         pid_tgid as u32,
     )
+}
+
+/// The standard library wrote `(ptr, len)` to stderr through its raw
+/// writer: kept when the process is dying (a panic armed it).
+#[inline(always)]
+pub fn on_stderr(ctx: &ProbeContext) {
+    if !lastwords::armed() {
+        return;
+    }
+    let (ptr, len) = unsafe { ((*ctx.regs).rsi, (*ctx.regs).rdx) };
+    lastwords::keep(bpf_get_current_pid_tgid(), ptr, len);
 }

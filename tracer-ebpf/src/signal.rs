@@ -26,7 +26,7 @@ use tracer_common::{
 use crate::{
     CONFIG, DOOMED, EVENTS, HANDLED, LOSSES, activity, count,
     kernel::{off, read},
-    process,
+    lastwords, process,
     vma::summarize_vma,
     watched,
 };
@@ -178,6 +178,7 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
         if unsafe { DOOMED.get(tgid) }.is_none() && DOOMED.insert(tgid, doom, 0).is_err() {
             count(&LOSSES, loss::DOOMED_FULL);
         }
+        lastwords::send_tail(tgid, tid);
     }
     Some(())
 }

@@ -11,6 +11,8 @@ mod rust;
 
 use abort::abort_path;
 
+pub use abort::native_last_words;
+
 pub use go::{GoClassification, GoFacts, classify_go, is_go_death};
 pub use rust::{classify_rust, panic_site};
 

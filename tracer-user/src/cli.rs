@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::loader::LastWordsMode;
+
 const ABOUT: &str = "Explains why processes die: the signal, the symbolized stack of the crashing thread, and a root-cause class with its evidence, captured in the kernel before the process is gone.";
 
 const AFTER_HELP: &str = "\
@@ -302,6 +304,16 @@ pub struct CommonArgs {
     /// exit(2) without a signal, and Rust panics are then not reported.
     #[arg(long)]
     pub no_runtime_probes: bool,
+
+    /// How to keep what native programs wrote to stderr before dying (a
+    /// C program's "giving up: config missing" before abort()). auto: hook
+    /// write(2) with fentry where the kernel can, at no cost to other
+    /// system calls; syscalls: use the write system call's tracepoint,
+    /// which works on any kernel but slows every system call on the host
+    /// (about 50 ns each) while crashtrace runs; runtime: only the Go and
+    /// Rust runtimes' own print paths, which are kept in every mode.
+    #[arg(long, value_name = "MODE", default_value_t = LastWordsMode::Auto)]
+    pub last_words: LastWordsMode,
 }
 
 fn parse_ring_mib(s: &str) -> Result<u32, String> {

@@ -48,6 +48,7 @@ fn trace_options(
         ring_bytes: common.ring_buffer_mib << 20,
         runtime_probes: !common.no_runtime_probes,
         activity: Columns::default(),
+        last_words: common.last_words,
     })
 }
 

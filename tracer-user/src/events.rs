@@ -9,8 +9,8 @@ use std::{ffi::OsString, os::unix::ffi::OsStringExt, path::PathBuf};
 
 use tracer_common::{
     EvidenceEvent, ExecEvent, ExitEvent, LAST_WORDS_CHUNK, LastWordsHeader, Module, OomEvent,
-    REGS_LEN, SignalEvent, StateEvent, TaskIdentity, VmaSummary, kind, module_flags, oom_flags,
-    signal_flags,
+    REGS_LEN, SignalEvent, StateEvent, TaskIdentity, VmaSummary, kind, last_words_flags,
+    module_flags, oom_flags, signal_flags,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,6 +144,9 @@ pub struct LastWordsRecord {
     pub bytes: Vec<u8>,
     /// The write asked for more than was kept.
     pub cut: bool,
+    /// Written before the process was known to be dying; when cut, the
+    /// bytes are the end of the write, not its start.
+    pub from_tail: bool,
 }
 
 /// A process started an executable crashtrace had not seen yet.
@@ -258,6 +261,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 tid: header.tid,
                 bytes: data.to_vec(),
                 cut: header.asked > len as u64,
+                from_tail: header.flags & last_words_flags::FROM_TAIL != 0,
             }))
         }
         kind::EXEC => {

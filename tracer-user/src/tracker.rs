@@ -171,10 +171,14 @@ impl Tracker {
             }
             Event::LastWords(w) => {
                 let words = &mut entry.death.last_words;
+                if w.from_tail && w.cut {
+                    // The start of that write was not kept.
+                    words.extend_from_slice("…".as_bytes());
+                }
                 let room = (LAST_WORDS_MAX as usize).saturating_sub(words.len());
                 let take = w.bytes.len().min(room);
                 words.extend_from_slice(&w.bytes[..take]);
-                entry.death.last_words_cut |= w.cut || take < w.bytes.len();
+                entry.death.last_words_cut |= (w.cut && !w.from_tail) || take < w.bytes.len();
             }
             Event::Exec(_) => {}
             Event::Oom(o) => {

@@ -108,6 +108,58 @@ fn uncaught_exception(abort: &EvidenceRecord) -> Option<Classification> {
     Some(c)
 }
 
+/// What a native program wrote to stderr before it died, where no more
+/// specific evidence explains it: the last line before a bare `abort()`
+/// becomes its message, and libstdc++'s terminate handler's `what():` line
+/// the message of an exception whose text was not read.
+pub fn native_last_words(c: &mut Classification, words: &str) {
+    match c.class {
+        "abort" if c.message.is_none() => {
+            if let Some(line) = last_line(words) {
+                c.evidence
+                    .push(format!("it wrote to stderr before abort(): {line:?}"));
+                c.message = Some(line.to_string());
+            }
+        }
+        "uncaught-exception" => {
+            let Some(type_name) = c.message.clone() else {
+                return;
+            };
+            // Only a message that is still just the type name.
+            if let Some(what) = terminate_what(words, &type_name) {
+                c.evidence.push(format!(
+                    "libstdc++'s terminate handler printed what(): {what:?}"
+                ));
+                c.message = Some(format!("{type_name}: {what}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Most bytes of a last line quoted as a message.
+const LINE_MAX: usize = 512;
+
+/// The last line with something on it, trimmed and bounded.
+fn last_line(words: &str) -> Option<&str> {
+    let line = words.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let end = (0..=line.len().min(LINE_MAX))
+        .rev()
+        .find(|&i| line.is_char_boundary(i))
+        .unwrap_or(0);
+    Some(&line[..end])
+}
+
+/// The `what()` text libstdc++'s verbose terminate handler printed for an
+/// exception of `type_name`:
+/// "terminate called after throwing an instance of 'T'\n  what():  TEXT".
+fn terminate_what<'a>(words: &'a str, type_name: &str) -> Option<&'a str> {
+    let header = format!("terminate called after throwing an instance of '{type_name}'\n");
+    let at = words.rfind(&header)? + header.len();
+    let text = words[at..].lines().next()?.strip_prefix("  what():  ")?;
+    Some(text.trim_end())
+}
+
 /// glibc's malloc consistency checks all name the function or the chunk.
 fn is_heap_message(message: &str) -> bool {
     const MARKERS: &[&str] = &[
@@ -126,4 +178,36 @@ fn is_heap_message(message: &str) -> bool {
         "_int_free",
     ];
     MARKERS.iter().any(|m| message.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_abort_takes_the_last_line_written() {
+        let mut c = Classification::new("abort");
+        native_last_words(&mut c, "starting\ngiving up: config missing\n\n");
+        assert_eq!(c.message.as_deref(), Some("giving up: config missing"));
+        assert!(c.evidence[0].contains("before abort()"));
+
+        let mut told = Classification::new("abort").saying(Some("libc said".into()));
+        native_last_words(&mut told, "something else\n");
+        assert_eq!(told.message.as_deref(), Some("libc said"));
+    }
+
+    #[test]
+    fn the_terminate_handler_s_what_line_completes_an_exception() {
+        let words = "terminate called after throwing an instance of 'ConfigError'\n  what():  config missing: /etc/app.conf\n";
+        let mut c = Classification::new("uncaught-exception").saying(Some("ConfigError".into()));
+        native_last_words(&mut c, words);
+        assert_eq!(
+            c.message.as_deref(),
+            Some("ConfigError: config missing: /etc/app.conf")
+        );
+        // Another type's line says nothing about this one.
+        let mut other = Classification::new("uncaught-exception").saying(Some("Other".into()));
+        native_last_words(&mut other, words);
+        assert_eq!(other.message.as_deref(), Some("Other"));
+    }
 }

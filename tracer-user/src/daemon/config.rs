@@ -15,7 +15,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{loader::DEFAULT_SIGNALS, signals::parse_signal};
+use crate::{
+    loader::{DEFAULT_SIGNALS, LastWordsMode},
+    signals::parse_signal,
+};
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/crashtrace/config.toml";
@@ -55,6 +58,9 @@ pub struct Capture {
     pub ring_buffer_mib: u32,
     /// Probe Go's fatal paths and Rust's panic handler in executables.
     pub runtime_probes: bool,
+    /// How native programs' last words are kept: "auto", "syscalls" or
+    /// "runtime" (as `--last-words`).
+    pub last_words: LastWordsMode,
 }
 
 impl Default for Capture {
@@ -66,6 +72,7 @@ impl Default for Capture {
             stack_bytes: tracer_common::STACK_SNAPSHOT_DEFAULT,
             ring_buffer_mib: 16,
             runtime_probes: true,
+            last_words: LastWordsMode::Auto,
         }
     }
 }

@@ -82,6 +82,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
         ring_bytes: config.capture.ring_buffer_mib << 20,
         runtime_probes: config.capture.runtime_probes,
         activity: Default::default(),
+        last_words: config.capture.last_words,
     };
     let mut tracer = Tracer::load(&opts)?;
     crate::runtimes::probe_running(&mut tracer, None);

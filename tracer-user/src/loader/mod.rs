@@ -8,13 +8,16 @@ mod btf;
 mod libc_probes;
 pub mod offsets;
 pub mod runtime_probes;
+mod stderr_hooks;
+
+pub use stderr_hooks::LastWordsMode;
 
 use std::collections::BTreeSet;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, UProbe},
+    programs::{BtfTracePoint, UProbe},
 };
 use tracer_common::{
     ACTIVITY_SLOTS, ActivitySlot, COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss,
@@ -92,6 +95,8 @@ pub struct TraceOptions {
     pub runtime_probes: bool,
     /// Signals counted per process (signal activity).
     pub activity: Columns,
+    /// How native programs' last words are kept.
+    pub last_words: LastWordsMode,
 }
 
 impl Default for TraceOptions {
@@ -105,6 +110,7 @@ impl Default for TraceOptions {
             ring_bytes: 16 << 20,
             runtime_probes: true,
             activity: Columns::default(),
+            last_words: LastWordsMode::default(),
         }
     }
 }
@@ -137,6 +143,7 @@ impl Tracer {
             .btf(Some(&btf))
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("STDERR_TAILS", opts.last_words.tail_entries())
             .load(BPF_OBJECT)
             .map_err(|e| {
                 let text = format!("{e:#}");
@@ -159,7 +166,7 @@ impl Tracer {
             tracer.attach(name, &btf)?;
         }
         tracer.attach_libc();
-        tracer.attach_last_words(&btf);
+        tracer.attach_last_words(&btf, opts.last_words)?;
         if opts.runtime_probes {
             tracer.load_runtime_probes(&btf);
         }
@@ -203,13 +210,19 @@ impl Tracer {
             _pad2: 0,
         };
         self.config = config;
+        self.write_config()
+    }
+
+    fn write_config(&mut self) -> Result<(), LoadError> {
         let map = self
             .ebpf
             .map_mut("CONFIG")
             .ok_or(LoadError::MissingMap("CONFIG"))?;
         let mut array: Array<_, Config> =
             Array::try_from(map).map_err(|e| map_error("CONFIG", e))?;
-        array.set(0, config, 0).map_err(|e| map_error("CONFIG", e))
+        array
+            .set(0, self.config, 0)
+            .map_err(|e| map_error("CONFIG", e))
     }
 
     fn attach(&mut self, name: &'static str, btf: &Btf) -> Result<(), LoadError> {
@@ -263,26 +276,19 @@ impl Tracer {
         }
     }
 
-    /// The stderr hook: what a dying process writes. Evidence, so a
-    /// failure degrades reports instead of stopping crashtrace.
-    fn attach_last_words(&mut self, btf: &Btf) {
-        let result = (|| -> Result<(), String> {
-            let program: &mut FEntry = self
-                .ebpf
-                .program_mut("stderr_write")
-                .ok_or("missing from the object")?
-                .try_into()
-                .map_err(|e| format!("{e}"))?;
-            program
-                .load("ksys_write", btf)
-                .map_err(|e| verifier_summary(&e))?;
-            program.attach().map_err(|e| format!("{e:#}"))?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            self.degraded
-                .push(format!("cannot hook write(2) on this kernel, so the last words of native programs are not kept (Go programs' are): {e}"));
+    /// The `write(2)` hook that keeps native programs' last words.
+    /// Evidence, so a failure degrades reports instead of stopping
+    /// crashtrace.
+    fn attach_last_words(&mut self, btf: &Btf, mode: LastWordsMode) -> Result<(), LoadError> {
+        match stderr_hooks::attach(&mut self.ebpf, btf, mode) {
+            Ok(true) => {
+                self.config.flags |= config_flags::STDERR_TAILS;
+                self.write_config()?;
+            }
+            Ok(false) => {}
+            Err(e) => self.degraded.push(e),
         }
+        Ok(())
     }
 
     /// The exec tracepoint and the Go fatal-path program, attached to
@@ -419,14 +425,7 @@ impl Tracer {
             return Ok(());
         }
         self.config.activity_second = second;
-        let config = self.config;
-        let map = self
-            .ebpf
-            .map_mut("CONFIG")
-            .ok_or(LoadError::MissingMap("CONFIG"))?;
-        let mut array: Array<_, Config> =
-            Array::try_from(map).map_err(|e| map_error("CONFIG", e))?;
-        array.set(0, config, 0).map_err(|e| map_error("CONFIG", e))
+        self.write_config()
     }
 
     /// `tgid`'s recent signal activity, if it had any.
@@ -508,6 +507,8 @@ pub fn comm_key(comm: &str) -> [u8; COMM_LEN] {
 /// The last lines of a verifier log, where the reason is.
 fn verifier_summary(e: &aya::programs::ProgramError) -> String {
     let text = format!("{e:#}");
+    // A refusal before verification leaves an empty log.
+    let text = text.trim_end().trim_end_matches(". Verifier output:");
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines.len().saturating_sub(12);
     lines[tail..].join("\n")

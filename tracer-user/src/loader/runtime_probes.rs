@@ -13,7 +13,9 @@
 //! In a Rust executable the probe goes on the panic handler,
 //! `rust_begin_unwind`, which every panic passes, caught or not: the
 //! process is then watched until it either exits (status 101 for a panic
-//! that unwound out of `main`) or is seen to live on.
+//! that unwound out of `main`) or is seen to live on. The standard
+//! library's raw stderr writer, which the panic hook prints the message
+//! through, is probed too: kept only for a process that panicked.
 //!
 //! Files are probed once, by identity (device and inode), and the number
 //! of probed files is bounded: each probe is a kernel object, and a host
@@ -195,19 +197,13 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
         let Ok(elf) = object::File::parse(&*map) else {
             return Ok(None);
         };
-        return Ok(rust_panic_handler(&elf)
-            .and_then(|a| file_offset_of(&elf, a))
-            .map(|file_offset| RuntimeExecutable {
-                runtime: "rust",
-                version: None,
-                dev: 0,
-                ino: 0,
-                targets: vec![Target {
-                    function: RUST_PANIC_HANDLER,
-                    cookie: go_probe::RUST_PANIC,
-                    file_offset,
-                }],
-            }));
+        return Ok(rust_targets(&elf).map(|targets| RuntimeExecutable {
+            runtime: "rust",
+            version: None,
+            dev: 0,
+            ino: 0,
+            targets,
+        }));
     };
     // pclntab names every function, with or without a symbol table.
     let names: Vec<&str> = TARGETS.iter().map(|&(name, _)| name).collect();
@@ -239,15 +235,58 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
     }))
 }
 
-/// The address of Rust's panic handler, from the symbol table.
-fn rust_panic_handler(elf: &object::File) -> Option<u64> {
-    elf.symbols()
-        .find(|s| {
-            s.address() != 0
-                && s.name()
-                    .is_ok_and(|n| n == RUST_PANIC_HANDLER || n.ends_with("17rust_begin_unwind"))
-        })
-        .map(|s| s.address())
+/// The Rust standard library functions probed, from the symbol table:
+/// the panic handler (without it, nothing), and the raw stderr writer the
+/// panic hook prints through (`write_all`, and the `fmt::Write` adapter
+/// that inlines its own write loop), wherever the compiler kept them.
+fn rust_targets(elf: &object::File) -> Option<Vec<Target>> {
+    let mut handler = None;
+    let mut writers: Vec<Target> = Vec::new();
+    for symbol in elf.symbols() {
+        let (Ok(name), address) = (symbol.name(), symbol.address()) else {
+            continue;
+        };
+        if address == 0 {
+            continue;
+        }
+        if handler.is_none()
+            && (name == RUST_PANIC_HANDLER || name.ends_with("17rust_begin_unwind"))
+        {
+            handler = file_offset_of(elf, address);
+        } else if name.contains("6Stderr")
+            && let Some(function) = rust_stderr_writer(name)
+            && !writers.iter().any(|w| w.function == function)
+            && let Some(file_offset) = file_offset_of(elf, address)
+        {
+            writers.push(Target {
+                function,
+                cookie: go_probe::RUST_STDERR,
+                file_offset,
+            });
+        }
+    }
+    let mut targets = vec![Target {
+        function: RUST_PANIC_HANDLER,
+        cookie: go_probe::RUST_PANIC,
+        file_offset: handler?,
+    }];
+    targets.extend(writers);
+    Some(targets)
+}
+
+/// Which raw stderr writer of the standard library a mangled name is, if
+/// one (`std::sys::..::Stderr`, not the buffered `std::io::Stderr`).
+fn rust_stderr_writer(mangled: &str) -> Option<&'static str> {
+    let name = format!("{:#}", rustc_demangle::try_demangle(mangled).ok()?);
+    if name.starts_with("<std::sys::") && name.ends_with("::Stderr as std::io::Write>::write_all") {
+        Some("<std::sys::..::Stderr as std::io::Write>::write_all")
+    } else if name.contains("Adapter<std::sys::")
+        && name.ends_with("::Stderr> as core::fmt::Write>::write_str")
+    {
+        Some("<Adapter<std::sys::..::Stderr> as core::fmt::Write>::write_str")
+    } else {
+        None
+    }
 }
 
 /// The file offset holding virtual address `vaddr`, through the loadable
@@ -271,6 +310,16 @@ mod tests {
         let found = inspect(&file, &exe).unwrap().expect("a Rust executable");
         assert_eq!(found.runtime, "rust");
         assert_eq!(found.targets[0].cookie, go_probe::RUST_PANIC);
+        let writers: Vec<_> = found.targets[1..].iter().map(|t| t.function).collect();
+        assert!(
+            writers.iter().any(|w| w.ends_with("::write_str")) && writers.len() == 2,
+            "the raw stderr writers: {writers:?}"
+        );
+        assert!(
+            found.targets[1..]
+                .iter()
+                .all(|t| t.cookie == go_probe::RUST_STDERR)
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     classify::{
         Classification, Facts, GoFacts, classify, classify_go, classify_rust, is_go_death,
-        panic_site,
+        native_last_words, panic_site,
     },
     events::{SignalRecord, StateRecord, reg},
     locate::Located,
@@ -98,7 +98,13 @@ impl ReportBuilder {
                 signal: cause,
             });
             (g.classification, g.goroutine, g.tags)
-        } else if let Some(c) = classify_rust(&death.evidence, &frames).filter(|_| !sent_by_other) {
+        } else if let Some(c) = classify_rust(
+            &death.evidence,
+            &frames,
+            last_words.as_deref().unwrap_or(""),
+        )
+        .filter(|_| !sent_by_other)
+        {
             rust = true;
             (c, None, Vec::new())
         } else {
@@ -119,6 +125,9 @@ impl ReportBuilder {
         }
         if !go && !rust {
             in_signal_handler(&mut classification, &frames);
+            if let Some(words) = &last_words {
+                native_last_words(&mut classification, words);
+            }
         }
         let site = match (rust, classification.class) {
             (true, "rust-panic") => {
