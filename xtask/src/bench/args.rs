@@ -18,6 +18,7 @@ Figures:
                                        siglongjmp
                         sigusr1_self   300,000 handled SIGUSR1s sent to itself
                         stderr_writes  1,000,000 write(2) calls to /dev/null
+                        syscall_loop   2,000,000 getppid() system calls
                         npe_loop       60,000 Java NullPointerExceptions, each
                                        from a SIGSEGV that HotSpot handles
                         go_recover     100,000 Go nil dereferences, each a
@@ -129,6 +130,10 @@ pub struct BenchArgs {
     /// runs without the statistics' own overhead.
     #[arg(long, conflicts_with = "untraced")]
     pub(super) no_bpf_stats: bool,
+    /// Run `crashtrace watch` with `--last-words MODE` (auto, syscalls or
+    /// runtime): `syscalls` measures the write system call's tracepoint.
+    #[arg(long, value_name = "MODE", conflicts_with_all = ["untraced", "tracer_cmd"])]
+    pub(super) last_words: Option<String>,
 }
 
 /// What `--only` selected.

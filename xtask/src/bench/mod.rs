@@ -44,7 +44,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             })
         }
         (None, true) => None,
-        (None, false) => Some(Tracer::crashtrace_watch()),
+        (None, false) => Some(match &args.last_words {
+            Some(mode) => Tracer::crashtrace(
+                ["watch", "--output", "/dev/null", "--last-words", mode].map(OsString::from),
+            ),
+            None => Tracer::crashtrace_watch(),
+        }),
     };
     let uses_crashtrace = args.tracer_cmd.is_none() && !args.untraced;
     let selection = Selection::from_only(args.only.as_deref());

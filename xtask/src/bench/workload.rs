@@ -56,6 +56,12 @@ pub const WORKLOADS: &[Workload] = &[
         stderr_to_null: true,
     },
     Workload {
+        name: "syscall_loop",
+        lang: Lang::C,
+        target: 1.05,
+        stderr_to_null: false,
+    },
+    Workload {
         name: "npe_loop",
         lang: Lang::Java { class: "NpeLoop" },
         target: 1.10,
