@@ -1,6 +1,6 @@
-//! Running `crashtrace watch` for a test: started with a comm filter and
-//! JSON output to a file, ready once it says it is watching, stopped with
-//! SIGINT like a user's Ctrl-C.
+//! Running `crashtrace watch` for a test: started with a comm or pid filter
+//! and JSON output to a file, ready once it says it is watching, stopped
+//! with SIGINT like a user's Ctrl-C.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,10 +21,16 @@ impl Watch {
     /// Starts `crashtrace watch --json --comm COMM --output <root>/NAME`
     /// and waits until its probes are attached.
     pub fn start(root: &Path, name: &str, comms: &[&str]) -> Self {
+        Self::start_with(root, name, comms, &[])
+    }
+
+    /// [`Watch::start`] with more of crashtrace's options.
+    pub fn start_with(root: &Path, name: &str, comms: &[&str], options: &[&str]) -> Self {
         let output = root.join(format!("watch-{name}.jsonl"));
         let _ = std::fs::remove_file(&output);
         let mut command = Command::new(crashtrace_bin());
         command.args(["watch", "--json", "--output"]).arg(&output);
+        command.args(options);
         for comm in comms {
             command.args(["--comm", comm]);
         }
@@ -57,6 +63,16 @@ impl Watch {
             output,
             stderr,
         }
+    }
+
+    /// The output file and the start of watch's stderr, for failure
+    /// messages.
+    pub fn context(&self) -> String {
+        format!(
+            "crashtrace watch wrote {}; its stderr began:\n{}",
+            self.output.display(),
+            self.stderr
+        )
     }
 
     /// The crash reports written so far.
