@@ -1,6 +1,6 @@
-//! Running `crashtrace watch` for a test: started with a comm filter and
-//! JSON output to a file, ready once it says it is watching, stopped with
-//! SIGINT like a user's Ctrl-C.
+//! Running `crashtrace watch` for a test: started with a comm or pid filter
+//! and JSON output to a file, ready once it says it is watching, stopped
+//! with SIGINT like a user's Ctrl-C.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,16 @@ impl Watch {
             output,
             stderr,
         }
+    }
+
+    /// The output file and the start of watch's stderr, for failure
+    /// messages.
+    pub fn context(&self) -> String {
+        format!(
+            "crashtrace watch wrote {}; its stderr began:\n{}",
+            self.output.display(),
+            self.stderr
+        )
     }
 
     /// The crash reports written so far.

@@ -3,14 +3,32 @@
 //! names who sent the signal: the kernel, with the OOM killer's figures, or
 //! the sending process.
 
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use crashtrace_tests::cgroup::MemoryCgroup;
 use crashtrace_tests::report::{at, check_shape, int_at, str_at};
+use crashtrace_tests::watch::Watch;
 use crashtrace_tests::{Harness, require_bpf};
+use serde_json::Value;
 
 fn harness() -> Harness {
     Harness::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The memory limit of the OOM tests' cgroups.
+const LIMIT: u64 = 32 << 20;
+
+/// A `sh -c` script that joins `cgroup`, then becomes `memory_hog`, after
+/// running `first` (shell commands ending in `&&`, or nothing).
+fn hog_script(harness: &Harness, cgroup: &MemoryCgroup, first: &str) -> String {
+    format!(
+        "{first} echo $$ > '{}' && exec '{}'",
+        cgroup.procs_file().display(),
+        harness.program("memory_hog").display()
+    )
 }
 
 #[test]
@@ -18,21 +36,59 @@ fn oom_kill_in_a_memory_limited_cgroup() {
     if !require_bpf() {
         return;
     }
-    const LIMIT: u64 = 32 << 20;
     let harness = harness();
-    let hog = harness.program("memory_hog");
     let cgroup = MemoryCgroup::new("crashtrace-oom-test", LIMIT);
-    // The shell joins the cgroup, then becomes the hog.
-    let script = format!(
-        "echo $$ > '{}' && exec '{}'",
-        cgroup.procs_file().display(),
-        hog.display()
-    );
+    let script = hog_script(&harness, &cgroup, "");
     let recording = harness.record(Path::new("/bin/sh"), &["-c", &script]);
     let report = recording.only_crash();
     let context = || format!("{report:#}\n{}", recording.context());
-    check_shape(report);
     assert_eq!(recording.exit_code(), Some(128 + 9), "{}", context());
+    check_oom_report(report, &cgroup, &context);
+}
+
+/// The same OOM kill, reported by `watch --pid` on the shell that becomes
+/// the hog.
+#[test]
+fn oom_kill_under_watch() {
+    if !require_bpf() {
+        return;
+    }
+    let harness = harness();
+    // Not the record test's cgroup: the two tests may run at once.
+    let cgroup = MemoryCgroup::new("crashtrace-oom-watch-test", LIMIT);
+    // The shell waits for a line, so that watch is started on its pid
+    // before anything happens; EOF (a failed test) makes it exit instead.
+    let script = hog_script(&harness, &cgroup, "read line &&");
+    let mut hog = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting /bin/sh");
+    let pid = hog.id();
+    let watch = Watch::start_with(harness.root(), "oom", &[], &["--pid", &pid.to_string()]);
+    hog.stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(b"go\n")
+        .expect("starting the hog");
+    let status = hog.wait().expect("waiting for the hog");
+    let report = watch.wait_for_pid(pid);
+    let context = || format!("{report:#}\n{}", watch.context());
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{status}\n{}",
+        context()
+    );
+    check_oom_report(&report, &cgroup, &context);
+}
+
+/// What an OOM kill of `memory_hog` in `cgroup` (limited to [`LIMIT`])
+/// reports, whoever wrote the report.
+fn check_oom_report(report: &Value, cgroup: &MemoryCgroup, context: &dyn Fn() -> String) {
+    check_shape(report);
     assert_eq!(str_at(report, "/class"), "oom-kill", "{}", context());
     assert_eq!(str_at(report, "/comm"), "memory_hog", "{}", context());
     assert_eq!(str_at(report, "/signal/name"), "SIGKILL", "{}", context());

@@ -78,6 +78,17 @@ pub struct FileKey {
 }
 
 impl FileKey {
+    /// The identity `meta` describes.
+    pub fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+
     /// Whether both keys name the same inode, whatever its contents.
     pub fn same_inode(&self, other: &FileKey) -> bool {
         self.dev == other.dev && self.ino == other.ino
@@ -96,13 +107,7 @@ fn check(path: &Path, meta: &Metadata) -> Result<FileKey, OpenError> {
             size: meta.size(),
         });
     }
-    Ok(FileKey {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        size: meta.size(),
-        mtime: meta.mtime(),
-        mtime_nsec: meta.mtime_nsec(),
-    })
+    Ok(FileKey::of(meta))
 }
 
 /// `stat`s `path` (following symlinks) and checks it is a regular file of

@@ -8,6 +8,8 @@
 //! in different huge binaries cannot grow memory without limit. A linear
 //! scan over a few dozen entries costs nothing next to a DWARF lookup.
 
+use std::convert::Infallible;
+
 /// Something whose heap footprint the cache can weigh.
 pub(crate) trait Weigh {
     fn heap_bytes(&self) -> u64;
@@ -54,6 +56,15 @@ impl<K: PartialEq, V: Weigh> Lru<K, V> {
 
     /// Returns the value for `key` as most recently used, creating it with
     /// `make` if it is missing.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        match self.get_or_try_insert_with(key, || Ok::<_, Infallible>(make())) {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Returns the value for `key` as most recently used, creating it with
+    /// `make` if it is missing; an error from `make` inserts nothing.
     pub fn get_or_try_insert_with<E>(
         &mut self,
         key: K,
@@ -119,5 +130,23 @@ mod tests {
         let kept: Result<_, ()> = lru.get_or_try_insert_with(5, || Err(()));
         assert_eq!(kept.map(|w| w.0), Ok(2), "existing value is returned");
         assert!(lru.get_or_try_insert_with(6, || Err(())).is_err());
+        assert!(lru.get_mut(&6).is_none(), "a failed make inserts nothing");
+    }
+
+    #[test]
+    fn get_or_insert_with_makes_once_and_marks_recent() {
+        let mut lru = Lru::new(2, u64::MAX);
+        let mut made = 0;
+        for key in [1, 1, 2, 1, 3] {
+            lru.get_or_insert_with(key, || {
+                made += 1;
+                W(key)
+            });
+        }
+        assert_eq!(made, 3, "each key is made once while it stays");
+        assert_eq!(lru.len(), 2);
+        assert!(lru.get_mut(&2).is_none(), "2 was least recently used");
+        assert_eq!(lru.get_mut(&1).map(|w| w.0), Some(1));
+        assert_eq!(lru.get_or_insert_with(3, || W(99)).0, 3, "kept value wins");
     }
 }

@@ -8,22 +8,32 @@
 //! is not Go, and failures, are kept too (they cost nothing), so nothing is
 //! retried per frame. Bounded in files and in copied bytes.
 
-use std::{os::unix::fs::MetadataExt, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use super::{GoBinary, go_info};
+use crate::{
+    elfimage::FileKey,
+    lru::{Lru, Weigh},
+};
 
 pub const MAX_FILES: usize = 32;
 pub const MAX_BYTES: u64 = 1 << 30;
 
-type Key = (u64, u64, u64, i64, i64);
-type Entry = (Key, Result<Option<Arc<GoBinary>>, String>);
+/// A file's Go tables, `None` when it is not Go, or why it could not be read.
+struct Entry(Result<Option<Arc<GoBinary>>, String>);
+
+impl Weigh for Entry {
+    fn heap_bytes(&self) -> u64 {
+        match &self.0 {
+            Ok(Some(binary)) => binary.heap_bytes(),
+            _ => 0,
+        }
+    }
+}
 
 /// A bounded, least-recently-used map from files to their Go tables.
 pub struct Cache {
-    /// Least recently used first.
-    entries: Vec<Entry>,
-    max_files: usize,
-    max_bytes: u64,
+    entries: Lru<FileKey, Entry>,
 }
 
 impl Default for Cache {
@@ -32,19 +42,10 @@ impl Default for Cache {
     }
 }
 
-fn weight(entry: &Entry) -> u64 {
-    match &entry.1 {
-        Ok(Some(binary)) => binary.heap_bytes(),
-        _ => 0,
-    }
-}
-
 impl Cache {
     pub fn new(max_files: usize, max_bytes: u64) -> Self {
         Self {
-            entries: Vec::new(),
-            max_files: max_files.max(1),
-            max_bytes,
+            entries: Lru::new(max_files, max_bytes),
         }
     }
 
@@ -53,41 +54,14 @@ impl Cache {
     pub fn get(&mut self, path: &Path) -> Result<Option<Arc<GoBinary>>, String> {
         let meta =
             std::fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-        let key = (
-            meta.dev(),
-            meta.ino(),
-            meta.size(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-        );
-        match self.entries.iter().position(|(k, _)| *k == key) {
-            Some(pos) => {
-                let entry = self.entries.remove(pos);
-                self.entries.push(entry);
-            }
-            None => {
-                let value = go_info(path)
+        let Entry(value) = self.entries.get_or_insert_with(FileKey::of(&meta), || {
+            Entry(
+                go_info(path)
                     .map(|b| b.map(Arc::new))
-                    .map_err(|e| e.to_string());
-                self.entries.push((key, value));
-                self.evict();
-            }
-        }
-        match self.entries.last() {
-            Some((_, value)) => value.clone(),
-            None => Err("go table cache is empty".into()),
-        }
-    }
-
-    /// Drops least recently used entries until the limits hold; the newest
-    /// entry always stays.
-    fn evict(&mut self) {
-        let excess = self.entries.len().saturating_sub(self.max_files);
-        self.entries.drain(..excess);
-        let mut total: u64 = self.entries.iter().map(weight).sum();
-        while total > self.max_bytes && self.entries.len() > 1 {
-            total = total.saturating_sub(weight(&self.entries.remove(0)));
-        }
+                    .map_err(|e| e.to_string()),
+            )
+        });
+        value.clone()
     }
 
     #[cfg(test)]

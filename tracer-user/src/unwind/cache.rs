@@ -10,7 +10,7 @@
 //! frame. The cache is bounded in files and in heap bytes. A path's identity
 //! is checked once per unwind, not once per frame.
 
-use std::{convert::Infallible, path::Path};
+use std::path::Path;
 
 use super::{cfi::Cfi, image::Image};
 use crate::{
@@ -53,17 +53,14 @@ impl Cache {
     /// The tables of the file at `path`, parsed on first use.
     pub fn get(&mut self, path: &Path) -> Result<&Cfi, String> {
         let key = self.identities.key(path).map_err(|e| e.to_string())?;
-        let entry = self.entries.get_or_try_insert_with(key, || {
-            Ok::<_, Infallible>(Entry(
+        let Entry(cfi) = self.entries.get_or_insert_with(key, || {
+            Entry(
                 Image::load(path, key)
                     .map(Cfi::new)
                     .map_err(|e| e.to_string()),
-            ))
+            )
         });
-        match entry {
-            Ok(Entry(cfi)) => cfi.as_ref().map_err(Clone::clone),
-            Err(never) => match never {},
-        }
+        cfi.as_ref().map_err(Clone::clone)
     }
 
     #[cfg(test)]
