@@ -426,6 +426,7 @@ mod tests {
             text: Some(text.into()).filter(|t: &String| !t.is_empty()),
             file: None,
             function: None,
+            code: 0,
         }
     }
 

@@ -291,6 +291,7 @@ mod tests {
             text: text.map(str::to_string),
             file: None,
             function: None,
+            code: 0,
         }
     }
 

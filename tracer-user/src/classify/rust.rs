@@ -128,6 +128,7 @@ mod tests {
             text: None,
             file: Some("src/main.rs".into()),
             function: None,
+            code: 0,
         };
         let c = classify_rust(&[probe], &frames).unwrap();
         assert_eq!(c.class, "rust-panic");
