@@ -143,3 +143,103 @@ fn uncaught_exception_of_own_type() {
         "{context}"
     );
 }
+
+/// Runs `uncaught_exception` with `mode` and checks the class, the message
+/// and that the thrower is in the frames; returns the evidence lines.
+fn uncaught(mode: &str, message: &str, thrower: &str) -> Option<Vec<String>> {
+    if !require_bpf() {
+        return None;
+    }
+    let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
+    let recording = harness.record(&harness.program("uncaught_exception"), &[mode]);
+    let context = recording.context();
+    assert_eq!(recording.exit_code(), Some(128 + 6), "{context}");
+    let report = recording.only_crash();
+    check_shape(report);
+    assert_eq!(report["class"], "uncaught-exception", "{context}");
+    assert_eq!(report["message"], message, "{context}");
+    assert!(find_frame(report, thrower).is_some(), "{context}");
+    assert!(
+        report["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(thrower)),
+        "the summary points at the thrower\n{context}"
+    );
+    let evidence = report["evidence"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|l| l.as_str())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(evidence)
+}
+
+/// A class of the program's own derived from `std::runtime_error` that
+/// keeps its `what()`: the message is read, because the function in the
+/// `what()` slot of its vtable is the standard one.
+#[test]
+fn uncaught_runtime_error_subclass() {
+    let Some(evidence) = uncaught(
+        "config",
+        "inventory::ConfigError: bad setting in /etc/inventory.toml",
+        "inventory::parse_settings(char const*)",
+    ) else {
+        return;
+    };
+    assert!(
+        evidence.iter().any(
+            |l| l.starts_with("what() of inventory::ConfigError is std::")
+                && l.contains("::what() const")
+                && l.ends_with("which returns the message stored in the exception")
+        ),
+        "{evidence:#?}"
+    );
+}
+
+/// A class that overrides `what()`: the text after its vtable pointer is
+/// not its `what()`, so only the type is reported, with the reason.
+#[test]
+fn uncaught_exception_overriding_what() {
+    let Some(evidence) = uncaught(
+        "loud",
+        "inventory::LoudError",
+        "inventory::shout(char const*)",
+    ) else {
+        return;
+    };
+    assert!(
+        evidence.iter().any(|l| l
+            == "inventory::LoudError overrides what() (inventory::LoudError::what() const); its text is not read"),
+        "{evidence:#?}"
+    );
+    assert!(
+        !evidence.iter().any(|l| l.contains("quiet text")),
+        "{evidence:#?}"
+    );
+}
+
+/// A `std::exception` subclass keeping `std::exception::what`: its first
+/// field is a path, not a message, and is not reported.
+#[test]
+fn uncaught_exception_with_exceptions_own_what() {
+    let Some(evidence) = uncaught(
+        "plain",
+        "inventory::PlainError",
+        "inventory::complain(char const*)",
+    ) else {
+        return;
+    };
+    assert!(
+        evidence
+            .iter()
+            .any(|l| l.contains("is std::exception::what() const")),
+        "{evidence:#?}"
+    );
+    assert!(
+        !evidence.iter().any(|l| l.contains("/etc/inventory.toml")),
+        "{evidence:#?}"
+    );
+}

@@ -313,8 +313,10 @@ pub struct StateEvent {
 /// Which fatal-path function an [`EvidenceEvent`] comes from.
 pub mod evidence_source {
     /// `abort()`; `texts[0]` holds glibc's `__abort_msg`, when set; for an
-    /// uncaught C++ exception, `texts[1]` its mangled type name and
-    /// `texts[2]` the message of a standard exception type.
+    /// uncaught C++ exception, `texts[1]` its mangled type name, `texts[2]`
+    /// the string the first field after its vtable pointer points at (the
+    /// message of `std::runtime_error` and `std::logic_error`) and `code`
+    /// the function in the `what()` slot of its vtable.
     pub const ABORT: u32 = 1;
     /// Go's `runtime.fatalpanic`: an unrecovered panic, about to print and
     /// `exit(2)`.
@@ -434,6 +436,8 @@ pub struct EvidenceEvent {
     /// `__assert_fail`'s line.
     pub line: u32,
     pub _pad: u32,
+    /// A code address the source names (see [`evidence_source`]), else 0.
+    pub code: u64,
     /// NUL-terminated texts: the message (or assertion), file, function.
     pub texts: [[u8; EVIDENCE_TEXT]; 3],
 }

@@ -5,8 +5,9 @@
 //! glibc leaves the text it is about to print for malloc errors, failed
 //! assertions and fortify checks in `__abort_msg`, where a debugger finds
 //! it after the fact; `libc_abort` reads it there. An uncaught C++
-//! exception also ends here; its type and message are found as `cxx` says. The loader passes the
-//! distance from `abort` to `__abort_msg` in that libc as the attach cookie.
+//! exception also ends here; its type, message and `what()` are found as
+//! `cxx` says. The loader passes the distance from `abort` to `__abort_msg`
+//! in that libc as the attach cookie.
 
 use core::ffi::c_void;
 
@@ -48,6 +49,7 @@ pub fn libc_abort(ctx: ProbeContext) -> u32 {
         if let Some(exception) = crate::cxx::find(ctx.regs) {
             copy_str(&e, 1, exception.type_name);
             copy_str(&e, 2, exception.message);
+            (*e.0).code = exception.what;
         }
     }
     finish(e);
@@ -101,6 +103,7 @@ pub(crate) fn start(source: u32) -> Option<Reserved> {
         (*e).tid = pid_tgid as u32;
         (*e).line = 0;
         (*e)._pad = 0;
+        (*e).code = 0;
         for i in 0..3 {
             (*e).texts[i][0] = 0;
         }

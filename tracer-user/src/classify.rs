@@ -11,7 +11,7 @@ mod rust;
 
 use abort::abort_path;
 
-pub use abort::native_last_words;
+pub use abort::{WhatFunction, native_last_words};
 
 pub use go::{GoClassification, GoFacts, classify_go, is_go_death};
 pub use rust::{classify_rust, panic_site};
@@ -49,6 +49,9 @@ pub struct Facts<'a> {
     pub return_addresses: &'a [u64],
     /// Calls into libc's fatal paths before the signal.
     pub libc: &'a [EvidenceRecord],
+    /// The function in the `what()` slot of an uncaught C++ exception's
+    /// vtable, when the abort probe found one with a vtable.
+    pub what_function: Option<&'a WhatFunction>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +125,7 @@ pub fn classify(facts: &Facts) -> Classification {
             if sig.from_kernel { " sent by the kernel" } else { "" },
             if sig.signo == libc::SIGXCPU { "CPU time (RLIMIT_CPU)" } else { "file size (RLIMIT_FSIZE)" }
         )),
-        libc::SIGABRT => abort_path(facts.libc).because(format!(
+        libc::SIGABRT => abort_path(facts.libc, facts.what_function).because(format!(
             "{name} ({code}) raised by the process itself (thread {})",
             sig.target.tid
         )),
@@ -317,6 +320,7 @@ mod tests {
             }),
             return_addresses: &[],
             libc: &[],
+            what_function: None,
         }
     }
 
@@ -428,14 +432,33 @@ mod tests {
             text: Some(text.into()).filter(|t: &String| !t.is_empty()),
             file: None,
             function: None,
+            code: 0,
         }
     }
 
     fn abort_class(libc: &[EvidenceRecord]) -> Classification {
+        abort_class_with(libc, None)
+    }
+
+    fn abort_class_with(libc: &[EvidenceRecord], what: Option<&WhatFunction>) -> Classification {
         let s = sig(6, SI_TKILL, 0);
         let mut f = facts(&s);
         f.libc = libc;
+        f.what_function = what;
         classify(&f)
+    }
+
+    /// The abort probe's record of an uncaught exception.
+    fn thrown(mangled: &str, copied: Option<&str>) -> EvidenceRecord {
+        let mut e = libc_said(source::ABORT, "");
+        e.file = Some(mangled.into());
+        e.function = copied.map(str::to_string);
+        e.code = 0x7f00_0000_1000;
+        e
+    }
+
+    fn named(f: &str) -> WhatFunction {
+        WhatFunction::Named(f.into())
     }
 
     #[test]
@@ -453,6 +476,142 @@ mod tests {
         e.file = Some("N5myapp9BadConfigE".into());
         let c = abort_class(&[e]);
         assert_eq!(c.message.as_deref(), Some("myapp::BadConfig"));
+    }
+
+    /// A class of the program's own whose what() is the standard one: its
+    /// message, and why it was read.
+    #[test]
+    fn own_exception_with_standard_what_has_its_message() {
+        let e = thrown("N9inventory11ConfigErrorE", Some("bad setting"));
+        for f in [
+            "std::runtime_error::what() const",
+            "std::logic_error::what() const",
+        ] {
+            let c = abort_class_with(std::slice::from_ref(&e), Some(&named(f)));
+            assert_eq!(c.class, "uncaught-exception");
+            assert_eq!(
+                c.message.as_deref(),
+                Some("inventory::ConfigError: bad setting")
+            );
+            assert!(
+                c.evidence.iter().any(|l| l.starts_with(&format!(
+                    "what() of inventory::ConfigError is {f}, the standard what() of std::runtime_error and std::logic_error, which returns the message stored"
+                ))),
+                "{c:?}"
+            );
+        }
+        let c = abort_class_with(
+            &[thrown("N3app8FutureErE", Some("std::future_error: broken"))],
+            Some(&named("std::future_error::what() const")),
+        );
+        assert_eq!(
+            c.message.as_deref(),
+            Some("app::FutureEr: std::future_error: broken")
+        );
+        // The right function, but nothing was copied.
+        let c = abort_class_with(
+            &[thrown("N9inventory11ConfigErrorE", None)],
+            Some(&named("std::runtime_error::what() const")),
+        );
+        assert_eq!(c.message.as_deref(), Some("inventory::ConfigError"));
+        assert!(
+            c.evidence
+                .iter()
+                .any(|l| l.ends_with("but it could not be read")),
+            "{c:?}"
+        );
+    }
+
+    /// Any other what() keeps the copied text out, and says why.
+    #[test]
+    fn overridden_what_is_not_read() {
+        let e = thrown("N9inventory9LoudErrorE", Some("quiet text"));
+        let c = abort_class_with(
+            std::slice::from_ref(&e),
+            Some(&named("inventory::LoudError::what() const")),
+        );
+        assert_eq!(c.message.as_deref(), Some("inventory::LoudError"));
+        assert!(
+            c.evidence.contains(
+                &"inventory::LoudError overrides what() (inventory::LoudError::what() const); its text is not read"
+                    .to_string()
+            ),
+            "{c:?}"
+        );
+        assert!(!c.evidence.iter().any(|l| l.contains("quiet text")));
+        // Inherited from a class of the program's own.
+        let c = abort_class_with(
+            std::slice::from_ref(&e),
+            Some(&named("inventory::BaseError::what() const")),
+        );
+        assert_eq!(c.message.as_deref(), Some("inventory::LoudError"));
+        assert!(
+            c.evidence
+                .iter()
+                .any(|l| l.contains("is inventory::BaseError::what() const, which overrides")),
+            "{c:?}"
+        );
+        // Not even a what(): the primary base is another polymorphic class.
+        let c = abort_class_with(std::slice::from_ref(&e), Some(&named("Tag::tag() const")));
+        assert_eq!(c.message.as_deref(), Some("inventory::LoudError"));
+        assert!(
+            c.evidence
+                .iter()
+                .any(|l| l.contains("holds Tag::tag() const")),
+            "{c:?}"
+        );
+        // std::exception's what() returns a constant: the word after the
+        // vtable pointer is the subclass's own field.
+        let c = abort_class_with(
+            &[thrown(
+                "N9inventory10PlainErrorE",
+                Some("/etc/inventory.toml"),
+            )],
+            Some(&named("std::exception::what() const")),
+        );
+        assert_eq!(c.message.as_deref(), Some("inventory::PlainError"));
+        assert!(
+            c.evidence.iter().any(|l| l.contains("stores no message")),
+            "{c:?}"
+        );
+        // A standard type too: the function decides, not the name.
+        let c = abort_class_with(
+            &[thrown("St9exception", Some("heap garbage"))],
+            Some(&named("std::exception::what() const")),
+        );
+        assert_eq!(c.message.as_deref(), Some("std::exception"));
+    }
+
+    /// With no function, or one without a name, only standard types are
+    /// read, as before.
+    #[test]
+    fn unknown_what_reads_standard_types_only() {
+        let unnamed = WhatFunction::Unnamed("no captured mapping holds 0x7f0000001000".into());
+        for what in [None, Some(&unnamed)] {
+            let c = abort_class_with(&[thrown("St12out_of_range", Some("index 9"))], what);
+            assert_eq!(c.message.as_deref(), Some("std::out_of_range: index 9"));
+            let c = abort_class_with(&[thrown("N9inventory11ConfigErrorE", Some("bad"))], what);
+            assert_eq!(c.message.as_deref(), Some("inventory::ConfigError"));
+            assert!(
+                c.evidence
+                    .iter()
+                    .any(|l| l.starts_with("what() of inventory::ConfigError is not read")),
+                "{c:?}"
+            );
+            // std::exception stores no message.
+            let c = abort_class_with(&[thrown("St9exception", Some("junk"))], what);
+            assert_eq!(c.message.as_deref(), Some("std::exception"));
+        }
+        let c = abort_class_with(
+            &[thrown("N9inventory11ConfigErrorE", Some("bad"))],
+            Some(&unnamed),
+        );
+        assert!(
+            c.evidence
+                .iter()
+                .any(|l| l.contains("(no captured mapping holds")),
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -504,6 +663,7 @@ mod tests {
             sp_region: None,
             return_addresses: &[],
             libc: &[],
+            what_function: None,
         };
         assert_eq!(classify(&f).class, "unknown");
     }

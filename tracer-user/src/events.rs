@@ -134,6 +134,10 @@ pub struct EvidenceRecord {
     pub text: Option<String>,
     pub file: Option<String>,
     pub function: Option<String>,
+    /// A code address in the process the source names, else 0: for an
+    /// uncaught C++ exception at `abort()`, the function in the `what()`
+    /// slot of the exception's vtable.
+    pub code: u64,
 }
 
 /// Bytes a dying process wrote to stderr in one `write`.
@@ -242,6 +246,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 text: text(0),
                 file: text(1),
                 function: text(2),
+                code: raw.code,
             }))
         }
         kind::LAST_WORDS => {
@@ -508,6 +513,40 @@ mod tests {
         };
         match decode(bytes).unwrap() {
             Event::Exit(e) => assert_eq!((e.pid, e.tid, e.status), (10, 11, 0x8b)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn evidence_record_round_trips() {
+        // The layout both sides agree on: no implicit padding.
+        assert_eq!(
+            size_of::<EvidenceEvent>(),
+            40 + 3 * tracer_common::EVIDENCE_TEXT
+        );
+        assert_eq!(std::mem::offset_of!(EvidenceEvent, code), 32);
+        let mut raw = EvidenceEvent {
+            kind: kind::EVIDENCE,
+            source: tracer_common::evidence_source::ABORT,
+            boot_ns: 7,
+            tgid: 10,
+            tid: 12,
+            line: 0,
+            _pad: 0,
+            code: 0x7f00_1234_5670,
+            texts: [[0; tracer_common::EVIDENCE_TEXT]; 3],
+        };
+        raw.texts[1][..17].copy_from_slice(b"St13runtime_error");
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const raw).cast::<u8>(), size_of::<EvidenceEvent>())
+        };
+        match decode(bytes).unwrap() {
+            Event::Evidence(e) => {
+                assert_eq!((e.pid, e.tid, e.code), (10, 12, 0x7f00_1234_5670));
+                assert_eq!(e.text, None);
+                assert_eq!(e.file.as_deref(), Some("St13runtime_error"));
+                assert_eq!(e.function, None);
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

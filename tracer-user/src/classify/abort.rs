@@ -10,9 +10,12 @@ use crate::events::EvidenceRecord;
 /// What libc said on its way to `abort()`: glibc leaves the message of
 /// every fatal check (malloc, assert, stack protector, fortify) in
 /// `__abort_msg`, which the `abort` probe reads.
-pub(super) fn abort_path(libc: &[EvidenceRecord]) -> Classification {
+pub(super) fn abort_path(
+    libc: &[EvidenceRecord],
+    what_function: Option<&WhatFunction>,
+) -> Classification {
     let abort = libc.iter().find(|e| e.source == source::ABORT);
-    if let Some(c) = abort.and_then(uncaught_exception) {
+    if let Some(c) = abort.and_then(|a| uncaught_exception(a, what_function)) {
         return c;
     }
     let Some(message) = abort
@@ -57,8 +60,10 @@ pub(super) fn abort_path(libc: &[EvidenceRecord]) -> Classification {
 /// Standard exception types whose message is the `__cow_string` right
 /// after the vtable pointer (`std::runtime_error`, `std::logic_error` and
 /// the library's subclasses): for these, the text found there is `what()`.
+/// Only consulted when the function in the `what()` slot is not known.
+/// (`std::exception` itself stores no message: its object is the vtable
+/// pointer alone, and what follows it is not part of it.)
 const STD_EXCEPTIONS: &[&str] = &[
-    "std::exception",
     "std::runtime_error",
     "std::logic_error",
     "std::invalid_argument",
@@ -72,9 +77,55 @@ const STD_EXCEPTIONS: &[&str] = &[
     "std::ios_base::failure",
 ];
 
+/// libstdc++'s `what()` functions that return the string the first field
+/// after the vtable pointer points at: `runtime_error::what` and
+/// `logic_error::what` return their `__cow_string`'s characters (one
+/// `mov 0x8(%rdi),%rax; ret`, which GCC 12's libstdc++ builds as a single
+/// function with two names);
+/// `future_error::what` and the C++11 ABI's `ios_base::failure::what` call
+/// them on the same object, and the old ABI's `ios_base::failure::what`
+/// returns its own `__cow_string` at the same place. A class whose
+/// `what()` slot holds one of these keeps its message where the probe
+/// copied it from, whatever the class is called.
+const STORED_MESSAGE_WHAT: &[&str] = &[
+    COMMON_WHAT[0],
+    COMMON_WHAT[1],
+    "std::future_error::what() const",
+    "std::ios_base::failure::what() const",
+    "std::ios_base::failure[abi:cxx11]::what() const",
+];
+
+/// `runtime_error::what` and `logic_error::what`: one function under two
+/// names in libstdc++, so the name found does not tell which of the two
+/// classes the type derives from.
+const COMMON_WHAT: [&str; 2] = [
+    "std::runtime_error::what() const",
+    "std::logic_error::what() const",
+];
+
+/// `std::exception::what`, which returns the fixed text "std::exception".
+const EXCEPTION_WHAT: &str = "std::exception::what() const";
+
+/// The function in the `what()` slot of an uncaught exception's vtable, as
+/// the report builder resolved its address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WhatFunction {
+    /// The function's (demangled) name.
+    Named(String),
+    /// Why it has no name (no captured mapping holds it, its file could not
+    /// be read, no symbol covers it).
+    Unnamed(String),
+}
+
 /// An uncaught C++ exception: the abort probe found one alive, with its
-/// type (and the message of a standard exception type).
-fn uncaught_exception(abort: &EvidenceRecord) -> Option<Classification> {
+/// type, the string after its vtable pointer and the function in its
+/// `what()` slot. The string is taken for `what()` only when that function
+/// is known to return it, or, when the function is not known, for a
+/// standard exception type.
+fn uncaught_exception(
+    abort: &EvidenceRecord,
+    what_function: Option<&WhatFunction>,
+) -> Option<Classification> {
     // The probe puts the mangled type name in the second text, the
     // candidate message in the third.
     let mangled = abort.file.as_deref()?;
@@ -86,24 +137,82 @@ fn uncaught_exception(abort: &EvidenceRecord) -> Option<Classification> {
     let standard = STD_EXCEPTIONS.contains(&type_name.as_str())
         || type_name.starts_with("std::__cxx11::")
             && STD_EXCEPTIONS.contains(&type_name.replace("__cxx11::", "").as_str());
-    let what = abort.function.as_deref().filter(|_| standard);
+    let copied = abort.function.as_deref();
     let mut c = Classification::new("uncaught-exception")
         .because(format!(
             "abort() was called with a live C++ exception of type {type_name}: std::terminate after nothing caught it"
         ));
+    let (what, why) = match what_function {
+        Some(WhatFunction::Named(f)) if STORED_MESSAGE_WHAT.contains(&f.as_str()) => {
+            // A standard type says nothing new here; a class of the
+            // program's own is trusted because of this.
+            let function = if COMMON_WHAT.contains(&f.as_str()) {
+                // One address with two names: the symbol table's choice
+                // says nothing about which class the type derives from.
+                format!("{f}, the standard what() of std::runtime_error and std::logic_error")
+            } else {
+                f.clone()
+            };
+            let why = (!standard).then(|| match copied {
+                Some(_) => format!(
+                    "what() of {type_name} is {function}, which returns the message stored in the exception"
+                ),
+                None => format!(
+                    "what() of {type_name} is {function}, which returns the message stored in the exception, but it could not be read"
+                ),
+            });
+            (copied, why)
+        }
+        Some(WhatFunction::Named(f)) if f == EXCEPTION_WHAT => (
+            None,
+            Some(format!(
+                "what() of {type_name} is {f}, which returns a fixed text: the exception stores no message"
+            )),
+        ),
+        Some(WhatFunction::Named(f)) if f.starts_with(&format!("{type_name}::")) => (
+            None,
+            Some(format!(
+                "{type_name} overrides what() ({f}); its text is not read"
+            )),
+        ),
+        Some(WhatFunction::Named(f)) if f.ends_with("::what() const") => (
+            None,
+            Some(format!(
+                "what() of {type_name} is {f}, which overrides the standard one; its text is not read"
+            )),
+        ),
+        Some(WhatFunction::Named(f)) => (
+            None,
+            Some(format!(
+                "the what() slot of {type_name}'s vtable holds {f}, not a what() that returns a stored message; the message is not read"
+            )),
+        ),
+        unknown => {
+            // No vtable was checked, or its function has no name: only the
+            // standard types' layout says where the message is.
+            // `std::exception` has none to read.
+            let why = (!standard && copied.is_some() && type_name != "std::exception").then(|| {
+                match unknown {
+                    Some(WhatFunction::Unnamed(reason)) => format!(
+                        "what() of {type_name} is not read: the function in its what() slot is not known ({reason})"
+                    ),
+                    _ => format!(
+                        "what() of {type_name} is not read: only standard exception types have a known layout"
+                    ),
+                }
+            });
+            (copied.filter(|_| standard), why)
+        }
+    };
+    if let Some(why) = why {
+        c = c.because(why);
+    }
     c.message = Some(match what {
         Some(w) => {
             c = c.because(format!("what(): {w:?}"));
             format!("{type_name}: {w}")
         }
-        None => {
-            if abort.function.is_some() {
-                c = c.because(format!(
-                    "what() of {type_name} is not read: only standard exception types have a known layout"
-                ));
-            }
-            type_name
-        }
+        None => type_name,
     });
     Some(c)
 }

@@ -171,7 +171,7 @@ fn cgo_crash(facts: &GoFacts, text: &Printed, message: &str) -> Classification {
             .and_then(|d| d.split(':').next())
     });
     let mut c = if facts.evidence.iter().any(|e| e.source == source::ABORT) {
-        abort_path(facts.evidence)
+        abort_path(facts.evidence, None)
     } else {
         match (name, text.fault_addr) {
             (Some("SIGSEGV"), Some(addr)) if addr < NULL_PAGE_LIMIT => {
@@ -291,6 +291,7 @@ mod tests {
             text: text.map(str::to_string),
             file: None,
             function: None,
+            code: 0,
         }
     }
 

@@ -206,6 +206,7 @@ mod tests {
             text: None,
             file: Some("src/main.rs".into()),
             function: None,
+            code: 0,
         };
         let c = classify_rust(&[probe.clone()], &frames, "").unwrap();
         assert_eq!(c.class, "rust-panic");

@@ -12,13 +12,13 @@ use super::{
 };
 use crate::{
     classify::{
-        Classification, Facts, GoFacts, classify, classify_go, classify_rust, is_go_death,
-        native_last_words, panic_site,
+        Classification, Facts, GoFacts, WhatFunction, classify, classify_go, classify_rust,
+        is_go_death, native_last_words, panic_site,
     },
     events::{SignalRecord, StateRecord, reg},
-    locate::Located,
+    locate::{self, Located},
     signals::{code_name, signal_name},
-    symbolize::Symbolizer,
+    symbolize::{ModuleRef, Symbolizer},
     tracker::Death,
     unwind::Unwinder,
 };
@@ -76,6 +76,13 @@ impl ReportBuilder {
         let frames = if go { goroutine_frames(frames) } else { frames };
         let unsymbolized = frames.iter().filter(|f| f.function.is_none()).count();
 
+        // The what() of an uncaught C++ exception, named from the mappings
+        // captured with the stack (the exception's code is on it).
+        let what_function = death
+            .evidence
+            .iter()
+            .find(|e| e.source == tracer_common::evidence_source::ABORT && e.code != 0)
+            .map(|e| self.name_code(death.pid, state, e.code));
         let facts = Facts {
             signal: cause,
             sp: state.and_then(|s| s.regs).map(|r| r[reg::SP]),
@@ -83,6 +90,7 @@ impl ReportBuilder {
             sp_region: state.and_then(|s| s.sp_region),
             return_addresses: state.map(|s| s.kstack.as_slice()).unwrap_or(&[]),
             libc: &death.evidence,
+            what_function: what_function.as_ref(),
         };
         let last_words = (!death.last_words.is_empty())
             .then(|| String::from_utf8_lossy(&death.last_words).into_owned());
@@ -239,6 +247,43 @@ impl ReportBuilder {
             diagnostics,
         );
         (frames, unwound.truncated, unwound.error)
+    }
+
+    /// The function at `addr`, a code address the process's evidence
+    /// names, from the mappings captured with its stack; or why it has no
+    /// name.
+    fn name_code(&mut self, pid: u32, state: Option<&StateRecord>, addr: u64) -> WhatFunction {
+        let Some(state) = state else {
+            return WhatFunction::Unnamed("the process's mappings were not captured".into());
+        };
+        let Some(mapping) = state
+            .mappings
+            .iter()
+            .find(|m| m.executable && addr >= m.start && addr < m.end)
+        else {
+            return WhatFunction::Unnamed(format!("no captured mapping holds {addr:#x}"));
+        };
+        let located = match locate::locate(pid, mapping) {
+            Ok(located) => located,
+            Err(e) => return WhatFunction::Unnamed(e.to_string()),
+        };
+        let path = located.path();
+        let module = ModuleRef {
+            path: &path,
+            start: mapping.start,
+            file_offset: mapping.file_offset,
+        };
+        match self.symbolizer.symbolize(&module, addr, false) {
+            Ok(sym) => match sym.frames.last().and_then(|f| f.function.as_deref()) {
+                Some(name) => WhatFunction::Named(name.to_string()),
+                None => WhatFunction::Unnamed(format!(
+                    "no symbol covers {:#x} in {}",
+                    sym.file_address,
+                    mapping.path.as_deref().unwrap_or(&path).display()
+                )),
+            },
+            Err(e) => WhatFunction::Unnamed(e.to_string()),
+        }
     }
 }
 
