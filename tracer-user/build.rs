@@ -9,6 +9,16 @@ fn main() -> anyhow::Result<()> {
         .no_deps()
         .exec()
         .context("reading cargo metadata")?;
+    // The BPF programs are built from tracer-common's types too: a change
+    // there must rebuild them, not only the userspace side.
+    for shared in packages
+        .iter()
+        .filter(|p| p.name.as_str() == "tracer-common")
+    {
+        if let Some(dir) = shared.manifest_path.parent() {
+            println!("cargo:rerun-if-changed={dir}");
+        }
+    }
     let ebpf = packages
         .into_iter()
         .find(|p| p.name.as_str() == "tracer-ebpf")

@@ -84,12 +84,14 @@ fn only_the_latest_writes_are_kept_and_a_long_one_by_its_end() {
     let report = recording.only_crash();
     check_explained(report, &context);
     let words = last_words(report);
-    // Four writes: "line 10", 299 x's and a newline (its last 256 bytes),
-    // "loading ...", and the last line.
-    let kept_of_long = format!("…{}\n", "x".repeat(255));
+    // The last eight writes: "line 6" to "line 10", 299 x's and a newline
+    // (its last 128 bytes), "loading ...", and the last line.
+    let kept_of_long = format!("…{}\n", "x".repeat(127));
     assert_eq!(
         words,
-        format!("line 10\n{kept_of_long}loading /etc/app.conf\n{SAID}\n"),
+        format!(
+            "line 6\nline 7\nline 8\nline 9\nline 10\n{kept_of_long}loading /etc/app.conf\n{SAID}\n"
+        ),
         "{context}"
     );
 }
@@ -167,5 +169,36 @@ fn runtime_mode_hooks_no_write() {
     assert!(
         !recording.stderr.contains("write(2)"),
         "nothing to warn about in the mode asked for\n{context}"
+    );
+}
+
+/// A C++ exception whose class overrides `what()`: the probe does not call
+/// it, but libstdc++'s terminate handler printed it before `abort()`.
+#[test]
+fn the_terminate_handler_s_words_complete_an_exception() {
+    if !require_bpf() {
+        return;
+    }
+    let h = harness();
+    let recording = h.record_with(
+        &["--last-words", "syscalls"],
+        &h.program("uncaught_exception"),
+        &["loud"],
+    );
+    let context = recording.context();
+    let report = recording.only_crash();
+    check_shape(report);
+    assert_eq!(report["class"], "uncaught-exception", "{context}");
+    assert_eq!(
+        report["message"], "inventory::LoudError: LOUD: read nothing",
+        "{context}"
+    );
+    assert!(
+        report["evidence"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|f| f
+                .as_str()
+                .is_some_and(|f| f.contains("terminate handler printed what()")))),
+        "{context}"
     );
 }

@@ -385,10 +385,11 @@ pub mod last_words_flags {
     pub const FROM_TAIL: u32 = 1 << 0;
 }
 
-/// Writes kept in a process's stderr tail.
-pub const STDERR_TAIL_SLOTS: usize = 4;
+/// Writes kept in a process's stderr tail: enough for libstdc++'s
+/// terminate message, which takes six.
+pub const STDERR_TAIL_SLOTS: usize = 8;
 /// Bytes kept of each write in a stderr tail (its end).
-pub const STDERR_TAIL_BYTES: usize = 256;
+pub const STDERR_TAIL_BYTES: usize = 128;
 
 /// Value of the `LAST_WORDS` map: a process whose stderr is being kept.
 #[repr(C)]

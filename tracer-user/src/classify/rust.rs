@@ -208,12 +208,12 @@ mod tests {
             function: None,
             code: 0,
         };
-        let c = classify_rust(&[probe.clone()], &frames, "").unwrap();
+        let c = classify_rust(std::slice::from_ref(&probe), &frames, "").unwrap();
         assert_eq!(c.class, "rust-panic");
         assert_eq!(c.message.as_deref(), Some("panicked at src/main.rs:8"));
 
         let words = "\nthread 'main' panicked at src/main.rs:8:5:\nconfig missing: /etc/x.toml\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
-        let c = classify_rust(&[probe.clone()], &frames, words).unwrap();
+        let c = classify_rust(std::slice::from_ref(&probe), &frames, words).unwrap();
         assert_eq!(
             c.message.as_deref(),
             Some("panicked at src/main.rs:8:5: config missing: /etc/x.toml")
