@@ -305,13 +305,10 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_runtime_probes: bool,
 
-    /// How to keep what native programs wrote to stderr before dying (a
-    /// C program's "giving up: config missing" before abort()). auto: hook
-    /// write(2) with fentry where the kernel can, at no cost to other
-    /// system calls; syscalls: use the write system call's tracepoint,
-    /// which works on any kernel but slows every system call on the host
-    /// (about 50 ns each) while crashtrace runs; runtime: only the Go and
-    /// Rust runtimes' own print paths, which are kept in every mode.
+    /// How to keep what native programs wrote to stderr before dying (a C
+    /// program's "giving up: config missing" before abort()), for the
+    /// report's last_words and message. Go's and Rust's are kept in every
+    /// mode. See the README's "Last words" for the measured costs.
     #[arg(long, value_name = "MODE", default_value_t = LastWordsMode::Auto)]
     pub last_words: LastWordsMode,
 }

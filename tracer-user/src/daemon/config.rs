@@ -300,6 +300,15 @@ mod tests {
     }
 
     #[test]
+    fn last_words_modes_parse_by_name() {
+        let c = Config::parse("[capture]\nlast_words = \"syscalls\"\n").unwrap();
+        assert_eq!(c.capture.last_words, LastWordsMode::Syscalls);
+        assert_eq!(Config::default().capture.last_words, LastWordsMode::Auto);
+        let e = Config::parse("[capture]\nlast_words = \"always\"\n").unwrap_err();
+        assert!(e.contains("always") && e.contains("syscalls"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::parse("[retention]\nmax_age = 3\n").unwrap_err();
         assert!(e.contains("max_age") && e.contains("line 2"), "{e}");

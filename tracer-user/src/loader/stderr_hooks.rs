@@ -28,14 +28,16 @@ use aya::{
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LastWordsMode {
-    /// Hook `write(2)` with fentry where the kernel can (cheap); otherwise
-    /// keep only the runtimes' own (Go, Rust) and say so.
+    /// Hook write(2) with fentry where the kernel has function hooks: one
+    /// call per write, nothing for other system calls. Without them, keep
+    /// none and say so at start.
     #[default]
     Auto,
     /// Hook the write system call's tracepoint: works on every kernel, but
-    /// slows every system call on the host while crashtrace runs.
+    /// slows every system call on the host (tens of ns each) and each
+    /// stderr write more, while crashtrace runs.
     Syscalls,
-    /// Only the runtimes' own print paths (Go, Rust); no hook on `write(2)`.
+    /// No hook on write(2): only the Go and Rust runtimes' own print paths.
     Runtime,
 }
 
