@@ -6,6 +6,7 @@
 
 use std::process::{Command, Stdio};
 
+use crashtrace_tests::record::Recording;
 use crashtrace_tests::report::{check_shape, find_frame};
 use crashtrace_tests::watch::Watch;
 use crashtrace_tests::{Harness, crash_line, require_bpf};
@@ -15,6 +16,12 @@ const SAID: &str = "giving up: config missing";
 
 fn harness() -> Harness {
     Harness::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// `crashtrace record --last-words MODE -- PROGRAM ARGS`.
+fn record(mode: &str, program: &str, args: &[&str]) -> Recording {
+    let h = harness();
+    h.record_with(&["--last-words", mode], &h.program(program), args)
 }
 
 fn last_words(report: &Value) -> &str {
@@ -48,12 +55,7 @@ fn words_written_before_abort_explain_it() {
     if !require_bpf() {
         return;
     }
-    let h = harness();
-    let recording = h.record_with(
-        &["--last-words", "syscalls"],
-        &h.program("giving_up"),
-        &["quiet"],
-    );
+    let recording = record("syscalls", "giving_up", &["quiet"]);
     let context = recording.context();
     assert_eq!(recording.exit_code(), Some(128 + 6), "{context}");
     let report = recording.only_crash();
@@ -74,12 +76,7 @@ fn only_the_latest_writes_are_kept_and_a_long_one_by_its_end() {
     if !require_bpf() {
         return;
     }
-    let h = harness();
-    let recording = h.record_with(
-        &["--last-words", "syscalls"],
-        &h.program("giving_up"),
-        &["chatty"],
-    );
+    let recording = record("syscalls", "giving_up", &["chatty"]);
     let context = recording.context();
     let report = recording.only_crash();
     check_explained(report, &context);
@@ -155,12 +152,7 @@ fn runtime_mode_hooks_no_write() {
     if !require_bpf() {
         return;
     }
-    let h = harness();
-    let recording = h.record_with(
-        &["--last-words", "runtime"],
-        &h.program("giving_up"),
-        &["quiet"],
-    );
+    let recording = record("runtime", "giving_up", &["quiet"]);
     let context = recording.context();
     let report = recording.only_crash();
     assert_eq!(report["class"], "abort", "{context}");
@@ -179,12 +171,7 @@ fn the_terminate_handler_s_words_complete_an_exception() {
     if !require_bpf() {
         return;
     }
-    let h = harness();
-    let recording = h.record_with(
-        &["--last-words", "syscalls"],
-        &h.program("uncaught_exception"),
-        &["loud"],
-    );
+    let recording = record("syscalls", "uncaught_exception", &["loud"]);
     let context = recording.context();
     let report = recording.only_crash();
     check_shape(report);

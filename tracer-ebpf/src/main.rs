@@ -146,7 +146,11 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     if !group_dead {
         return 0;
     }
-    let _ = DOOMED.remove(tgid);
+    // Two threads exiting at once on two CPUs can both find the group's
+    // live count at zero: the one whose delete succeeds reports the exit.
+    if DOOMED.remove(tgid).is_err() {
+        return 0;
+    }
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         count(&LOSSES, loss::RINGBUF_EXIT);
         return 0;
