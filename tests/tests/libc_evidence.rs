@@ -243,3 +243,49 @@ fn uncaught_exception_with_exceptions_own_what() {
         "{evidence:#?}"
     );
 }
+
+/// A libc of a container image is a different file from the host's: a
+/// program chrooted into a root with its own copy of libc (a new inode),
+/// started after crashtrace, still gets glibc's abort message, because
+/// the libc it sees is probed when its executable starts.
+#[test]
+fn a_libc_in_another_root_is_probed() {
+    if !require_bpf() {
+        return;
+    }
+    let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
+    let program = harness.program("double_free");
+    let root = harness.root().join("libc-root");
+    let _ = std::fs::remove_dir_all(&root);
+    let copy = |from: &str, to: &str| {
+        let to = root.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        // A copy, not a link: a new inode, as in a container image.
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copying {from}: {e}"));
+    };
+    copy(
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "usr/lib/x86_64-linux-gnu/libc.so.6",
+    );
+    copy("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2");
+    copy(program.to_str().unwrap(), "double_free");
+    // Its executable is reported as it starts; 300 ms later it frees twice.
+    let recording = harness.record(
+        std::path::Path::new("/usr/sbin/chroot"),
+        &[root.to_str().unwrap(), "/double_free", "300"],
+    );
+    let context = recording.context();
+    assert_eq!(recording.exit_code(), Some(128 + 6), "{context}");
+    let report = recording.only_crash();
+    assert_eq!(report["class"], "double-free", "{context}");
+    assert!(
+        report["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("double free detected")),
+        "{context}"
+    );
+    assert!(
+        !recording.stderr.contains("lose their evidence"),
+        "{context}"
+    );
+}

@@ -4,7 +4,8 @@
 //! so crashtrace probes every such executable it sees run: the command `record` starts (before it
 //! starts), every executable a watched process executes (reported by the
 //! kernel once per file), and the executables of processes already running
-//! when crashtrace starts.
+//! when crashtrace starts. The same moments find the libcs those processes
+//! see (a container's own), which get libc's `abort` probe.
 
 use std::{
     collections::HashSet,
@@ -27,6 +28,17 @@ pub fn probe_exec(tracer: &mut Tracer, exec: &ExecRecord) {
     let same = std::fs::metadata(&path).is_ok_and(|m| m.ino() == exec.ino && m.dev() == exec.dev);
     if same {
         probe(tracer, &path, Some(exec.pid));
+        probe_libcs(tracer, exec.pid);
+    }
+}
+
+/// Puts the libc probe on the libcs `pid` sees that are not probed yet
+/// (a container's own, say). Prints a warning per file that fails.
+fn probe_libcs(tracer: &mut Tracer, pid: u32) {
+    for failure in tracer.probe_libcs_of(pid) {
+        eprintln!(
+            "crashtrace: warning: aborts in programs using that libc lose their evidence: {failure}"
+        );
     }
 }
 
@@ -56,6 +68,7 @@ pub fn probe_running(tracer: &mut Tracer, pids: Option<&[u32]>) {
         if seen.insert((meta.dev(), meta.ino())) {
             probe(tracer, &path, Some(pid));
         }
+        probe_libcs(tracer, pid);
     }
 }
 

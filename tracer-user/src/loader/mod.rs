@@ -119,6 +119,8 @@ impl Default for TraceOptions {
 pub struct Tracer {
     ebpf: Ebpf,
     go: runtime_probes::RuntimeProbes,
+    /// The libc files `libc_abort` is attached to.
+    libc: libc_probes::LibcProbes,
     /// The Go fatal-path program loaded (false: Go probing is off or failed).
     go_loaded: bool,
     /// Optional probes that could not be attached, one line each.
@@ -156,6 +158,7 @@ impl Tracer {
         let mut tracer = Self {
             ebpf,
             go: runtime_probes::RuntimeProbes::default(),
+            libc: libc_probes::LibcProbes::default(),
             go_loaded: false,
             degraded: Vec::new(),
             activity_columns: opts.activity.clone(),
@@ -269,11 +272,29 @@ impl Tracer {
             .map_err(|e| format!("{e}"))
             .and_then(|p: &mut UProbe| p.load().map(|()| p).map_err(|e| format!("{e:#}")));
         match loaded {
-            Ok(abort) => self.degraded.extend(libc_probes::attach(abort)),
+            Ok(abort) => self
+                .degraded
+                .extend(libc_probes::attach(&mut self.libc, abort)),
             Err(e) => self
                 .degraded
                 .push(format!("cannot load the libc probe: {e}")),
         }
+    }
+
+    /// Probes the libcs process `pid` maps or has under its root (a
+    /// container's) that are not probed yet. Returns one line per failure.
+    pub fn probe_libcs_of(&mut self, pid: u32) -> Vec<String> {
+        let Some(Ok(abort)) = self
+            .ebpf
+            .program_mut("libc_abort")
+            .map(<&mut UProbe>::try_from)
+        else {
+            return Vec::new();
+        };
+        libc_probes::libcs_of(pid)
+            .iter()
+            .filter_map(|path| self.libc.probe(abort, path).err())
+            .collect()
     }
 
     /// The `write(2)` hook that keeps native programs' last words.
