@@ -39,6 +39,7 @@ pub const STACK_SNAPSHOT_DEFAULT: u32 = 16 * 1024;
 pub const SENDER_STACK_MAX: usize = 32;
 /// Most distinct mappings described in one signal event.
 pub const MODULES_MAX: usize = 16;
+
 /// Bytes reserved for one mapping's path, stored as NUL-terminated
 /// components from the file up to the root (reversed by userspace).
 pub const PATH_BUF: usize = 512;
@@ -397,7 +398,10 @@ pub const STDERR_TAIL_BYTES: usize = 128;
 pub struct LastWordsState {
     /// Bytes sent so far (at most [`LAST_WORDS_MAX`]).
     pub sent: u32,
-    pub _pad: u32,
+    /// Non-zero once a runtime's own print path (Go's `gwrite`, Rust's
+    /// stderr writer) has kept words: the `write(2)` hook then leaves the
+    /// same bytes alone instead of keeping them twice.
+    pub from_runtime: u32,
 }
 
 /// A process executed a file not yet in `KNOWN_EXES`.
@@ -533,6 +537,19 @@ pub struct KernelOffsets {
     pub kn_parent: u32,
     pub kn_name: u32,
     pub kn_id: u32,
+    /// For kernels without `bpf_task_pt_regs` (before 5.15): the user
+    /// registers sit at the top of the task's kernel stack.
+    pub task_stack: u32,
+    /// For kernels without `bpf_find_vma` (before 5.17): the VMA red-black
+    /// tree (`mm->mm_rb`, `vma->vm_rb`, `rb_node`'s children). Zero where
+    /// VMAs live in a maple tree (6.1 and later, which have the helper).
+    pub mm_rb: u32,
+    pub vma_rb: u32,
+    /// The VMA list of the same kernels (`mm->mmap`, `vma->vm_next`).
+    pub mm_mmap: u32,
+    pub vma_next: u32,
+    pub rb_left: u32,
+    pub rb_right: u32,
 }
 
 /// Flags in [`OomEvent::flags`].

@@ -75,6 +75,7 @@ fn header_behind(word: u64) -> Option<u64> {
 }
 
 /// Searches the registers at `regs` and the stack above SP.
+#[inline(always)]
 pub fn find(regs: *const pt_regs) -> Option<Exception> {
     let (candidates, sp) = unsafe {
         (

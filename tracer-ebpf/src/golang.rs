@@ -56,6 +56,7 @@ pub fn runtime_fatal(ctx: ProbeContext) -> u32 {
     0
 }
 
+#[inline(always)]
 fn on_fatal(ctx: &ProbeContext) -> Option<()> {
     let cfg = CONFIG.get(0)?;
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -71,7 +72,7 @@ fn on_fatal(ctx: &ProbeContext) -> Option<()> {
         // capacity).
         let regs = ctx.regs;
         let (ptr, len) = unsafe { ((*regs).rax, (*regs).rbx) };
-        lastwords::keep(pid_tgid, ptr, len);
+        lastwords::keep_from_runtime(pid_tgid, ptr, len);
         return None;
     }
     let source = match which {
@@ -131,12 +132,13 @@ pub fn doom_and_capture(
             }
         }
     }
-    state::capture(ctx, task, snapshot_bytes);
+    state::capture::<false>(ctx, task, snapshot_bytes);
     Some(())
 }
 
 /// Copies a (pointer, length) string, Go's or Rust's, not NUL-terminated,
 /// into text `index` of `e`.
+#[inline(always)]
 pub fn copy_go_string(e: *mut tracer_common::EvidenceEvent, index: usize, ptr: u64, len: u64) {
     if ptr == 0 || len == 0 || index >= 3 {
         return;

@@ -153,8 +153,14 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
 fn on_stderr_write(buf: u64, asked: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if armed() && unsafe { LAST_WORDS.get(tgid) }.is_some() {
-        keep(pid_tgid, buf, asked);
+    if armed()
+        && let Some(state) = unsafe { LAST_WORDS.get(tgid) }
+    {
+        // A runtime's print path already keeps these bytes on their way
+        // to this write.
+        if state.from_runtime == 0 {
+            keep(pid_tgid, buf, asked);
+        }
         return;
     }
     let Some(cfg) = CONFIG.get(0) else { return };
@@ -256,6 +262,18 @@ pub fn send_tail(tgid: u32, tid: u32) {
         }
     }
     let _ = STDERR_TAILS.remove(tgid);
+}
+
+/// Sends what a runtime's own print path (Go's `gwrite`, Rust's stderr
+/// writer) is about to write, and marks the process so that the
+/// `write(2)` hook does not keep the same bytes again.
+#[inline(always)]
+pub fn keep_from_runtime(pid_tgid: u64, buf: u64, asked: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if let Some(state) = LAST_WORDS.get_ptr_mut(tgid) {
+        unsafe { (*state).from_runtime = 1 };
+    }
+    keep(pid_tgid, buf, asked);
 }
 
 /// Sends `asked` bytes at user address `buf` (bounded) as the last words

@@ -82,6 +82,7 @@ pub(crate) struct Reserved(
     aya_ebpf::maps::ring_buf::RingBufEntry<EvidenceEvent>,
 );
 
+#[inline(always)]
 pub(crate) fn start(source: u32) -> Option<Reserved> {
     let cfg = CONFIG.get(0)?;
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -111,6 +112,7 @@ pub(crate) fn start(source: u32) -> Option<Reserved> {
     Some(Reserved(e, entry))
 }
 
+#[inline(always)]
 pub(crate) fn copy_str(e: &Reserved, index: usize, from: u64) {
     if from == 0 || index >= 3 {
         return;
@@ -124,6 +126,7 @@ pub(crate) fn copy_str(e: &Reserved, index: usize, from: u64) {
     }
 }
 
+#[inline(always)]
 pub(crate) fn finish(e: Reserved) {
     e.1.submit(0);
 }

@@ -35,10 +35,10 @@ mod vma;
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-    macros::{btf_tracepoint, map},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns},
+    macros::{btf_tracepoint, fentry, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, FEntryContext},
 };
 use tracer_common::{COMM_LEN, Config, Doom, ExitEvent, config_flags, kind, loss};
 
@@ -105,7 +105,14 @@ fn watched(cfg: &Config, task: u64, tgid: u32) -> bool {
 
 #[btf_tracepoint(function = "signal_generate")]
 pub fn signal_generate(ctx: BtfTracePointContext) -> u32 {
-    signal::on_signal(&ctx);
+    signal::on_signal::<false>(&ctx);
+    0
+}
+
+/// `signal_generate` for kernels without `bpf_find_vma` and `bpf_loop`.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate_legacy(ctx: BtfTracePointContext) -> u32 {
+    signal::on_signal::<true>(&ctx);
     0
 }
 
@@ -114,6 +121,26 @@ pub fn signal_generate(ctx: BtfTracePointContext) -> u32 {
 /// and the last thread reports the group's exit status.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
+    on_exit::<false, true>(&ctx)
+}
+
+/// `sched_process_exit` for kernels without `bpf_task_pt_regs`,
+/// `bpf_find_vma` and `bpf_loop`.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_legacy(ctx: BtfTracePointContext) -> u32 {
+    on_exit::<true, true>(&ctx)
+}
+
+/// `sched_process_exit` without the capture, for a kernel whose verifier
+/// refuses every capture program: deaths are still reported, without
+/// stacks, rather than not at all.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_bare(ctx: BtfTracePointContext) -> u32 {
+    on_exit::<true, false>(&ctx)
+}
+
+#[inline(always)]
+fn on_exit<const LEGACY: bool, const CAPTURE: bool>(ctx: &BtfTracePointContext) -> u32 {
     let task: u64 = ctx.arg(0);
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -138,9 +165,12 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     }
     let Some(doom) = doom else { return 0 };
     unsafe {
-        if (*doom).captured == 0 && ((*doom).tid == 0 || (*doom).tid == tid || group_dead) {
+        if CAPTURE
+            && (*doom).captured == 0
+            && ((*doom).tid == 0 || (*doom).tid == tid || group_dead)
+        {
             (*doom).captured = 1;
-            state::capture(ctx.as_ptr(), task, cfg.snapshot_bytes);
+            state::capture::<LEGACY>(ctx.as_ptr(), task, cfg.snapshot_bytes);
         }
     }
     if !group_dead {
@@ -165,6 +195,47 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
         _pad2: 0,
     });
     entry.submit(0);
+    0
+}
+
+/// Where `sched_process_exit` fires after `exit_mm()` (every kernel before
+/// 6.16, whose tracepoint lacks `group_dead`), the exiting thread has no
+/// memory map left there: no stack, no mappings, no executable. The loader
+/// then also attaches this program at the entry of `do_exit`, which every
+/// exiting thread calls in its own context with its mm still attached and
+/// interrupts enabled, and the capture happens here instead. The choice of
+/// thread is the tracepoint's: the signalled thread, else the last one.
+#[fentry(function = "do_exit")]
+pub fn exit_capture(ctx: FEntryContext) -> u32 {
+    on_do_exit::<false>(&ctx)
+}
+
+/// `exit_capture` for kernels without `bpf_task_pt_regs`, `bpf_find_vma`
+/// and `bpf_loop`.
+#[fentry(function = "do_exit")]
+pub fn exit_capture_legacy(ctx: FEntryContext) -> u32 {
+    on_do_exit::<true>(&ctx)
+}
+
+#[inline(always)]
+fn on_do_exit<const LEGACY: bool>(ctx: &FEntryContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    let Some(doom) = DOOMED.get_ptr_mut(tgid) else {
+        return 0;
+    };
+    let Some(cfg) = config() else { return 0 };
+    let task = unsafe { bpf_get_current_task() };
+    let signal: u64 = read(task, off!(task_signal));
+    // `live` still counts this thread: it is decremented after this point.
+    let last = read::<i32>(signal, off!(signal_live)) <= 1;
+    unsafe {
+        if (*doom).captured == 0 && ((*doom).tid == 0 || (*doom).tid == tid || last) {
+            (*doom).captured = 1;
+            state::capture::<LEGACY>(ctx.as_ptr(), task, cfg.snapshot_bytes);
+        }
+    }
     0
 }
 

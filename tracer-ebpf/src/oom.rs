@@ -18,7 +18,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
         generated::bpf_probe_read_kernel_str,
     },
-    macros::btf_tracepoint,
+    macros::{btf_tracepoint, map},
+    maps::LruHashMap,
     programs::BtfTracePointContext,
 };
 use tracer_common::{OomEvent, PATH_BUF, PATH_COMPONENT_MAX, kind, loss, oom_flags};
@@ -53,6 +54,24 @@ pub fn mark_victim(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// Threads the kernel itself sent SIGKILL to, by thread id: the OOM
+/// killer's victims among them. Kernels whose `mark_victim` passes only
+/// the victim's pid (before the task was added to it) find the task here.
+#[map]
+pub static KERNEL_KILLS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(64, 0);
+
+/// `mark_victim` on kernels where it passes the victim's pid.
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim_pid(ctx: BtfTracePointContext) -> u32 {
+    let pid: u32 = ctx.arg(0);
+    if let Some(&task) = unsafe { KERNEL_KILLS.get(pid) } {
+        let _ = KERNEL_KILLS.remove(pid);
+        let _ = record_victim(task);
+    }
+    0
+}
+
+#[inline(always)]
 fn record_victim(victim: u64) -> Option<()> {
     let cfg = CONFIG.get(0)?;
     let tgid: u32 = read(victim, off!(task_tgid));
@@ -158,9 +177,11 @@ unsafe fn cgroup_path(e: *mut OomEvent, mut kn: u64) -> bool {
         }
         let name: u64 = read(kn, off!(kn_name));
         let copied = unsafe {
-            let dst = (&raw mut (*e).cgroup_path)
-                .cast::<u8>()
-                .add(len & (PATH_COMPONENT_MAX - 1));
+            // `len` is below `PATH_BUF - PATH_COMPONENT_MAX` here, so the
+            // compiler would drop this mask; older verifiers (6.1) lose that
+            // bound across the loop and need to see it, hence the opaque value.
+            let at = core::hint::black_box(len) & (PATH_COMPONENT_MAX - 1);
+            let dst = (&raw mut (*e).cgroup_path).cast::<u8>().add(at);
             bpf_probe_read_kernel_str(dst.cast(), PATH_COMPONENT_MAX as u32, name as *const _)
         };
         if copied <= 0 {

@@ -13,12 +13,12 @@ use crate::{
 
 /// Writes the path of `mm->exe_file` into `dst`; returns the bytes used.
 #[inline(always)]
-pub unsafe fn exe_path(dst: *mut [u8; PATH_BUF], mm: u64) -> u32 {
+pub unsafe fn exe_path<const LEGACY: bool>(dst: *mut [u8; PATH_BUF], mm: u64) -> u32 {
     let exe_file: u64 = read(mm, off!(mm_exe_file));
     if exe_file == 0 {
         return 0;
     }
-    unsafe { walk_path(dst.cast(), exe_file).0 }
+    unsafe { walk_path::<LEGACY>(dst.cast(), exe_file).0 }
 }
 
 /// Copies the NUL-separated arguments into `dst`; returns the bytes used.

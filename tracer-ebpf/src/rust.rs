@@ -39,6 +39,7 @@ fn read_user<T: Copy + Default>(addr: u64) -> T {
     if rc == 0 { out } else { T::default() }
 }
 
+#[inline(always)]
 pub fn on_panic(ctx: &ProbeContext) -> Option<()> {
     let cfg = CONFIG.get(0)?;
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -78,5 +79,5 @@ pub fn on_stderr(ctx: &ProbeContext) {
         return;
     }
     let (ptr, len) = unsafe { ((*ctx.regs).rsi, (*ctx.regs).rdx) };
-    lastwords::keep(bpf_get_current_pid_tgid(), ptr, len);
+    lastwords::keep_from_runtime(bpf_get_current_pid_tgid(), ptr, len);
 }

@@ -47,7 +47,8 @@ const SI_KERNEL: i32 = 0x80;
 /// Codes of thread-directed signals (tkill, tgkill) and faults are > 0 or -6.
 const SI_TKILL: i32 = -6;
 
-pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
+#[inline(always)]
+pub fn on_signal<const LEGACY: bool>(ctx: &BtfTracePointContext) -> Option<()> {
     let sig: i32 = ctx.arg(0);
     let info: u64 = ctx.arg(1);
     let task: *mut c_void = ctx.arg(2);
@@ -78,6 +79,11 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
     }
     if unsafe { field::<u64>(task, off!(task_mm)) } == 0 {
         return None; // kernel thread
+    }
+    if sig == SIGKILL && info == SEND_SIG_PRIV {
+        // Perhaps the OOM killer's: its record may name only the pid.
+        let tid: u32 = unsafe { field(task, off!(task_pid)) };
+        let _ = crate::oom::KERNEL_KILLS.insert(tid, task_addr, 0);
     }
 
     // Will the default action run? A forced fault on a blocked or ignored
@@ -146,7 +152,8 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
             }
             let sender_mm: u64 = read(bpf_get_current_task(), off!(task_mm));
             if sender_mm != 0 {
-                (*e).sender_exe_len = process::exe_path(&raw mut (*e).sender_exe, sender_mm);
+                (*e).sender_exe_len =
+                    process::exe_path::<LEGACY>(&raw mut (*e).sender_exe, sender_mm);
                 (*e).sender_cmdline_len = process::cmdline(&raw mut (*e).sender_cmdline, sender_mm);
             }
         } else {
@@ -159,7 +166,7 @@ pub fn on_signal(ctx: &BtfTracePointContext) -> Option<()> {
         // One lookup is all this context allows (see `vma`); the fault
         // address's mapping is the one classification needs.
         (*e).fault_vma = if current_tgid == tgid {
-            summarize_vma(task, (*e).fault_addr)
+            summarize_vma::<LEGACY>(task, field(task, off!(task_mm)), (*e).fault_addr)
         } else {
             core::mem::zeroed()
         };

@@ -38,9 +38,39 @@ const REG_SP: usize = 19;
 const PAGE: u64 = 4096;
 const SNAPSHOT_PAGES: usize = STACK_SNAPSHOT_MAX / PAGE as usize;
 
+/// `pt_regs` is 21 words; user `cs` and `ss` are its words 17 and 20.
+const PT_REGS_SIZE: u64 = (REGS_LEN * 8) as u64;
+const REG_CS: u64 = 17;
+const REG_SS: u64 = 20;
+const USER_CS: u64 = 0x33;
+const USER_DS: u64 = 0x2b;
+
+/// `task_pt_regs(task)` for kernels without `bpf_task_pt_regs` (before
+/// 5.15): the saved user registers sit at the top of the task's kernel
+/// stack (x86_64 leaves no padding above them). The stack is 16 KiB, or
+/// 32 KiB with KASAN; the one whose frame holds the user code and stack
+/// segments is taken, so a wrong guess yields no registers, not wrong ones.
+#[inline(always)]
+fn user_regs_legacy(task: u64) -> u64 {
+    let stack: u64 = read(task, off!(task_stack));
+    if stack == 0 {
+        return 0;
+    }
+    for size in [16384u64, 32768] {
+        let regs = stack + size - PT_REGS_SIZE;
+        if read::<u64>(regs, REG_CS * 8) == USER_CS && read::<u64>(regs, REG_SS * 8) == USER_DS {
+            return regs;
+        }
+    }
+    0
+}
+
 /// Sends a [`StateEvent`] for the current thread: an exiting one, or one
 /// stopped at a runtime's fatal-path probe. `ctx` is the program's context.
-pub fn capture(ctx: *mut c_void, task: u64, snapshot_bytes: u32) {
+/// `LEGACY` is for kernels without `bpf_task_pt_regs`, `bpf_find_vma` and
+/// `bpf_loop`.
+#[inline(always)]
+pub fn capture<const LEGACY: bool>(ctx: *mut c_void, task: u64, snapshot_bytes: u32) {
     let mm: u64 = read(task, off!(task_mm));
     if mm == 0 {
         return;
@@ -55,8 +85,11 @@ pub fn capture(ctx: *mut c_void, task: u64, snapshot_bytes: u32) {
         (*e).boot_ns = bpf_ktime_get_boot_ns();
         fill_identity(&raw mut (*e).thread, task);
         let mut flags = 0;
-        let current = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(current) as *const c_void;
+        let regs = if LEGACY {
+            user_regs_legacy(task) as *const c_void
+        } else {
+            bpf_task_pt_regs(bpf_get_current_task_btf()) as *const c_void
+        };
         let regs_size = (REGS_LEN * 8) as u32;
         if !regs.is_null()
             && bpf_probe_read_kernel((&raw mut (*e).regs).cast(), regs_size, regs) == 0
@@ -82,8 +115,15 @@ pub fn capture(ctx: *mut c_void, task: u64, snapshot_bytes: u32) {
                 flags |= signal_flags::SNAPSHOT_SHORT;
             }
         }
-        capture_process(e, mm);
-        (*e).sp_vma = summarize_vma(current.cast(), (*e).regs[REG_SP]);
+        capture_process::<LEGACY>(e, mm);
+        // The helper wants the current task as a BTF pointer; the legacy
+        // lookup descends `mm` instead.
+        let current = if LEGACY {
+            core::ptr::null_mut()
+        } else {
+            bpf_get_current_task_btf().cast()
+        };
+        (*e).sp_vma = summarize_vma::<LEGACY>(current, mm, (*e).regs[REG_SP]);
         // Scan from SP up: words below it are dead and would only spend the
         // lookup budget.
         let sp = (*e).regs[REG_SP];
@@ -98,7 +138,7 @@ pub fn capture(ctx: *mut c_void, task: u64, snapshot_bytes: u32) {
             count: ((snapshot_end - scan_from) / 8) as u32,
             stack: (*e).sp_vma,
         };
-        let (n, truncated) = capture_modules(
+        let (n, truncated) = capture_modules::<LEGACY>(
             &raw mut (*e).modules,
             (*e).regs[REG_IP],
             &raw const (*e).kstack,
@@ -154,9 +194,9 @@ unsafe fn snapshot_stack(e: *mut StateEvent, want_above_sp: u32) -> bool {
 /// The executable's path and command line: both are gone once the
 /// process has exited.
 #[inline(always)]
-unsafe fn capture_process(e: *mut StateEvent, mm: u64) {
+unsafe fn capture_process<const LEGACY: bool>(e: *mut StateEvent, mm: u64) {
     unsafe {
-        (*e).exe_len = process::exe_path(&raw mut (*e).exe, mm);
+        (*e).exe_len = process::exe_path::<LEGACY>(&raw mut (*e).exe, mm);
         (*e).cmdline_len = process::cmdline(&raw mut (*e).cmdline, mm);
     }
 }

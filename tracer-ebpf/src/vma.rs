@@ -1,10 +1,21 @@
 //! Mappings: which file backs an address, captured while the process
 //! still exists so that symbolization survives its exit.
 //!
-//! `bpf_find_vma` is the only way in; it takes the mmap lock with a trylock
-//! and, when IRQs are off, defers the unlock, after which further calls in
-//! the same program fail. So mappings are looked up from the exiting
-//! thread's own context (IRQs on), not from `signal_generate`.
+//! `bpf_find_vma` is the way in where the kernel has it (5.17 and later);
+//! it takes the mmap lock with a trylock and, when IRQs are off, defers the
+//! unlock, after which further calls in the same program fail. So mappings
+//! are looked up from the exiting thread's own context (IRQs on), not from
+//! `signal_generate`.
+//!
+//! Every function here takes a `LEGACY` mode for kernels without
+//! `bpf_find_vma` and `bpf_loop` (5.10 to 5.16). There the VMA red-black
+//! tree is descended with plain reads (a torn read while another thread
+//! changes the mappings at worst loses one), and loops are bounded `for`
+//! loops, which the verifier walks iteration by iteration. Looking up
+//! every stack word is beyond its budget that way, so the exiting thread's
+//! executable mappings are taken from the VMA list instead (the IP's
+//! first, then the others in address order, [`MODULES_MAX`] at most), and
+//! their paths are walked once they are all found.
 
 use core::ffi::c_void;
 
@@ -28,6 +39,7 @@ use crate::{
 
 /// What the `bpf_find_vma` callback copies out of the VMA.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct VmaOut {
     start: u64,
     end: u64,
@@ -37,16 +49,63 @@ pub struct VmaOut {
 }
 
 extern "C" fn vma_callback(_task: *mut c_void, vma: *mut c_void, ctx: *mut c_void) -> i64 {
-    let vma = vma as u64;
     let out = ctx as *mut VmaOut;
-    unsafe {
-        (*out).start = read(vma, off!(vma_start));
-        (*out).end = read(vma, off!(vma_end));
-        (*out).pgoff = read(vma, off!(vma_pgoff));
-        (*out).file = read(vma, off!(vma_file));
-        (*out).flags = read(vma, off!(vma_flags));
-    }
+    // SAFETY: `ctx` is the `VmaOut` on `find_vma`'s stack.
+    unsafe { *out = vma_out(vma as u64) };
     0
+}
+
+#[inline(always)]
+fn vma_out(vma: u64) -> VmaOut {
+    VmaOut {
+        start: read(vma, off!(vma_start)),
+        end: read(vma, off!(vma_end)),
+        pgoff: read(vma, off!(vma_pgoff)),
+        file: read(vma, off!(vma_file)),
+        flags: read(vma, off!(vma_flags)),
+    }
+}
+
+/// Deepest red-black tree descent: a tree of 65,536 mappings is at most
+/// 32 levels deep.
+const RB_DEPTH_MAX: usize = 32;
+const EOPNOTSUPP: i64 = 95;
+
+/// `find_vma` by hand, for kernels without the helper: descends `mm`'s
+/// VMA red-black tree to the mapping that contains `addr`.
+#[inline(always)]
+fn find_vma_rb(mm: u64, addr: u64) -> Result<VmaOut, i64> {
+    if off!(rb_right) == 0 || mm == 0 {
+        return Err(-EOPNOTSUPP);
+    }
+    // `rb_root` holds only its root node pointer.
+    let mut node: u64 = read(mm, off!(mm_rb));
+    for _ in 0..RB_DEPTH_MAX {
+        if node == 0 {
+            break;
+        }
+        let vma = node - off!(vma_rb);
+        if read::<u64>(vma, off!(vma_end)) > addr {
+            if read::<u64>(vma, off!(vma_start)) <= addr {
+                return Ok(vma_out(vma));
+            }
+            node = read(node, off!(rb_left));
+        } else {
+            node = read(node, off!(rb_right));
+        }
+    }
+    Err(-ENOENT)
+}
+
+/// The mapping of `addr` in the current task (`mm` is its memory map).
+#[inline(always)]
+unsafe fn lookup<const LEGACY: bool>(mm: u64, addr: u64) -> Result<VmaOut, i64> {
+    if LEGACY {
+        find_vma_rb(mm, addr)
+    } else {
+        // SAFETY: the current task, as the helper wants it.
+        unsafe { find_vma(bpf_get_current_task_btf().cast(), addr) }
+    }
 }
 
 const VM_EXEC: u64 = 0x4;
@@ -72,13 +131,23 @@ pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Result<VmaOut, i64> {
     if rc == 0 { Ok(out) } else { Err(rc) }
 }
 
-/// The mapping holding `addr`; `found == 0` when none does (or `addr` is 0).
+/// The mapping holding `addr` in `task` (whose memory map is `mm`);
+/// `found == 0` when none does (or `addr` is 0).
 #[inline(always)]
-pub unsafe fn summarize_vma(task: *mut c_void, addr: u64) -> VmaSummary {
+pub unsafe fn summarize_vma<const LEGACY: bool>(
+    task: *mut c_void,
+    mm: u64,
+    addr: u64,
+) -> VmaSummary {
     if addr == 0 {
         return VmaSummary::default();
     }
-    match unsafe { find_vma(task, addr) } {
+    let found = if LEGACY {
+        find_vma_rb(mm, addr)
+    } else {
+        unsafe { find_vma(task, addr) }
+    };
+    match found {
         Ok(v) => VmaSummary {
             start: v.start,
             end: v.end,
@@ -126,6 +195,11 @@ pub struct ModuleScratch {
     stack_end: u64,
     skip: [[u64; 2]; SKIP_MAX],
     modules: [Module; MODULES_MAX],
+    /// `LEGACY`: the mappings found, described (and their paths walked)
+    /// once the search is over.
+    raw: [VmaOut; MODULES_MAX],
+    /// `LEGACY`: the memory map the lookups descend.
+    mm: u64,
 }
 
 #[map]
@@ -147,7 +221,7 @@ pub struct StackWords {
 /// many were filled and whether some did not fit. Runs in the exiting
 /// thread's context (`current` owns the addresses).
 #[inline(always)]
-pub unsafe fn capture_modules(
+pub unsafe fn capture_modules<const LEGACY: bool>(
     modules: *mut [Module; MODULES_MAX],
     ip: u64,
     kstack: *const [u64; KSTACK_MAX],
@@ -175,6 +249,7 @@ pub unsafe fn capture_modules(
             (*scratch).modules[j].start = 0;
             (*scratch).modules[j].end = 0;
         }
+        (*scratch).mm = mm;
         for j in 0..SKIP_MAX {
             (*scratch).skip[j] = [0, 0];
         }
@@ -184,12 +259,43 @@ pub unsafe fn capture_modules(
         (*scratch).stack_start = words.stack.start;
         (*scratch).stack_end = words.stack.end;
         (*scratch).vdso = read(mm, off!(mm_vdso));
-        bpf_loop(
-            KSTACK_MAX as u32 + 1 + WORDS_MAX,
-            module_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+        if LEGACY {
+            // The instruction pointer's mapping first, then every other
+            // executable one in address order: a walk of the VMA list the
+            // verifier can follow, where looking up each stack word is
+            // beyond its budget without `bpf_loop`. Each is described, and
+            // its path walked, once the search is over, which keeps every
+            // loop's body small.
+            if let Ok(vma) = find_vma_rb(mm, ip) {
+                (*scratch).raw[0] = vma;
+                (*scratch).n_modules = 1;
+            }
+            collect_exec_vmas(scratch, mm);
+            let vdso = (*scratch).vdso;
+            for j in 0..MODULES_MAX {
+                if j as u32 >= (*scratch).n_modules {
+                    break;
+                }
+                let m = &raw mut (*scratch).modules[j];
+                let vma = &raw const (*scratch).raw[j];
+                describe_module::<true>(m, &*vma, vdso);
+                if (*vma).file != 0 {
+                    let (len, complete) =
+                        walk_path::<true>((&raw mut (*m).path).cast(), (*vma).file);
+                    (*m).path_len = len;
+                    if !complete {
+                        (*m).flags |= module_flags::PATH_TRUNCATED;
+                    }
+                }
+            }
+        } else {
+            bpf_loop(
+                KSTACK_MAX as u32 + 1 + WORDS_MAX,
+                module_step as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            );
+        }
         bpf_probe_read_kernel(
             modules.cast(),
             core::mem::size_of::<[Module; MODULES_MAX]>() as u32,
@@ -211,6 +317,58 @@ extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
     let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
+    // SAFETY: the per-CPU scratch, which only this program uses.
+    unsafe { module_step_at::<false>(scratch, index) }
+}
+
+/// Mappings visited at most by [`collect_exec_vmas`].
+const VMAS_MAX: u32 = 256;
+
+/// Adds every executable mapping of `mm` (files and the vDSO) that fits,
+/// in address order, walking `mm->mmap` (kernels before 6.1, which keep
+/// VMAs in a list as well as a tree). The body is kept to one branch: the
+/// 5.10 verifier walks every iteration.
+#[inline(always)]
+unsafe fn collect_exec_vmas(scratch: *mut ModuleScratch, mm: u64) {
+    if off!(mm_mmap) == 0 && off!(vma_next) == 0 {
+        return;
+    }
+    unsafe {
+        let vdso = (*scratch).vdso;
+        let first = (*scratch).raw[0].start;
+        let mut vma: u64 = read(mm, off!(mm_mmap));
+        for _ in 0..VMAS_MAX {
+            if vma == 0 {
+                break;
+            }
+            let start: u64 = read(vma, off!(vma_start));
+            let flags: u64 = read(vma, off!(vma_flags));
+            let file: u64 = read(vma, off!(vma_file));
+            let wanted =
+                (flags & VM_EXEC != 0) & ((file != 0) | (start == vdso)) & (start != first);
+            if wanted {
+                let n = (*scratch).n_modules as usize;
+                if n >= MODULES_MAX {
+                    (*scratch).truncated = 1;
+                    break;
+                }
+                (*scratch).raw[n & (MODULES_MAX - 1)] = VmaOut {
+                    start,
+                    end: read(vma, off!(vma_end)),
+                    pgoff: read(vma, off!(vma_pgoff)),
+                    file,
+                    flags,
+                };
+                (*scratch).n_modules = n as u32 + 1;
+            }
+            vma = read(vma, off!(vma_next));
+        }
+    }
+}
+
+/// Step `index` of the module capture loop; non-zero ends the loop.
+#[inline(always)]
+unsafe fn module_step_at<const LEGACY: bool>(scratch: *mut ModuleScratch, index: u64) -> i64 {
     unsafe {
         let i = index as usize;
         let n_addrs = (*scratch).n_addrs as usize;
@@ -265,8 +423,7 @@ extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
             }
             (*scratch).word_lookups += 1;
         }
-        let task = bpf_get_current_task_btf() as *mut c_void;
-        let vma = match find_vma(task, addr) {
+        let vma = match lookup::<LEGACY>((*scratch).mm, addr) {
             Ok(vma) => vma,
             Err(rc) => {
                 // No mapping (-ENOENT) is an answer; anything else (the mmap
@@ -288,18 +445,17 @@ extern "C" fn module_step(index: u64, _ctx: *mut c_void) -> i64 {
             }
             return 0;
         }
-        describe_module(
-            &raw mut (*scratch).modules[n & (MODULES_MAX - 1)],
-            &vma,
-            (*scratch).vdso,
-        );
+        let slot = n & (MODULES_MAX - 1);
+        describe_module::<LEGACY>(&raw mut (*scratch).modules[slot], &vma, (*scratch).vdso);
         (*scratch).n_modules = n as u32 + 1;
     }
     0
 }
 
+/// Fills `m` from `vma`; its path too, except in `LEGACY` mode, where the
+/// caller walks it afterwards.
 #[inline(always)]
-unsafe fn describe_module(m: *mut Module, vma: &VmaOut, vdso: u64) {
+unsafe fn describe_module<const LEGACY: bool>(m: *mut Module, vma: &VmaOut, vdso: u64) {
     unsafe {
         (*m).start = vma.start;
         (*m).end = vma.end;
@@ -320,10 +476,12 @@ unsafe fn describe_module(m: *mut Module, vma: &VmaOut, vdso: u64) {
             (*m).ino = read(inode, off!(inode_ino));
             let sb: u64 = read(inode, off!(inode_sb));
             (*m).dev = read(sb, off!(sb_dev));
-            let (len, complete) = walk_path((&raw mut (*m).path).cast(), vma.file);
-            (*m).path_len = len;
-            if !complete {
-                flags |= module_flags::PATH_TRUNCATED;
+            if !LEGACY {
+                let (len, complete) = walk_path::<false>((&raw mut (*m).path).cast(), vma.file);
+                (*m).path_len = len;
+                if !complete {
+                    flags |= module_flags::PATH_TRUNCATED;
+                }
             }
         }
         (*m).flags = flags;
@@ -350,7 +508,7 @@ static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1,
 /// the task's mount tree. Returns the bytes used and whether the walk reached
 /// the root.
 #[inline(always)]
-pub unsafe fn walk_path(buf: *mut u8, file: u64) -> (u32, bool) {
+pub unsafe fn walk_path<const LEGACY: bool>(buf: *mut u8, file: u64) -> (u32, bool) {
     let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else {
         return (0, false);
     };
@@ -360,12 +518,20 @@ pub unsafe fn walk_path(buf: *mut u8, file: u64) -> (u32, bool) {
         (*w).mount = read::<u64>(path, off!(path_mnt)) - off!(mount_mnt);
         (*w).len = 0;
         (*w).state = 0;
-        bpf_loop(
-            PATH_DEPTH_MAX,
-            path_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+        if LEGACY {
+            for _ in 0..PATH_DEPTH_MAX {
+                if path_step_at(w) != 0 {
+                    break;
+                }
+            }
+        } else {
+            bpf_loop(
+                PATH_DEPTH_MAX,
+                path_step as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            );
+        }
         bpf_probe_read_kernel(buf.cast(), PATH_BUF as u32, (&raw const (*w).buf).cast());
         (((*w).len as u32).min(PATH_BUF as u32), (*w).state == 1)
     }
@@ -376,6 +542,13 @@ extern "C" fn path_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
+    // SAFETY: the per-CPU scratch, which only this program uses.
+    unsafe { path_step_at(w) }
+}
+
+/// One step of a path walk; non-zero ends it.
+#[inline(always)]
+unsafe fn path_step_at(w: *mut PathScratch) -> i64 {
     unsafe {
         let dentry = (*w).dentry;
         let mount = (*w).mount;

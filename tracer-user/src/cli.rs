@@ -73,6 +73,21 @@ pub enum Command {
     /// Add JSON Lines reports (from `watch --json` or a daemon's sink) to
     /// a crash store.
     Import(ImportArgs),
+    /// Load every probe as `watch` would and say what this kernel lets
+    /// crashtrace capture: where dying threads are captured, which hooks
+    /// exist, and what a report loses here.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The last-words mode to check (as `watch --last-words`).
+    #[arg(long, value_name = "MODE", default_value_t = LastWordsMode::Auto)]
+    pub last_words: LastWordsMode,
 }
 
 const DAEMON_AFTER_HELP: &str = "\

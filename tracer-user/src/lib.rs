@@ -14,6 +14,7 @@ pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod doctor;
 pub mod elfimage;
 pub mod events;
 pub mod golang;

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             Command::Groups(args) => crashtrace::queries::groups(args),
             Command::Stats(args) => crashtrace::queries::stats(args),
             Command::Import(args) => crashtrace::queries::import(args),
+            Command::Doctor(args) => crashtrace::doctor::run(args),
         }
     });
     match result {
@@ -55,7 +56,11 @@ fn main() -> ExitCode {
                 || e.chain().any(|c| {
                     matches!(
                         c.downcast_ref::<loader::LoadError>(),
-                        Some(loader::LoadError::NotPrivileged | loader::LoadError::Offsets(_))
+                        Some(
+                            loader::LoadError::NotPrivileged
+                                | loader::LoadError::Offsets(_)
+                                | loader::LoadError::Probe { .. }
+                        )
                     )
                 });
             ExitCode::from(if environment { EXIT_ENVIRONMENT } else { 1 })

@@ -79,6 +79,9 @@ pub struct Btf {
     /// Index 0 is the implicit `void`.
     entries: Vec<TypeEntry>,
     by_name: HashMap<String, Vec<u32>>,
+    /// Typedefs of tracepoint handlers (`btf_trace_*`), by name: their
+    /// prototypes say what each tracepoint passes on this kernel.
+    trace_typedefs: HashMap<String, u32>,
 }
 
 fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
@@ -123,6 +126,7 @@ impl Btf {
                 size_or_type: 0,
             }],
             by_name: HashMap::new(),
+            trace_typedefs: HashMap::new(),
         };
         btf.index()?;
         Ok(btf)
@@ -151,6 +155,11 @@ impl Btf {
             if matches!(entry.kind(), KIND_STRUCT | KIND_UNION) && name_off != 0 {
                 let name = self.string(name_off)?.to_string();
                 self.by_name.entry(name).or_default().push(id);
+            } else if entry.kind() == KIND_TYPEDEF && name_off != 0 {
+                let name = self.string(name_off)?;
+                if name.starts_with("btf_trace_") {
+                    self.trace_typedefs.insert(name.to_string(), id);
+                }
             }
             self.entries.push(entry);
             at += 12 + extra;
@@ -230,6 +239,33 @@ impl Btf {
                     == Some(name)
             })
             .and_then(|at| u32_at(&self.data, at + 4).ok())
+    }
+
+    /// The parameter types of tracepoint `name`'s handler (the
+    /// `btf_trace_NAME` typedef's prototype), the leading context pointer
+    /// included; `None` when this kernel has no such tracepoint.
+    pub fn tracepoint_params(&self, name: &str) -> Option<Vec<u32>> {
+        let typedef = *self.trace_typedefs.get(&format!("btf_trace_{name}"))?;
+        let ptr = self.resolve(typedef);
+        let ptr_entry = self.entries.get(ptr as usize)?;
+        if ptr_entry.kind() != KIND_PTR {
+            return None;
+        }
+        let proto = self.resolve(ptr_entry.size_or_type);
+        let entry = self.entries.get(proto as usize)?;
+        if entry.kind() != KIND_FUNC_PROTO {
+            return None;
+        }
+        (0..entry.vlen())
+            .map(|i| u32_at(&self.data, entry.at + 12 + 8 * i + 4).ok())
+            .collect()
+    }
+
+    /// True when type `id` (after typedefs and qualifiers) is a pointer.
+    pub fn is_pointer(&self, id: u32) -> bool {
+        self.entries
+            .get(self.resolve(id) as usize)
+            .is_some_and(|e| e.kind() == KIND_PTR)
     }
 
     /// Follows typedefs and qualifiers to the underlying type id.

@@ -5,6 +5,7 @@
 //! started, with an error that names the probe and the kernel's reason.
 
 mod btf;
+pub mod kernel;
 mod libc_probes;
 pub mod offsets;
 pub mod runtime_probes;
@@ -17,7 +18,7 @@ use std::collections::BTreeSet;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, UProbe},
+    programs::{BtfTracePoint, FEntry, UProbe},
 };
 use tracer_common::{
     ACTIVITY_SLOTS, ActivitySlot, COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss,
@@ -47,13 +48,36 @@ pub const DEFAULT_SIGNALS: &[i32] = &[
     libc::SIGXFSZ,
 ];
 
-/// The tracepoints attached, by program name (also the tracepoint name).
+/// The tracepoints crashtrace cannot run without, by program name (also
+/// the tracepoint name).
 const PROGRAMS: &[&str] = &[
     "signal_generate",
     "sched_process_exit",
     "sched_process_fork",
-    "mark_victim",
 ];
+
+/// Where the dying thread's registers, stack, mappings and executable are
+/// captured: the first place on its way out where its memory map still
+/// exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapturePath {
+    /// `sched_process_exit`, on kernels where it runs before `exit_mm()`.
+    ExitTracepoint,
+    /// fentry on `do_exit`, where the tracepoint comes too late.
+    DoExitFentry,
+    /// Neither: reports have the signal but no stack.
+    None,
+}
+
+impl std::fmt::Display for CapturePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ExitTracepoint => "sched_process_exit (tp_btf)",
+            Self::DoExitFentry => "do_exit (fentry)",
+            Self::None => "none",
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -129,17 +153,50 @@ pub struct Tracer {
     pub activity_columns: Columns,
     /// What `CONFIG` holds.
     config: Config,
+    /// What the running kernel offers.
+    pub caps: kernel::KernelCaps,
+    /// Where dying threads are captured on this kernel.
+    pub capture: CapturePath,
+    /// The `write(2)` hook in place for native last words: `fentry`,
+    /// `tracepoint` or `none`.
+    pub last_words_hook: &'static str,
+    /// The OOM killer's record is attached.
+    pub oom_record: bool,
 }
 
+/// A refusal is blamed on privileges only when the process really lacks
+/// them: the verifier also answers EACCES (`Permission denied`) for a
+/// program it rejects, and that is a kernel limit, not a missing `sudo`.
 fn is_permission_error(text: &str) -> bool {
-    text.contains("Operation not permitted") || text.contains("Permission denied")
+    (text.contains("Operation not permitted") || text.contains("Permission denied"))
+        && !privileged()
+}
+
+/// Whether the effective capabilities allow loading tracing programs:
+/// CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
+fn privileged() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return false;
+    };
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
 impl Tracer {
     /// Loads the programs, configures them and attaches every probe.
     pub fn load(opts: &TraceOptions) -> Result<Self, LoadError> {
         bump_memlock_rlimit();
-        let offsets = offsets::resolve()?;
+        let (offsets, caps) = offsets::resolve()?;
         let btf = Btf::from_sys_fs().map_err(|e| LoadError::Btf(e.to_string()))?;
         let ebpf = EbpfLoader::new()
             .btf(Some(&btf))
@@ -149,7 +206,7 @@ impl Tracer {
             .load(BPF_OBJECT)
             .map_err(|e| {
                 let text = format!("{e:#}");
-                if is_permission_error(&text) || unsafe { libc::geteuid() } != 0 {
+                if is_permission_error(&text) || !privileged() {
                     LoadError::NotPrivileged
                 } else {
                     LoadError::Object(text)
@@ -163,11 +220,59 @@ impl Tracer {
             degraded: Vec::new(),
             activity_columns: opts.activity.clone(),
             config: Config::default(),
+            caps,
+            capture: CapturePath::None,
+            last_words_hook: "none",
+            oom_record: false,
         };
         tracer.configure(opts)?;
+        let legacy = !tracer.caps.has_full_capture_helpers();
+        let mut capture_refused = None;
         for &name in PROGRAMS {
-            tracer.attach(name, &btf)?;
+            let program = match (legacy, name) {
+                (true, "signal_generate") => "signal_generate_legacy",
+                (true, "sched_process_exit") => "sched_process_exit_legacy",
+                _ => name,
+            };
+            match tracer.attach_as(program, name, &btf) {
+                // The fallback capture is the largest program; a verifier
+                // that refuses it still gets deaths reported, without stacks.
+                Err(LoadError::Probe { reason, .. }) if program == "sched_process_exit_legacy" => {
+                    tracer.attach_as("sched_process_exit_bare", name, &btf)?;
+                    capture_refused = Some(reason);
+                }
+                other => other?,
+            }
         }
+        if legacy {
+            tracer.degraded.push(format!(
+                "this kernel lacks {}: stacks are captured with the fallbacks for older kernels, which record the instruction pointer's file and the first {} executable mappings in address order, so a frame in a library mapped after those is not symbolized",
+                tracer
+                    .caps
+                    .missing_helpers()
+                    .iter()
+                    .map(|h| format!("bpf_{h}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                tracer_common::MODULES_MAX - 1,
+            ));
+        }
+        match capture_refused {
+            None => tracer.attach_capture(&btf),
+            Some(reason) => {
+                let last = reason
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("BPF program is too large") || l.contains("processed"))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                tracer.degraded.push(format!(
+                    "this kernel's verifier refused the capture program for older kernels ({last}): crash reports have the signal, class and sender but no stack, executable or command line"
+                ));
+            }
+        }
+        tracer.attach_oom(&btf);
         tracer.attach_libc();
         tracer.attach_last_words(&btf, opts.last_words)?;
         if opts.runtime_probes {
@@ -229,6 +334,16 @@ impl Tracer {
     }
 
     fn attach(&mut self, name: &'static str, btf: &Btf) -> Result<(), LoadError> {
+        self.attach_as(name, name, btf)
+    }
+
+    /// Loads program `name` and attaches it to BTF tracepoint `tracepoint`.
+    fn attach_as(
+        &mut self,
+        name: &'static str,
+        tracepoint: &str,
+        btf: &Btf,
+    ) -> Result<(), LoadError> {
         let program: &mut BtfTracePoint = self
             .ebpf
             .program_mut(name)
@@ -241,7 +356,7 @@ impl Tracer {
                 probe: name,
                 reason: format!("{e}"),
             })?;
-        program.load(name, btf).map_err(|e| {
+        program.load(tracepoint, btf).map_err(|e| {
             let reason = format!("{e:#}");
             if is_permission_error(&reason) {
                 LoadError::NotPrivileged
@@ -251,6 +366,76 @@ impl Tracer {
                     reason: verifier_summary(&e),
                 }
             }
+        })?;
+        program.attach().map_err(|e| LoadError::Attach {
+            probe: name,
+            reason: format!("{e:#}"),
+        })?;
+        Ok(())
+    }
+
+    /// Chooses where dying threads are captured (see [`CapturePath`]).
+    fn attach_capture(&mut self, btf: &Btf) {
+        if self.caps.exit_tracepoint_has_mm {
+            self.capture = CapturePath::ExitTracepoint;
+            return;
+        }
+        let program = if self.caps.has_full_capture_helpers() {
+            "exit_capture"
+        } else {
+            "exit_capture_legacy"
+        };
+        match self.attach_fentry(program, "do_exit", btf) {
+            Ok(()) => self.capture = CapturePath::DoExitFentry,
+            Err(e) => self.degraded.push(format!(
+                "this kernel runs sched_process_exit after an exiting thread's memory is released (before Linux 6.16), and the function hook on do_exit that replaces it failed ({e}): crash reports have the signal, class and sender but no stack, executable or command line"
+            )),
+        }
+    }
+
+    /// The OOM killer's record is evidence: without it an OOM kill is
+    /// still reported, as a kill by the kernel.
+    fn attach_oom(&mut self, btf: &Btf) {
+        if !self.caps.mark_victim {
+            self.degraded.push(
+                "this kernel has no mark_victim tracepoint: OOM kills are reported as kills by the kernel, without the OOM killer's figures".into(),
+            );
+            return;
+        }
+        let program = if self.caps.mark_victim_task {
+            "mark_victim"
+        } else {
+            "mark_victim_pid"
+        };
+        match self.attach_as(program, "mark_victim", btf) {
+            Ok(()) => self.oom_record = true,
+            Err(e) => self.degraded.push(format!(
+                "{e}: OOM kills are reported as kills by the kernel, without the OOM killer's figures"
+            )),
+        }
+    }
+
+    fn attach_fentry(
+        &mut self,
+        name: &'static str,
+        function: &str,
+        btf: &Btf,
+    ) -> Result<(), LoadError> {
+        let program: &mut FEntry = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Probe {
+                probe: name,
+                reason: "missing from the object".into(),
+            })?
+            .try_into()
+            .map_err(|e| LoadError::Probe {
+                probe: name,
+                reason: format!("{e}"),
+            })?;
+        program.load(function, btf).map_err(|e| LoadError::Probe {
+            probe: name,
+            reason: verifier_summary(&e),
         })?;
         program.attach().map_err(|e| LoadError::Attach {
             probe: name,
@@ -270,7 +455,7 @@ impl Tracer {
         let loaded: Result<&mut UProbe, String> = program
             .try_into()
             .map_err(|e| format!("{e}"))
-            .and_then(|p: &mut UProbe| p.load().map(|()| p).map_err(|e| format!("{e:#}")));
+            .and_then(|p: &mut UProbe| p.load().map(|()| p).map_err(|e| verifier_summary(&e)));
         match loaded {
             Ok(abort) => self
                 .degraded
@@ -303,6 +488,10 @@ impl Tracer {
     fn attach_last_words(&mut self, btf: &Btf, mode: LastWordsMode) -> Result<(), LoadError> {
         match stderr_hooks::attach(&mut self.ebpf, btf, mode) {
             Ok(true) => {
+                self.last_words_hook = match mode {
+                    LastWordsMode::Syscalls => "tracepoint",
+                    _ => "fentry",
+                };
                 self.config.flags |= config_flags::STDERR_TAILS;
                 self.write_config()?;
             }
@@ -326,7 +515,7 @@ impl Tracer {
             .ok_or_else(|| "missing from the object".to_string())
             .and_then(|p| {
                 let p: &mut UProbe = p.try_into().map_err(|e| format!("{e}"))?;
-                p.load().map_err(|e| format!("{e:#}"))
+                p.load().map_err(|e| verifier_summary(&e))
             });
         match loaded {
             Ok(()) => self.go_loaded = true,

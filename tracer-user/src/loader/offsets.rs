@@ -11,7 +11,7 @@ use std::path::Path;
 
 use tracer_common::KernelOffsets;
 
-use super::btf::Btf;
+use super::{btf::Btf, kernel::KernelCaps};
 
 /// Where the kernel exposes its own type information.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -108,15 +108,18 @@ impl Resolver {
     }
 }
 
-/// Resolves every offset the BPF programs use.
-pub fn resolve() -> Result<KernelOffsets, OffsetError> {
+/// Resolves every offset the BPF programs use, and what the kernel
+/// offers them (one read of its BTF for both).
+pub fn resolve() -> Result<(KernelOffsets, KernelCaps), OffsetError> {
     if !Path::new(VMLINUX_BTF).exists() {
         return Err(OffsetError::NoBtf);
     }
     let data = std::fs::read(VMLINUX_BTF).map_err(OffsetError::Read)?;
-    resolve_with(&Resolver {
+    let resolver = Resolver {
         btf: Btf::parse(data)?,
-    })
+    };
+    let caps = KernelCaps::from_btf(&resolver.btf);
+    Ok((resolve_with(&resolver)?, caps))
 }
 
 fn resolve_with(r: &Resolver) -> Result<KernelOffsets, OffsetError> {
@@ -174,18 +177,27 @@ fn resolve_with(r: &Resolver) -> Result<KernelOffsets, OffsetError> {
 fn oom_offsets(r: &Resolver) -> KernelOffsets {
     let o = |s: &str, path: &[&str]| r.offset(s, path).unwrap_or(0);
     // Since 6.2 `rss_stat` is an array of per-CPU counters; before, a
-    // struct of atomics that the BPF side does not read.
+    // `struct mm_rss_stat` holding an array of `atomic_long_t`, which the
+    // BPF side reads as counters of 8 bytes whose value is at offset 0.
     let percpu_rss = r.size("mm_rss_stat").is_err();
+    let (counter_count, counter_size) = if percpu_rss {
+        (
+            o("percpu_counter", &["count"]),
+            r.size("percpu_counter").unwrap_or(0),
+        )
+    } else {
+        (0, 8)
+    };
     KernelOffsets {
         mm_total_vm: o("mm_struct", &["total_vm"]),
         mm_rss_stat: if percpu_rss {
             o("mm_struct", &["rss_stat"])
         } else {
-            0
+            o("mm_struct", &["rss_stat", "count"])
         },
         mm_pgtables_bytes: o("mm_struct", &["pgtables_bytes"]),
-        percpu_counter_count: o("percpu_counter", &["count"]),
-        percpu_counter_size: r.size("percpu_counter").unwrap_or(0),
+        percpu_counter_count: counter_count,
+        percpu_counter_size: counter_size,
         signal_oom_score_adj: o("signal_struct", &["oom_score_adj"]),
         task_cgroups: o("task_struct", &["cgroups"]),
         css_set_subsys: o("css_set", &["subsys"]),
@@ -204,6 +216,13 @@ fn oom_offsets(r: &Resolver) -> KernelOffsets {
             .unwrap_or(0),
         kn_name: o("kernfs_node", &["name"]),
         kn_id: o("kernfs_node", &["id"]),
+        task_stack: o("task_struct", &["stack"]),
+        mm_rb: o("mm_struct", &["mm_rb"]),
+        vma_rb: o("vm_area_struct", &["vm_rb"]),
+        mm_mmap: o("mm_struct", &["mmap"]),
+        vma_next: o("vm_area_struct", &["vm_next"]),
+        rb_left: o("rb_node", &["rb_left"]),
+        rb_right: o("rb_node", &["rb_right"]),
         ..KernelOffsets::default()
     }
 }
@@ -214,7 +233,7 @@ mod tests {
 
     #[test]
     fn resolves_on_this_kernel() {
-        let offsets = resolve().expect("this machine's kernel has BTF");
+        let (offsets, _) = resolve().expect("this machine's kernel has BTF");
         // `tgid` follows `pid` in every kernel since 2.6.
         assert_eq!(offsets.task_tgid, offsets.task_pid + 4);
         assert!(offsets.k_sigaction_size >= 24);
