@@ -32,7 +32,7 @@ use plan::Entry;
 use results::{KernelResult, Results, Status, TestResult};
 use runner::{Accel, Boot};
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct VmTestArgs {
     /// Boot only this kernel line (5.10, 6.1 or 6.12); repeatable. Default:
@@ -58,14 +58,34 @@ pub struct VmTestArgs {
     #[arg(long)]
     pub write_docs: bool,
     /// Stop a VM that runs longer than this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    #[arg(long, value_name = "SECS", default_value_t = VM_TIMEOUT)]
     pub timeout: u64,
     /// Stop a test that runs longer than this many seconds (inside the VM).
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    #[arg(long, value_name = "SECS", default_value_t = TEST_TIMEOUT)]
     pub test_timeout: u64,
     /// Run only the listed tests whose BINARY::TEST contains one of these.
     #[arg(value_name = "FILTER")]
     pub filters: Vec<String>,
+}
+
+const VM_TIMEOUT: u64 = 1800;
+const TEST_TIMEOUT: u64 = 600;
+
+/// What `cargo xtask vm-test` with no arguments does (`cargo xtask test`'s step).
+impl Default for VmTestArgs {
+    fn default() -> Self {
+        Self {
+            kernels: Vec::new(),
+            tcg: false,
+            kvm: false,
+            refresh_kernels: false,
+            exec: None,
+            write_docs: false,
+            timeout: VM_TIMEOUT,
+            test_timeout: TEST_TIMEOUT,
+            filters: Vec::new(),
+        }
+    }
 }
 
 const AFTER_HELP: &str = "\
@@ -285,7 +305,9 @@ impl Vm<'_> {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             runner::check_shareable(dir)?;
         }
-        let console = self.out.with_extension("console.log");
+        let console = self
+            .out
+            .with_file_name(format!("{}.console.log", self.label()));
         println!(
             "vm-test: booting {} ({} {}, {})",
             self.label(),
@@ -480,16 +502,22 @@ fn print_kernel(k: &KernelResult, out: &Path) {
     }
 }
 
-/// The panic message of a failed test's log, else its last lines.
+/// The panic message of a failed test's log (else its last lines), and
+/// crashtrace's own error line if the log has one.
 fn failure_excerpt(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     let start = lines
         .iter()
         .position(|l| l.contains("panicked at"))
         .unwrap_or(lines.len().saturating_sub(4));
-    lines[start..]
+    let mut excerpt: Vec<&str> = lines[start..].iter().take(4).copied().collect();
+    if let Some(error) = lines.iter().find(|l| l.starts_with("crashtrace: error:"))
+        && !excerpt.contains(error)
+    {
+        excerpt.push(error);
+    }
+    excerpt
         .iter()
-        .take(4)
         .map(|l| l.chars().take(300).collect::<String>())
         .collect::<Vec<_>>()
         .join("\n")
