@@ -9,6 +9,7 @@ mod storebench;
 mod storm;
 mod symbench;
 mod tracer;
+mod vm;
 
 use std::{
     env,
@@ -51,8 +52,17 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Run setup, build and lint, then `cargo test --release -- --test-threads=2`.
+    /// Run setup, build and lint, then `cargo test --release -- --test-threads=2`,
+    /// then the kernel VM matrix (`vm-test`) when no cargo or harness
+    /// arguments were given.
     Test {
+        /// Also run the kernel VM matrix when cargo or harness arguments
+        /// are given (put it before them).
+        #[arg(long, conflicts_with = "no_vm")]
+        vm: bool,
+        /// Do not run the kernel VM matrix.
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for `cargo test` (for example `-p tests` or a test name filter).
         #[arg(allow_hyphen_values = true)]
         cargo_args: Vec<OsString>,
@@ -68,6 +78,9 @@ enum Cmd {
     /// Fill a crash store with synthetic reports (100,000 by default) and
     /// time the queries on it (`list`, `show`, `groups`, `stats`).
     StoreBench(storebench::StoreBenchArgs),
+    /// Boot stock Debian kernels (5.10, 6.1, 6.12) under QEMU and run the
+    /// BPF integration tests of tests/vm/tests.txt inside each.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,9 +109,12 @@ fn run(command: Cmd) -> Result<ExitCode> {
             bail!("cannot run {}: {err}", bin.display());
         }
         Cmd::Test {
+            vm,
+            no_vm,
             cargo_args,
             harness_args,
         } => {
+            let run_vm = !no_vm && (vm || (cargo_args.is_empty() && harness_args.is_empty()));
             build(false)?;
             lint()?;
             let mut cmd = cargo();
@@ -110,7 +126,20 @@ fn run(command: Cmd) -> Result<ExitCode> {
                 cmd.arg("--test-threads=2");
             }
             cmd.args(harness_args);
-            return run_tests(cmd);
+            let host = run_tests(cmd)?;
+            if !run_vm {
+                println!(
+                    "vm-test: not run ({}; `cargo xtask test --vm ...` or `cargo xtask vm-test` runs it)",
+                    if no_vm {
+                        "--no-vm"
+                    } else {
+                        "cargo test arguments were given"
+                    }
+                );
+                return Ok(host);
+            }
+            let vm = vm_test(&vm::VmTestArgs::default())?;
+            return Ok(if host == ExitCode::SUCCESS { vm } else { host });
         }
         Cmd::Lint => {
             setup::run(false)?;
@@ -118,8 +147,26 @@ fn run(command: Cmd) -> Result<ExitCode> {
         }
         Cmd::Bench(args) => bench::run(&args)?,
         Cmd::StoreBench(args) => storebench::run(&args)?,
+        Cmd::VmTest(args) => return vm_test(&args),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the VM matrix and closes with its totals.
+fn vm_test(args: &vm::VmTestArgs) -> Result<ExitCode> {
+    let Some(totals) = vm::run(args)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!();
+    println!(
+        "vm-tests: {} passed, {} failed",
+        totals.passed, totals.failed
+    );
+    Ok(if totals.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Runs `cargo test`, passing its output through, and closes with the

@@ -106,7 +106,7 @@ fn rust_src() -> Result<()> {
     .or_else(|reason| fail(WHAT, reason, FIX))
 }
 
-fn debian_packages(packages: &[&str]) -> Result<()> {
+pub fn debian_packages(packages: &[&str]) -> Result<()> {
     let sudo = if is_root() { "" } else { "sudo " };
     let fix = |list: &str| {
         format!("{sudo}apt-get update && {sudo}apt-get install -y --no-install-recommends {list}")
