@@ -39,6 +39,8 @@ mod symtab;
 #[cfg(test)]
 mod synthetic_tests;
 #[cfg(test)]
+mod test_toolchains;
+#[cfg(test)]
 mod tests;
 mod unwind;
 
@@ -287,6 +289,14 @@ fn check(path: &Path, meta: &std::fs::Metadata) -> Result<(), GoError> {
         });
     }
     Ok(())
+}
+
+/// Whether Go function `name` belongs to the runtime's own machinery
+/// (`runtime.throw`, and from Go 1.24 the runtime's internal packages such
+/// as `internal/runtime/maps.fatal`, which throws "concurrent map writes"),
+/// so that a crash's frames can start at the goroutine's own code.
+pub fn is_runtime_function(name: &str) -> bool {
+    name.starts_with("runtime.") || name.starts_with("internal/runtime/")
 }
 
 /// File offset of the entry of function `name`: where a uprobe on it
