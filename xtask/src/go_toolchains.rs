@@ -129,7 +129,8 @@ fn install(dir: &Path, version: &str) -> Result<()> {
         dir.display()
     );
     println!("installing: {what} into {}", dir.display());
-    let _ = fs::remove_dir_all(dir);
+    // The venv may be half made; the release's caches beside it stay.
+    let _ = fs::remove_file(dir.join("goroot"));
     let venv = Command::new("python3")
         .args(["-m", "venv"])
         .arg(dir)

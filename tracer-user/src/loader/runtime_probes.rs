@@ -139,7 +139,12 @@ impl RuntimeProbes {
             self.files.insert(key, None);
             return Ok(None);
         }
-        let Some(mut found) = inspect(&file, path)? else {
+        // A file that cannot be read is said once, not at every exec.
+        let inspected = inspect(&file, path);
+        let Some(mut found) = inspected.inspect_err(|_| {
+            self.files.insert(key, None);
+        })?
+        else {
             self.files.insert(key, None);
             return Ok(None);
         };
