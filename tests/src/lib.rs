@@ -19,6 +19,7 @@ pub mod checks;
 pub mod daemon;
 pub mod expect;
 pub mod gdb;
+pub mod go_cases;
 pub mod go_programs;
 pub mod programs;
 pub mod record;

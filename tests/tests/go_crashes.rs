@@ -1,13 +1,15 @@
 //! Go crashes: panics and fatal errors that end in `exit(2)` without a
 //! fatal signal, caught by the runtime probes, classified from what the
 //! runtime said, with the goroutine's frames and the process's last words.
-//! The programs are built by the suite with Debian's Go 1.19.
+//! The programs are built by the suite with Debian's Go 1.19; the other
+//! releases run the cases of `go_cases` in `go_versions.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crashtrace_tests::go_programs::{GoBuild, build, source_dir};
+use crashtrace_tests::go_cases::{CASES, Case, case, check_case_with};
+use crashtrace_tests::go_programs::{GoBuild, Toolchain, build};
 use crashtrace_tests::report::{check_shape, describe_frames, find_frame};
 use crashtrace_tests::watch::Watch;
 use crashtrace_tests::{Harness, crashtrace_bin, require_bpf};
@@ -26,154 +28,13 @@ fn crashy(stripped: bool) -> PathBuf {
     build(harness().root(), "crashy", mode)
 }
 
-/// The line marked CRASH-LINE nearest after `func name(` in a Go program.
-fn go_crash_line(program: &str, function: &str) -> u64 {
-    let text = std::fs::read_to_string(source_dir(program).join("main.go"))
-        .expect("reading the Go source");
-    let start = text
-        .find(&format!("func {function}("))
-        .unwrap_or_else(|| panic!("no func {function} in {program}"));
-    let before = text[..start].lines().count() as u64;
-    let line = text[start..]
-        .lines()
-        .position(|l| l.contains("// CRASH-LINE"))
-        .unwrap_or_else(|| panic!("no CRASH-LINE in {function}"));
-    before + line as u64 + 1
-}
-
-struct Case {
-    mode: &'static str,
-    class: &'static str,
-    message: &'static str,
-    /// The user function the frames must show (None: runtime-only stack).
-    function: Option<&'static str>,
-}
-
 fn check_case(case: &Case, stripped: bool) {
-    if !require_bpf() {
-        return;
-    }
-    let program = crashy(stripped);
-    let recording = harness().record(&program, &[case.mode]);
-    let context = recording.context();
-    assert_eq!(recording.exit_code(), Some(2), "{context}");
-    let report = recording.only_crash();
-    check_shape(report);
-    assert_eq!(report["runtime"], "go", "{context}");
-    assert_eq!(report["class"], case.class, "{context}");
-    assert_eq!(report["outcome"]["kind"], "exited", "{context}");
-    assert_eq!(report["outcome"]["exit_code"], 2, "{context}");
-    let message = report["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(case.message),
-        "message {message:?} lacks {:?}\n{context}",
-        case.message
-    );
-    let words = report["last_words"].as_str().unwrap_or_default();
-    assert!(
-        words.contains(case.message),
-        "the last words hold the runtime's text\n{context}"
-    );
-    if let Some(function) = case.function {
-        let name = format!("main.{function}");
-        let (index, frame) = find_frame(report, &name)
-            .unwrap_or_else(|| panic!("no {name} frame: {}\n{context}", describe_frames(report)));
-        assert_eq!(
-            index,
-            0,
-            "the goroutine's own frame comes first, not the runtime's panic machinery: {}",
-            describe_frames(report)
-        );
-        assert_eq!(
-            frame["line"].as_u64(),
-            Some(go_crash_line("crashy", function)),
-            "{context}"
-        );
-        assert!(
-            frame["file"]
-                .as_str()
-                .is_some_and(|f| f.ends_with("crashy/main.go")),
-            "{context}"
-        );
-        assert!(find_frame(report, "main.main").is_some(), "{context}");
-    }
-}
-
-/// Every class of the Go table that `crashy` can produce.
-const CASES: &[Case] = &[
-    Case {
-        mode: "nil-deref",
-        class: "null-pointer-dereference",
-        message: "nil pointer dereference",
-        function: Some("nilDeref"),
-    },
-    Case {
-        mode: "nil-map",
-        class: "nil-map-write",
-        message: "assignment to entry in nil map",
-        function: Some("nilMapWrite"),
-    },
-    Case {
-        mode: "index",
-        class: "index-out-of-range",
-        message: "index out of range",
-        function: Some("indexOutOfRange"),
-    },
-    Case {
-        mode: "closed-channel",
-        class: "closed-channel-operation",
-        message: "send on closed channel",
-        function: Some("sendOnClosed"),
-    },
-    Case {
-        mode: "divide",
-        class: "divide-by-zero",
-        message: "integer divide by zero",
-        function: Some("divide"),
-    },
-    Case {
-        mode: "panic",
-        class: "go-panic",
-        message: "config missing: database url",
-        function: Some("loadConfig"),
-    },
-    Case {
-        mode: "out-of-memory",
-        class: "out-of-memory",
-        message: "out of memory",
-        function: Some("outOfMemory"),
-    },
-    Case {
-        mode: "deadlock",
-        class: "deadlock",
-        message: "all goroutines are asleep - deadlock!",
-        function: None,
-    },
-    Case {
-        mode: "stack-overflow",
-        class: "stack-overflow",
-        message: "stack overflow",
-        function: None,
-    },
-    Case {
-        mode: "fatal",
-        class: "go-fatal-error",
-        message: "unlock of unlocked mutex",
-        function: None,
-    },
-    Case {
-        mode: "concurrent-map",
-        class: "concurrent-map-access",
-        message: "concurrent map writes",
-        function: Some("concurrentMapWrites.func1"),
-    },
-];
-
-fn case(mode: &str) -> &'static Case {
-    CASES
-        .iter()
-        .find(|c| c.mode == mode)
-        .expect("a case of that mode")
+    let mode = if stripped {
+        GoBuild::Stripped
+    } else {
+        GoBuild::Normal
+    };
+    check_case_with(&harness(), case, &Toolchain::default_release(), mode);
 }
 
 macro_rules! go_cases {

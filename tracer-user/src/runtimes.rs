@@ -87,6 +87,9 @@ fn probe(tracer: &mut Tracer, path: &Path, pid: Option<u32>) {
                 shown(),
                 found.targets.len()
             );
+            if let Some(warning) = &found.warning {
+                eprintln!("crashtrace: warning: {warning}");
+            }
         }
         Ok(Some(_)) => {}
         Ok(None) => {}

@@ -3,6 +3,7 @@
 mod bench;
 mod bpf_linker;
 mod bpfstats;
+mod go_toolchains;
 mod membench;
 mod setup;
 mod storebench;

@@ -11,8 +11,9 @@ use std::{
     time::Instant,
 };
 
-/// Debian packages the tests use.
-const TEST_PACKAGES: &str = "gcc g++ libc6-dbg gdb bpftool elfutils binutils debuginfod xz-utils util-linux procps golang-1.19-go python3 systemd prometheus";
+/// Debian packages the tests use (and the Debian Go releases of
+/// `tests/programs/go/versions.txt`).
+const TEST_PACKAGES: &str = "gcc g++ libc6-dbg gdb bpftool elfutils binutils debuginfod xz-utils util-linux procps python3 python3-venv systemd prometheus";
 /// Debian packages only the benchmarks use.
 const BENCH_PACKAGES: &str = "openjdk-17-jdk-headless hyperfine llvm-14";
 
@@ -54,11 +55,15 @@ pub fn run(with_bench: bool) -> Result<()> {
     nightly_toolchain()?;
     rust_src()?;
     crate::bpf_linker::ensure()?;
+    let workspace = crate::workspace_root();
+    let go_packages = crate::go_toolchains::debian_packages(workspace)?;
     let mut packages: Vec<&str> = TEST_PACKAGES.split(' ').collect();
+    packages.extend(go_packages.iter().map(String::as_str));
     if with_bench {
         packages.extend(BENCH_PACKAGES.split(' '));
     }
     debian_packages(&packages)?;
+    crate::go_toolchains::ensure(workspace, &crate::target_dir())?;
     kernel_prerequisites()?;
     println!("setup: complete in {:.2}s", start.elapsed().as_secs_f64());
     Ok(())

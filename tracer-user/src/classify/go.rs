@@ -13,6 +13,10 @@ use tracer_common::evidence_source as source;
 use super::{Classification, NULL_PAGE_LIMIT, abort::abort_path};
 use crate::events::{EvidenceRecord, SignalRecord};
 
+mod printed;
+
+use printed::Printed;
+
 /// What a dying Go process left behind.
 pub struct GoFacts<'a> {
     /// Calls into the runtime's (and libc's) fatal paths, in order.
@@ -115,6 +119,9 @@ pub fn classify_go(facts: &GoFacts) -> GoClassification {
     if let Some(line) = &text.signal_line {
         c = c.because(format!("the runtime reported {line}"));
     }
+    for note in text.panic_history() {
+        c = c.because(note);
+    }
     if c.message.is_none() {
         c.message = message;
     }
@@ -202,79 +209,6 @@ fn cgo_crash(facts: &GoFacts, text: &Printed, message: &str) -> Classification {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
-}
-
-/// The parts of a Go crash printout classification needs.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Printed {
-    /// After `panic: `, up to the goroutine trace (may span lines).
-    panic: Option<String>,
-    /// After `fatal error: `.
-    fatal_error: Option<String>,
-    /// `[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=...]`
-    signal_line: Option<String>,
-    signal_name: Option<String>,
-    fault_addr: Option<u64>,
-    /// From the first `goroutine N [...]:` line.
-    goroutine: Option<u64>,
-    /// `SIGABRT: abort`: the runtime caught a fatal signal and dumped.
-    signal_dump: Option<String>,
-    /// The runtime said the signal arrived while C code ran.
-    in_cgo: bool,
-}
-
-impl Printed {
-    fn parse(text: &str) -> Self {
-        let mut out = Self::default();
-        let mut lines = text.lines().peekable();
-        while let Some(line) = lines.next() {
-            if out.panic.is_none()
-                && let Some(rest) = line.strip_prefix("panic: ")
-            {
-                let mut message = rest.to_string();
-                // A panic value may span lines; the trace starts after a
-                // blank line or at the signal line.
-                while let Some(next) = lines.peek() {
-                    if next.is_empty() || next.starts_with("[signal ") {
-                        break;
-                    }
-                    message.push('\n');
-                    message.push_str(next);
-                    lines.next();
-                }
-                out.panic = Some(message);
-            } else if out.fatal_error.is_none()
-                && let Some(rest) = line.strip_prefix("fatal error: ")
-            {
-                out.fatal_error = Some(rest.to_string());
-            } else if line == "signal arrived during cgo execution" {
-                out.in_cgo = true;
-            } else if out.signal_dump.is_none()
-                && line.starts_with("SIG")
-                && line
-                    .split_once(": ")
-                    .is_some_and(|(name, _)| name.chars().all(|c| c.is_ascii_uppercase()))
-            {
-                out.signal_dump = Some(line.to_string());
-            } else if out.signal_line.is_none() && line.starts_with("[signal ") {
-                out.signal_line = Some(line.trim_matches(['[', ']']).to_string());
-                out.signal_name = line
-                    .strip_prefix("[signal ")
-                    .and_then(|r| r.split([':', ' ']).next())
-                    .map(str::to_string);
-                out.fault_addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr=0x"))
-                    .and_then(|h| u64::from_str_radix(h, 16).ok());
-            } else if out.goroutine.is_none()
-                && let Some(rest) = line.strip_prefix("goroutine ")
-                && line.ends_with("]:")
-            {
-                out.goroutine = rest.split(' ').next().and_then(|n| n.parse().ok());
-            }
-        }
-        out
-    }
 }
 
 #[cfg(test)]

@@ -73,13 +73,14 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golang::tests::GoProgram;
+    use crate::golang::test_toolchains::{GoProgram, toolchains};
 
     const SOURCE: &str = "package main\n\nfunc main() {}\n";
 
     #[test]
     fn keeps_files_by_identity_within_bounds() {
-        let program = GoProgram::new("cache", SOURCE);
+        let newest = toolchains().pop().expect("a Go release");
+        let program = GoProgram::new("cache", SOURCE, &newest);
         let exe = program.build("exe", &["-ldflags=-s -w"]);
         let copy = program.dir.join("copy");
         std::fs::copy(&exe, &copy).unwrap();

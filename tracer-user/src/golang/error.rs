@@ -34,9 +34,31 @@ pub enum GoError {
     /// A pclntab layout this reader does not know.
     #[error("unsupported pclntab magic {0:#x}")]
     UnsupportedMagic(u32),
+    /// The runtime's tables of a release whose layout is not known here.
+    #[error("{version}: unknown go runtime layout, missing {missing}")]
+    UnknownLayout { version: String, missing: String },
+    /// Any other error, in a binary whose buildinfo names its Go version.
+    #[error("{version}: {source}")]
+    InVersion {
+        version: String,
+        source: Box<GoError>,
+    },
 }
 
 impl GoError {
+    /// The same error, naming the Go version the buildinfo gave, if any.
+    pub(crate) fn for_version(self, version: Option<&str>) -> Self {
+        match (version, self) {
+            (Some(version), e @ (GoError::Pclntab(_) | GoError::UnsupportedMagic(_))) => {
+                GoError::InVersion {
+                    version: version.to_owned(),
+                    source: Box::new(e),
+                }
+            }
+            (_, e) => e,
+        }
+    }
+
     /// The same error, naming the file it came from where it does not yet.
     pub(crate) fn in_file(self, path: &std::path::Path) -> Self {
         match self {
@@ -44,7 +66,10 @@ impl GoError {
                 path: path.to_owned(),
                 reason: format!("bad elf file: {reason}"),
             },
-            e @ (GoError::Pclntab(_) | GoError::UnsupportedMagic(_)) => GoError::Read {
+            e @ (GoError::Pclntab(_)
+            | GoError::UnsupportedMagic(_)
+            | GoError::UnknownLayout { .. }
+            | GoError::InVersion { .. }) => GoError::Read {
                 path: path.to_owned(),
                 reason: e.to_string(),
             },

@@ -21,18 +21,25 @@
 //! `image`), every offset is checked, and every loop is bounded by the
 //! bytes it reads, because the files belong to whoever ran the process.
 //!
-//! Layouts: Go 1.16-1.17, 1.18-1.19 and 1.20 and later (see `pclntab`);
-//! buildinfo in both its pre-1.18 and current forms (see `buildinfo`).
+//! Layouts: Go 1.16-1.17, 1.18-1.19 and 1.20 and later (see `pclntab`),
+//! with the text start and funcdata base from the runtime's `moduledata`
+//! (1.18 to 1.27, see `moduledata`; Go 1.26 stopped putting the text start
+//! in the pclntab header); buildinfo in both its pre-1.18 and current forms
+//! (see `buildinfo`). A layout not known here is an error that names the
+//! Go version and what is missing, never a binary silently taken as not Go.
 
 mod buildinfo;
 mod cache;
 mod error;
 mod image;
+mod moduledata;
 mod pclntab;
 mod pcvalue;
 mod symtab;
 #[cfg(test)]
 mod synthetic_tests;
+#[cfg(test)]
+mod test_toolchains;
 #[cfg(test)]
 mod tests;
 mod unwind;
@@ -68,6 +75,10 @@ pub struct GoBinary {
     /// `moduledata.gofunc`, the base of funcdata offsets (Go 1.18 and
     /// later); without it there are no inlined frames.
     gofunc: Option<u64>,
+    /// What could not be read although the binary works without it (the
+    /// funcdata base of a moduledata layout not known here), to be said
+    /// once where the binary is first met.
+    incomplete: Option<GoError>,
 }
 
 impl GoBinary {
@@ -83,20 +94,45 @@ impl GoBinary {
 
     fn from_image(image: Image) -> Result<Option<Self>, GoError> {
         let build = buildinfo::read(&image);
-        let table = match pclntab::locate(&image.memory, image.pclntab_section) {
-            Some(table) => table?,
+        let version = build.as_ref().map(|b| b.go_version.as_str());
+        let mut table = match pclntab::locate(&image.memory, image.pclntab_section) {
+            Some(table) => table.map_err(|e| e.for_version(version))?,
             None if build.is_some() || image.pclntab_section.is_some() => {
-                return Err(GoError::Pclntab("no pclntab found"));
+                return Err(GoError::Pclntab("no pclntab found").for_version(version));
             }
             None => return Ok(None),
         };
-        let gofunc = symtab::find_gofunc(&image.memory, &table);
+        let (mut gofunc, mut incomplete) = (None, None);
+        if table.layout != pclntab::Layout::Go116 {
+            let tab = image
+                .memory
+                .read(table.vaddr, table.len as u64)
+                .unwrap_or_default();
+            match moduledata::find(&image.memory, &table, tab, version) {
+                Ok(module) => {
+                    table.text_start = module.text;
+                    gofunc = Some(module.gofunc);
+                }
+                // Go 1.26 and later: without moduledata no function has an
+                // address.
+                Err(e) if table.text_start == 0 => return Err(e),
+                Err(e) => incomplete = Some(e),
+            }
+        }
         Ok(Some(Self {
             build,
             memory: image.memory,
             table,
             gofunc,
+            incomplete,
         }))
+    }
+
+    /// What was not understood in a binary that still works, for example
+    /// the moduledata of a Go release newer than this reader (no inlined
+    /// frames then). Worth a warning where the binary is first met.
+    pub fn incomplete(&self) -> Option<&GoError> {
+        self.incomplete.as_ref()
     }
 
     /// Tables from a bare pclntab at address `vaddr`, with no ELF file
@@ -128,6 +164,7 @@ impl GoBinary {
             memory,
             table,
             gofunc: None,
+            incomplete: None,
         })
     }
 
@@ -252,6 +289,14 @@ fn check(path: &Path, meta: &std::fs::Metadata) -> Result<(), GoError> {
         });
     }
     Ok(())
+}
+
+/// Whether Go function `name` belongs to the runtime's own machinery
+/// (`runtime.throw`, and from Go 1.24 the runtime's internal packages such
+/// as `internal/runtime/maps.fatal`, which throws "concurrent map writes"),
+/// so that a crash's frames can start at the goroutine's own code.
+pub fn is_runtime_function(name: &str) -> bool {
+    name.starts_with("runtime.") || name.starts_with("internal/runtime/")
 }
 
 /// File offset of the entry of function `name`: where a uprobe on it

@@ -9,6 +9,10 @@
 //! | `0xfffffff0` | 1.18-1.19 | 32-bit offsets from textStart | 40           |
 //! | `0xfffffff1` | 1.20-     | as 1.18, plus `startLine`     | 44           |
 //!
+//! Go 1.26 kept the 1.20 magic and layout but stopped storing the header's
+//! `textStart` (the word is zero): the base of function entries then comes
+//! from `moduledata` (see `moduledata`).
+//!
 //! The header holds the offsets of the function-name table, the
 //! compilation-unit table (per-CU file indexes into the file-name table),
 //! the pc-value tables and the function table, all from the header's own
@@ -56,7 +60,8 @@ pub(crate) struct Pclntab {
     pub quantum: u8,
     pub ptr_size: u8,
     pub nfunc: usize,
-    /// Base of function entry offsets (Go 1.18 and later).
+    /// Base of function entry offsets (Go 1.18 and later). Zero in the
+    /// header of Go 1.26 and later, until `moduledata` supplies it.
     pub text_start: u64,
     funcname: usize,
     cutab: usize,
@@ -161,6 +166,20 @@ impl Pclntab {
     /// Offset of the function-name table from the header.
     pub fn funcname_offset(&self) -> usize {
         self.funcname
+    }
+
+    /// Offset of the function table from the header.
+    pub fn functab_offset(&self) -> usize {
+        self.functab
+    }
+
+    /// The first function's entry, as an offset from the text start (Go
+    /// 1.18 and later).
+    pub fn first_entry_offset(&self, tab: &[u8]) -> Option<u32> {
+        match self.layout {
+            Layout::Go116 => None,
+            Layout::Go118 | Layout::Go120 => u32_at(tab, self.functab),
+        }
     }
 
     fn functab_entry_size(&self) -> usize {
@@ -368,11 +387,18 @@ pub(crate) fn locate(
             }
             let vaddr = copy.vaddr + at as u64;
             if let Ok(table) = Pclntab::parse(&data[at..], vaddr) {
-                // A real table's functions are in the text.
+                // A real table's functions are in the text; from Go 1.26 the
+                // text start is only in the runtime's moduledata, which must
+                // then point at this table.
                 let tab = &data[at..];
-                let plausible = table.text_range(tab).is_some_and(|(lo, hi)| {
-                    lo < hi && memory.is_text(lo) && table.func(tab, 0).is_some()
-                });
+                let plausible = if table.text_start == 0 && table.layout != Layout::Go116 {
+                    table.func(tab, 0).is_some()
+                        && super::moduledata::locate(memory, &table, tab).is_some()
+                } else {
+                    table.text_range(tab).is_some_and(|(lo, hi)| {
+                        lo < hi && memory.is_text(lo) && table.func(tab, 0).is_some()
+                    })
+                };
                 if plausible {
                     return Some(Ok(table));
                 }

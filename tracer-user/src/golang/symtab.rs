@@ -10,10 +10,8 @@
 //! first.
 //!
 //! From Go 1.18 funcdata are offsets from `moduledata.gofunc`, a field of
-//! the runtime's `firstmoduledata`, which is not in the pclntab. It is
-//! found the way the runtime would: `firstmoduledata` starts with a pointer
-//! to the pclntab header, so the data segments are searched for that
-//! pointer and the candidate is checked against the pclntab before use.
+//! the runtime's `firstmoduledata`, which is not in the pclntab (see
+//! `moduledata`).
 
 use super::{
     GoBinary,
@@ -134,41 +132,4 @@ fn inlined_call(memory: &Memory, table: &Pclntab, tree: u64, index: i32) -> Opti
         name_off: word(name_at),
         parent_pc: word(parent_at),
     })
-}
-
-/// `moduledata.gofunc` for Go 1.18 and later: found by looking for
-/// `firstmoduledata` in the data segments, as a word holding the pclntab's
-/// address followed by the function-name table's address, with the
-/// pclntab's text start at the `text` field.
-pub(crate) fn find_gofunc(memory: &Memory, table: &Pclntab) -> Option<u64> {
-    // Word indexes in moduledata: pcHeader 0, funcnametab 1-3, ..., text
-    // 22; gofunc 38 (1.18-1.19), 40 (1.20 and later, after covctrs).
-    let gofunc_index = match table.layout {
-        Layout::Go116 => return None,
-        Layout::Go118 => 38,
-        Layout::Go120 => 40,
-    };
-    if table.ptr_size != 8 {
-        return None;
-    }
-    let funcnametab = table.vaddr.checked_add(table.funcname_offset() as u64)?;
-    for copy in memory.copies.iter().filter(|c| c.writable) {
-        let data = &copy.data;
-        let word = |at: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
-        };
-        for at in (0..data.len().saturating_sub(8 * (gofunc_index + 1))).step_by(8) {
-            if word(at) != Some(table.vaddr) || word(at + 8) != Some(funcnametab) {
-                continue;
-            }
-            if word(at + 22 * 8) != Some(table.text_start) {
-                continue;
-            }
-            let gofunc = word(at + gofunc_index * 8)?;
-            if memory.read(gofunc, 1).is_some() {
-                return Some(gofunc);
-            }
-        }
-    }
-    None
 }

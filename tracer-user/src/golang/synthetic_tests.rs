@@ -172,6 +172,7 @@ fn synthetic(layout: Layout) -> GoBinary {
         },
         table,
         gofunc: (layout != Layout::Go116).then_some(TREE),
+        incomplete: None,
     }
 }
 

@@ -1,16 +1,17 @@
-//! Go tables of real programs, built at test time with the Go toolchain
-//! the test setup installs, checked against what `go tool nm` and
-//! `go tool addr2line` say about the same build with its symbol table.
+//! Go tables of real programs, built at test time by every Go release of
+//! the test matrix (`tests/programs/go/versions.txt`), normal, stripped and
+//! stripped PIE, checked against what that release's `go tool nm` and
+//! `go tool addr2line` say about the build with its symbol table. This is
+//! where a release that changes a table layout shows up first.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
-    process::Command,
-    sync::OnceLock,
+    sync::{Arc, Mutex, OnceLock},
 };
 
+use super::test_toolchains::{GoProgram, Toolchain, toolchains};
 use super::*;
-
-pub(crate) const GO: &str = "/usr/lib/go-1.19/bin/go";
 
 const SOURCE: &str = r#"package main
 
@@ -70,135 +71,46 @@ fn line_of(source: &str, marker: &str) -> u32 {
     u32::try_from(i + 1).unwrap()
 }
 
-/// A Go program built in its own directory, in several ways.
-pub(crate) struct GoProgram {
-    pub dir: PathBuf,
-}
-
-impl GoProgram {
-    /// Writes `source` as `main.go` of module `example.com/crashy` in a
-    /// fresh directory named after `name` under the target directory, where
-    /// the next run replaces it (the programs the tests share are never
-    /// dropped).
-    pub fn new(name: &str, source: &str) -> Self {
-        let dir = target_dir().join("golang-tests").join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("main.go"), source).unwrap();
-        std::fs::write(dir.join("go.mod"), "module example.com/crashy\n\ngo 1.19\n").unwrap();
-        Self { dir }
-    }
-
-    /// Builds the program into `out` with extra `go build` arguments.
-    pub fn build(&self, out: &str, args: &[&str]) -> PathBuf {
-        let exe = self.dir.join(out);
-        let cache = target_dir().join("go-build-cache");
-        let output = Command::new(GO)
-            .arg("build")
-            .args(args)
-            .arg("-o")
-            .arg(&exe)
-            .arg(".")
-            .current_dir(&self.dir)
-            .env("GOCACHE", &cache)
-            .env("GOPATH", cache.join("gopath"))
-            .env("GOFLAGS", "")
-            .env("GO111MODULE", "on")
-            .output()
-            .unwrap_or_else(|e| panic!("run {GO} (install golang-1.19-go): {e}"));
-        assert!(
-            output.status.success(),
-            "go build failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        exe
-    }
-
-    /// `go tool nm`: function name to address.
-    pub fn nm(exe: &Path) -> Vec<(String, u64)> {
-        let out = Command::new(GO)
-            .args(["tool", "nm"])
-            .arg(exe)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| {
-                let mut parts = l.split_whitespace();
-                let addr = u64::from_str_radix(parts.next()?, 16).ok()?;
-                (parts.next()? == "T").then_some(())?;
-                Some((parts.collect::<Vec<_>>().join(" "), addr))
-            })
-            .collect()
-    }
-
-    /// `go tool addr2line`: (function, file, line) per address; no file
-    /// and line 0 where it prints `:-1` (code with no line table).
-    pub fn addr2line(exe: &Path, addrs: &[u64]) -> Vec<(String, Option<String>, u32)> {
-        use std::io::Write;
-        let mut child = Command::new(GO)
-            .args(["tool", "addr2line"])
-            .arg(exe)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let input: String = addrs.iter().map(|a| format!("{a:#x}\n")).collect();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        lines
-            .chunks(2)
-            .map(|pair| {
-                let (file, line) = pair[1].rsplit_once(':').unwrap();
-                let line: i64 = line.parse().unwrap();
-                let file = (!file.is_empty()).then(|| file.to_owned());
-                (pair[0].to_owned(), file, u32::try_from(line).unwrap_or(0))
-            })
-            .collect()
-    }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_absolute())
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-impl Drop for GoProgram {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The test program built with symbols, stripped, and as stripped PIE.
+/// The test program built by one release with symbols, stripped, and as
+/// stripped PIE.
 struct Builds {
-    _program: GoProgram,
+    program: GoProgram,
     normal: PathBuf,
     stripped: PathBuf,
     pie: PathBuf,
 }
 
-fn builds() -> &'static Builds {
-    static BUILDS: OnceLock<Builds> = OnceLock::new();
-    BUILDS.get_or_init(|| {
-        let program = GoProgram::new("main", SOURCE);
-        Builds {
-            normal: program.build("normal", &[]),
-            stripped: program.build("stripped", &["-ldflags=-s -w"]),
-            pie: program.build("pie", &["-buildmode=pie", "-ldflags=-s -w"]),
-            _program: program,
-        }
-    })
+impl Builds {
+    fn version(&self) -> &'static str {
+        self.program.toolchain.version
+    }
+}
+
+/// The builds of every release, each made once per test process.
+fn all_builds() -> Vec<Arc<Builds>> {
+    type Slot = Arc<OnceLock<Arc<Builds>>>;
+    static BUILDS: Mutex<Option<HashMap<&'static str, Slot>>> = Mutex::new(None);
+    toolchains()
+        .into_iter()
+        .map(|toolchain| {
+            let slot: Slot = {
+                let mut guard = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+                let map = guard.get_or_insert_with(HashMap::new);
+                map.entry(toolchain.version).or_default().clone()
+            };
+            slot.get_or_init(|| Arc::new(build_all(&toolchain))).clone()
+        })
+        .collect()
+}
+
+fn build_all(toolchain: &Toolchain) -> Builds {
+    let program = GoProgram::new("main", SOURCE, toolchain);
+    Builds {
+        normal: program.build("normal", &[]),
+        stripped: program.build("stripped", &["-ldflags=-s -w"]),
+        pie: program.build("pie", &["-buildmode=pie", "-ldflags=-s -w"]),
+        program,
+    }
 }
 
 fn load(path: &Path) -> GoBinary {
@@ -207,20 +119,24 @@ fn load(path: &Path) -> GoBinary {
 
 #[test]
 fn recognizes_go_binaries_and_their_version() {
-    let b = builds();
-    for exe in [&b.normal, &b.stripped, &b.pie] {
-        let go = load(exe);
-        assert!(go.go_version().unwrap().starts_with("go1.19"), "{go:?}");
-        let build = go.build.as_ref().unwrap();
-        assert_eq!(build.main_module.as_deref(), Some("example.com/crashy"));
-        assert_eq!(build.path.as_deref(), Some("example.com/crashy"));
-        assert!(go.gofunc.is_some(), "moduledata found in {}", exe.display());
-        assert!(go.function_count() > 1000);
+    let all = all_builds();
+    for b in &all {
+        for exe in [&b.normal, &b.stripped, &b.pie] {
+            let go = load(exe);
+            let prefix = b.program.toolchain.version_prefix();
+            assert!(go.go_version().unwrap().starts_with(&prefix), "{go:?}");
+            let build = go.build.as_ref().unwrap();
+            assert_eq!(build.main_module.as_deref(), Some("example.com/crashy"));
+            assert_eq!(build.path.as_deref(), Some("example.com/crashy"));
+            assert!(go.gofunc.is_some(), "moduledata found in {}", exe.display());
+            assert!(go.incomplete().is_none(), "{}", exe.display());
+            assert!(go.function_count() > 1000);
+        }
     }
     // Not Go: a C program (this test binary), a script, a directory.
     let me = std::env::current_exe().unwrap();
     assert!(go_info(&me).unwrap().is_none());
-    let script = builds()._program.dir.join("main.go");
+    let script = all[0].program.dir.join("main.go");
     assert!(go_info(&script).is_err(), "not elf");
     assert!(matches!(
         go_info(Path::new("/dev/null")),
@@ -230,8 +146,14 @@ fn recognizes_go_binaries_and_their_version() {
 
 #[test]
 fn finds_functions_by_name_without_symbols() {
-    let b = builds();
-    let symbols = GoProgram::nm(&b.normal);
+    for b in all_builds() {
+        finds_functions_by_name_in(&b);
+    }
+}
+
+fn finds_functions_by_name_in(b: &Builds) {
+    let v = b.version();
+    let symbols = b.program.nm(&b.normal);
     let normal = load(&b.normal);
     let stripped = load(&b.stripped);
     let normal_bytes = std::fs::read(&b.normal).unwrap();
@@ -247,16 +169,20 @@ fn finds_functions_by_name_without_symbols() {
         let (_, addr) = symbols
             .iter()
             .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("nm has no {name}"));
-        assert_eq!(normal.entry_of(name), Some(*addr), "{name}");
-        assert_eq!(stripped.entry_of(name), Some(*addr), "{name}, stripped");
+            .unwrap_or_else(|| panic!("go {v}: nm has no {name}"));
+        assert_eq!(normal.entry_of(name), Some(*addr), "go {v}: {name}");
+        assert_eq!(
+            stripped.entry_of(name),
+            Some(*addr),
+            "go {v}: {name}, stripped"
+        );
         // The offset holds the function's code in both files.
         let off = usize::try_from(symbol_file_offset(&stripped, name).unwrap()).unwrap();
         let normal_off = usize::try_from(symbol_file_offset(&normal, name).unwrap()).unwrap();
         assert_eq!(
             off,
             usize::try_from(*addr - 0x400000).unwrap(),
-            "non-PIE text maps 1:1"
+            "go {v}: non-PIE text maps 1:1"
         );
         // The first instructions (the stack check) hold no address that
         // the smaller file could have moved.
@@ -286,11 +212,17 @@ fn finds_functions_by_name_without_symbols() {
 
 #[test]
 fn agrees_with_go_tool_addr2line() {
-    let b = builds();
+    for b in all_builds() {
+        agrees_with_go_tool_addr2line_in(&b);
+    }
+}
+
+fn agrees_with_go_tool_addr2line_in(b: &Builds) {
+    let v = b.version();
     let stripped = load(&b.stripped);
     // Every main and runtime function entry, and a few pcs inside each.
     let mut addrs = Vec::new();
-    for (name, addr) in GoProgram::nm(&b.normal) {
+    for (name, addr) in b.program.nm(&b.normal) {
         if name.starts_with("main.") || name.starts_with("runtime.") {
             let end = stripped.function(addr).map_or(addr + 1, |f| f.end);
             addrs.extend([addr, addr + (end - addr) / 3, addr + (end - addr) / 2]);
@@ -299,21 +231,25 @@ fn agrees_with_go_tool_addr2line() {
     addrs.sort_unstable();
     addrs.dedup();
     assert!(addrs.len() > 1000);
-    let expected = GoProgram::addr2line(&b.normal, &addrs);
+    let expected = b.program.addr2line(&b.normal, &addrs);
     let mut checked = 0;
     for (addr, (function, file, line)) in addrs.iter().zip(&expected) {
         let frames = stripped
             .frames(*addr)
-            .unwrap_or_else(|| panic!("no frames at {addr:#x}"));
+            .unwrap_or_else(|| panic!("go {v}: no frames at {addr:#x}"));
         let outer = frames.last().unwrap();
         let inner = &frames[0];
         assert_eq!(
             outer.function.as_deref(),
             Some(function.as_str()),
-            "{addr:#x}"
+            "go {v}: {addr:#x}"
         );
-        assert_eq!(inner.file, *file, "{addr:#x}");
-        assert_eq!(inner.line, Some(*line).filter(|&l| l > 0), "{addr:#x}");
+        assert_eq!(inner.file, *file, "go {v}: {addr:#x}");
+        assert_eq!(
+            inner.line,
+            Some(*line).filter(|&l| l > 0),
+            "go {v}: {addr:#x}"
+        );
         assert!(!outer.inlined && frames[..frames.len() - 1].iter().all(|f| f.inlined));
         checked += 1;
     }
@@ -322,8 +258,14 @@ fn agrees_with_go_tool_addr2line() {
 
 #[test]
 fn reports_inlined_calls() {
-    let b = builds();
-    for exe in [&b.stripped, &b.pie] {
+    for b in all_builds() {
+        reports_inlined_calls_in(&b);
+    }
+}
+
+fn reports_inlined_calls_in(b: &Builds) {
+    let v = b.version();
+    for exe in [&b.normal, &b.stripped, &b.pie] {
         let go = load(exe);
         let outer = go.entry_of("main.outer").unwrap();
         let end = go.function(outer).unwrap().end;
@@ -331,12 +273,17 @@ fn reports_inlined_calls() {
         let chain = (outer..end)
             .filter_map(|pc| go.frames(pc))
             .find(|f| f.len() == 3)
-            .unwrap_or_else(|| panic!("no inlined chain in main.outer of {}", exe.display()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "go {v}: no inlined chain in main.outer of {}",
+                    exe.display()
+                )
+            });
         let names: Vec<_> = chain
             .iter()
             .map(|f| f.function.as_deref().unwrap())
             .collect();
-        assert_eq!(names, ["main.add", "main.twice", "main.outer"]);
+        assert_eq!(names, ["main.add", "main.twice", "main.outer"], "go {v}");
         let lines: Vec<_> = chain.iter().map(|f| f.line.unwrap()).collect();
         assert_eq!(
             lines,
@@ -352,7 +299,14 @@ fn reports_inlined_calls() {
 
 #[test]
 fn sp_delta_is_zero_at_entry_and_the_frame_size_inside() {
-    let go = load(&builds().stripped);
+    for b in all_builds() {
+        for exe in [&b.stripped, &b.pie] {
+            sp_delta_in(&load(exe));
+        }
+    }
+}
+
+fn sp_delta_in(go: &GoBinary) {
     let handle = go.entry_of("main.(*Server).handle").unwrap();
     assert_eq!(go.sp_delta(handle), Some(0));
     let main = go.entry_of("main.main").unwrap();
@@ -379,21 +333,40 @@ fn sp_delta_is_zero_at_entry_and_the_frame_size_inside() {
 
 #[test]
 fn cgo_binaries_are_go_and_c_frames_are_not() {
-    let program = GoProgram::new("cgo", CGO_SOURCE);
-    let exe = program.build("cgo", &["-ldflags=-s -w"]);
-    let go = load(&exe);
-    assert!(go.go_version().unwrap().starts_with("go1.19"));
-    let main = go.entry_of("main.main").unwrap();
-    assert_eq!(
-        go.frames(main).unwrap()[0].function.as_deref(),
-        Some("main.main")
-    );
-    assert!(go.entry_of("runtime.asmcgocall").is_some());
+    // Externally linked: C code comes before the Go text, so the text
+    // start is not the segment's start.
+    for toolchain in toolchains() {
+        let program = GoProgram::new("cgo", CGO_SOURCE, &toolchain);
+        let exe = program.build("cgo", &["-ldflags=-s -w"]);
+        let go = load(&exe);
+        let v = toolchain.version;
+        assert!(
+            go.go_version()
+                .unwrap()
+                .starts_with(&toolchain.version_prefix())
+        );
+        let main = go.entry_of("main.main").unwrap();
+        assert_eq!(
+            go.frames(main).unwrap()[0].function.as_deref(),
+            Some("main.main"),
+            "go {v}"
+        );
+        assert!(go.entry_of("runtime.asmcgocall").is_some(), "go {v}");
+        assert!(go.file_offset(main).is_some(), "go {v}");
+    }
 }
 
 #[test]
 fn damaged_tables_give_errors_not_panics() {
-    let bytes = std::fs::read(&builds().stripped).unwrap();
+    // The oldest and the newest layouts.
+    let all = all_builds();
+    for b in [all.first().unwrap(), all.last().unwrap()] {
+        damaged_tables_in(&b.stripped);
+    }
+}
+
+fn damaged_tables_in(exe: &Path) {
+    let bytes = std::fs::read(exe).unwrap();
     let go = GoBinary::parse(&bytes[..]).unwrap().unwrap();
     let (start, len) = (go.table.vaddr - 0x400000, go.table.len);
     let start = usize::try_from(start).unwrap();
@@ -424,4 +397,52 @@ fn damaged_tables_give_errors_not_panics() {
     for cut in [64, 4096, bytes.len() / 2] {
         let _ = GoBinary::parse(&bytes[..cut]);
     }
+}
+
+#[test]
+fn an_unknown_release_is_named_with_what_is_missing() {
+    let newest = all_builds().pop().unwrap();
+    let mut bytes = std::fs::read(&newest.stripped).unwrap();
+    let go = GoBinary::parse(&bytes[..]).unwrap().unwrap();
+    let version = go.go_version().unwrap().to_owned();
+    let module = moduledata::locate(&go.memory, &go.table, go.tab()).expect("moduledata");
+    // A release from the future, whose moduledata no longer ends its
+    // fixed part with `epclntab` where 1.26 and 1.27 have it.
+    let future = format!("go1.99{}", &version[6..]);
+    assert_eq!(future.len(), version.len());
+    // Every copy: the buildinfo's and `runtime.buildVersion`'s.
+    let rename = |bytes: &mut Vec<u8>| {
+        let places: Vec<usize> = bytes
+            .windows(version.len())
+            .enumerate()
+            .filter(|(_, w)| *w == version.as_bytes())
+            .map(|(at, _)| at)
+            .collect();
+        assert!(!places.is_empty(), "the version in the binary");
+        for at in places {
+            bytes[at..at + future.len()].copy_from_slice(future.as_bytes());
+        }
+    };
+    rename(&mut bytes);
+    let offset = usize::try_from(go.file_offset(module).unwrap()).unwrap();
+    for word in [41, 44] {
+        bytes[offset + word * 8..offset + word * 8 + 8].fill(0);
+    }
+    let error = GoBinary::parse(&bytes[..]).expect_err("an unknown layout");
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&future)
+            && text.contains("moduledata layout of Go 1.99 (known up to 1.27)"),
+        "{text}"
+    );
+    // The same release with the 1.27 layout intact is recognized by it.
+    let mut bytes = std::fs::read(&newest.stripped).unwrap();
+    rename(&mut bytes);
+    let go = GoBinary::parse(&bytes[..]).unwrap().unwrap();
+    assert_eq!(go.go_version(), Some(future.as_str()));
+    assert!(go.entry_of("runtime.fatalpanic").is_some());
+    assert!(
+        go.file_offset(go.entry_of("runtime.fatalpanic").unwrap())
+            .is_some()
+    );
 }

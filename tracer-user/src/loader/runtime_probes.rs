@@ -63,8 +63,17 @@ pub enum RuntimeProbeError {
     },
     #[error("{} is not a readable ELF file: {reason}", path.display())]
     Elf { path: PathBuf, reason: String },
-    #[error("{} is a Go executable without runtime.fatalpanic or runtime.fatalthrow", path.display())]
-    NoFatalPath { path: PathBuf },
+    #[error("cannot read the go runtime tables of {}: {source}", path.display())]
+    Go {
+        path: PathBuf,
+        source: crate::golang::GoError,
+    },
+    #[error("{} is a Go executable ({version}) whose runtime.fatalpanic and runtime.fatalthrow cannot be probed: {detail}", path.display())]
+    NoFatalPath {
+        path: PathBuf,
+        version: String,
+        detail: String,
+    },
     #[error("cannot attach a uprobe to {function} in {}: {reason}", path.display())]
     Attach {
         path: PathBuf,
@@ -95,6 +104,9 @@ pub struct RuntimeExecutable {
     pub dev: u64,
     pub ino: u64,
     pub targets: Vec<Target>,
+    /// What was not understood although the probes work (a Go release's
+    /// moduledata layout unknown here: no inlined frames), to be shown.
+    pub warning: Option<String>,
 }
 
 /// The probed executables and their probe links.
@@ -127,7 +139,12 @@ impl RuntimeProbes {
             self.files.insert(key, None);
             return Ok(None);
         }
-        let Some(mut found) = inspect(&file, path)? else {
+        // A file that cannot be read is said once, not at every exec.
+        let inspected = inspect(&file, path);
+        let Some(mut found) = inspected.inspect_err(|_| {
+            self.files.insert(key, None);
+        })?
+        else {
             self.files.insert(key, None);
             return Ok(None);
         };
@@ -192,7 +209,10 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
     // SAFETY: read-only private mapping; a file truncated under us can
     // fault, which is why only regular files below the size limit get here.
     let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| elf_error(e.to_string()))?;
-    let go = crate::golang::GoBinary::parse(&*map).map_err(|e| elf_error(e.to_string()))?;
+    let go = crate::golang::GoBinary::parse(&*map).map_err(|source| RuntimeProbeError::Go {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let Some(go) = go else {
         let Ok(elf) = object::File::parse(&*map) else {
             return Ok(None);
@@ -203,27 +223,41 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
             dev: 0,
             ino: 0,
             targets,
+            warning: None,
         }));
     };
     // pclntab names every function, with or without a symbol table.
     let names: Vec<&str> = TARGETS.iter().map(|&(name, _)| name).collect();
+    let entries = go.entries_of(&names);
     let targets: Vec<Target> = TARGETS
         .iter()
-        .zip(go.entries_of(&names))
+        .zip(&entries)
         .filter_map(|(&(function, cookie), entry)| {
             Some(Target {
                 function,
                 cookie,
-                file_offset: go.file_offset(entry?)?,
+                file_offset: go.file_offset((*entry)?)?,
             })
         })
         .collect();
-    if !targets
-        .iter()
-        .any(|t| t.cookie == go_probe::FATALPANIC || t.cookie == go_probe::FATALTHROW)
-    {
+    let fatal = |cookie| cookie == go_probe::FATALPANIC || cookie == go_probe::FATALTHROW;
+    if !targets.iter().any(|t| fatal(t.cookie)) {
+        // Say whether the names are missing or their addresses are wrong
+        // (a table layout misread), never just skip the binary.
+        let detail = TARGETS
+            .iter()
+            .zip(&entries)
+            .filter(|((_, cookie), _)| fatal(*cookie))
+            .map(|((name, _), entry)| match entry {
+                None => format!("{name} is not in the function table"),
+                Some(addr) => format!("{name} is at {addr:#x}, outside every loadable segment"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(RuntimeProbeError::NoFatalPath {
             path: path.to_path_buf(),
+            version: go.go_version().unwrap_or("unknown Go version").to_owned(),
+            detail,
         });
     }
     Ok(Some(RuntimeExecutable {
@@ -232,6 +266,9 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
         dev: 0,
         ino: 0,
         targets,
+        warning: go
+            .incomplete()
+            .map(|e| format!("Go frames of {} lack inlined calls: {e}", path.display())),
     }))
 }
 

@@ -403,7 +403,7 @@ fn goroutine_frames(frames: Vec<Frame>) -> Vec<Frame> {
     let runtime = |f: &Frame| {
         f.function
             .as_deref()
-            .is_some_and(|n| n.starts_with("runtime.") || n == "panic")
+            .is_some_and(|n| crate::golang::is_runtime_function(n) || n == "panic")
     };
     match frames
         .iter()

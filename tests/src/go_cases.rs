@@ -1,0 +1,176 @@
+//! The Go crash classes `tests/programs/go/crashy` produces, and the
+//! check each report must pass, shared by the Go 1.19 tests
+//! (`go_crashes.rs`) and the release matrix (`go_versions.rs`) so that every
+//! release is held to the same answers.
+
+use crate::Harness;
+use crate::go_programs::{GoBuild, Toolchain, build_with, source_dir};
+use crate::report::{check_shape, describe_frames, find_frame};
+use crate::require_bpf;
+
+/// The line marked CRASH-LINE nearest after `func name(` in a Go program.
+pub fn go_crash_line(program: &str, function: &str) -> u64 {
+    let text = std::fs::read_to_string(source_dir(program).join("main.go"))
+        .expect("reading the Go source");
+    let start = text
+        .find(&format!("func {function}("))
+        .unwrap_or_else(|| panic!("no func {function} in {program}"));
+    let before = text[..start].lines().count() as u64;
+    let line = text[start..]
+        .lines()
+        .position(|l| l.contains("// CRASH-LINE"))
+        .unwrap_or_else(|| panic!("no CRASH-LINE in {function}"));
+    before + line as u64 + 1
+}
+
+pub struct Case {
+    pub mode: &'static str,
+    pub class: &'static str,
+    pub message: &'static str,
+    /// The user function the frames must show (None: runtime-only stack).
+    pub function: Option<&'static str>,
+}
+
+/// Records `crashy MODE` built by `toolchain` in mode `build` and checks
+/// the report against `case`: class, message, last words, and the user
+/// function first among the frames, with its file and line.
+pub fn check_case_with(harness: &Harness, case: &Case, toolchain: &Toolchain, build: GoBuild) {
+    if !require_bpf() {
+        return;
+    }
+    let program = build_with(harness.root(), "crashy", build, toolchain);
+    let recording = harness.record(&program, &[case.mode]);
+    let context = format!(
+        "go {} {build:?} {}: {}",
+        toolchain.version,
+        case.mode,
+        recording.context()
+    );
+    assert_eq!(recording.exit_code(), Some(2), "{context}");
+    let report = recording.only_crash();
+    check_shape(report);
+    assert_eq!(report["runtime"], "go", "{context}");
+    assert_eq!(report["class"], case.class, "{context}");
+    assert_eq!(report["outcome"]["kind"], "exited", "{context}");
+    assert_eq!(report["outcome"]["exit_code"], 2, "{context}");
+    let message = report["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(case.message),
+        "message {message:?} lacks {:?}\n{context}",
+        case.message
+    );
+    let words = report["last_words"].as_str().unwrap_or_default();
+    assert!(
+        words.contains(case.message),
+        "the last words hold the runtime's text\n{context}"
+    );
+    if let Some(function) = case.function {
+        let name = format!("main.{function}");
+        let (index, frame) = find_frame(report, &name)
+            .unwrap_or_else(|| panic!("no {name} frame: {}\n{context}", describe_frames(report)));
+        assert_eq!(
+            index,
+            0,
+            "the goroutine's own frame comes first, not the runtime's panic machinery: {}",
+            describe_frames(report)
+        );
+        assert_eq!(
+            frame["line"].as_u64(),
+            // A closure's line is in its enclosing function.
+            Some(go_crash_line(
+                "crashy",
+                function.split('.').next().unwrap_or(function)
+            )),
+            "{context}"
+        );
+        assert!(
+            frame["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("crashy/main.go")),
+            "{context}"
+        );
+        // A goroutine started by the program ends in runtime.goexit, not
+        // under main.main.
+        if !function.contains(".func") {
+            assert!(find_frame(report, "main.main").is_some(), "{context}");
+        }
+    }
+}
+
+/// Every class of the Go table that `crashy` can produce.
+pub const CASES: &[Case] = &[
+    Case {
+        mode: "nil-deref",
+        class: "null-pointer-dereference",
+        message: "nil pointer dereference",
+        function: Some("nilDeref"),
+    },
+    Case {
+        mode: "nil-map",
+        class: "nil-map-write",
+        message: "assignment to entry in nil map",
+        function: Some("nilMapWrite"),
+    },
+    Case {
+        mode: "index",
+        class: "index-out-of-range",
+        message: "index out of range",
+        function: Some("indexOutOfRange"),
+    },
+    Case {
+        mode: "closed-channel",
+        class: "closed-channel-operation",
+        message: "send on closed channel",
+        function: Some("sendOnClosed"),
+    },
+    Case {
+        mode: "divide",
+        class: "divide-by-zero",
+        message: "integer divide by zero",
+        function: Some("divide"),
+    },
+    Case {
+        mode: "panic",
+        class: "go-panic",
+        message: "config missing: database url",
+        function: Some("loadConfig"),
+    },
+    Case {
+        mode: "out-of-memory",
+        class: "out-of-memory",
+        message: "out of memory",
+        function: Some("outOfMemory"),
+    },
+    Case {
+        mode: "deadlock",
+        class: "deadlock",
+        message: "all goroutines are asleep - deadlock!",
+        function: None,
+    },
+    Case {
+        mode: "stack-overflow",
+        class: "stack-overflow",
+        message: "stack overflow",
+        function: None,
+    },
+    Case {
+        mode: "fatal",
+        class: "go-fatal-error",
+        message: "unlock of unlocked mutex",
+        function: None,
+    },
+    Case {
+        mode: "concurrent-map",
+        class: "concurrent-map-access",
+        message: "concurrent map writes",
+        function: Some("concurrentMapWrites.func1"),
+    },
+];
+
+/// The case of `mode`.
+pub fn case(mode: &str) -> &'static Case {
+    CASES
+        .iter()
+        .find(|c| c.mode == mode)
+        .expect("a case of that mode")
+}
