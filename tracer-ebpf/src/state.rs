@@ -21,7 +21,8 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    KSTACK_MAX, REGS_LEN, STACK_SNAPSHOT_MAX, StateEvent, kind, loss, signal_flags,
+    KSTACK_MAX, MODULES_MAX, PATH_BUF, REGS_LEN, STACK_SNAPSHOT_MAX, StateEvent, kind, loss,
+    signal_flags,
 };
 
 use crate::{
@@ -147,6 +148,9 @@ pub fn capture<const LEGACY: bool>(ctx: *mut c_void, task: u64, snapshot_bytes: 
             mm,
         );
         (*e).modules_len = n;
+        if LEGACY {
+            exe_module_paths(e, mm);
+        }
         if truncated {
             flags |= signal_flags::MODULES_TRUNCATED;
         }
@@ -188,6 +192,34 @@ unsafe fn snapshot_stack(e: *mut StateEvent, want_above_sp: u32) -> bool {
             (*e).snapshot_len = (copied * PAGE as usize) as u32;
         }
         (copied as u64 * PAGE) < want
+    }
+}
+
+/// Gives the executable's mappings its path, already walked for `exe`:
+/// the fallback capture walks no module paths.
+#[inline(always)]
+unsafe fn exe_module_paths(e: *mut StateEvent, mm: u64) {
+    let exe_file: u64 = read(mm, off!(mm_exe_file));
+    let inode: u64 = read(exe_file, off!(file_inode));
+    let ino: u64 = read(inode, off!(inode_ino));
+    unsafe {
+        if ino == 0 || (*e).exe_len == 0 {
+            return;
+        }
+        for j in 0..MODULES_MAX {
+            if j as u32 >= (*e).modules_len {
+                break;
+            }
+            let m = &raw mut (*e).modules[j];
+            if (*m).ino == ino && (*m).path_len == 0 {
+                bpf_probe_read_kernel(
+                    (&raw mut (*m).path).cast(),
+                    PATH_BUF as u32,
+                    (&raw const (*e).exe).cast(),
+                );
+                (*m).path_len = (*e).exe_len;
+            }
+        }
     }
 }
 

@@ -14,8 +14,8 @@
 //! loops, which the verifier walks iteration by iteration. Looking up
 //! every stack word is beyond its budget that way, so the exiting thread's
 //! executable mappings are taken from the VMA list instead (the IP's
-//! first, then the others in address order, [`MODULES_MAX`] at most), and
-//! their paths are walked once they are all found.
+//! first, then the others in address order, [`MODULES_MAX`] at most), with
+//! their device and inode but no path (userspace finds them by inode).
 
 use core::ffi::c_void;
 
@@ -271,22 +271,16 @@ pub unsafe fn capture_modules<const LEGACY: bool>(
                 (*scratch).n_modules = 1;
             }
             collect_exec_vmas(scratch, mm);
+            // Their paths are not walked: sixteen walks are beyond the
+            // 5.10 verifier's budget. The executable's path is filled in by
+            // the caller, and userspace finds libraries by inode.
             let vdso = (*scratch).vdso;
             for j in 0..MODULES_MAX {
                 if j as u32 >= (*scratch).n_modules {
                     break;
                 }
-                let m = &raw mut (*scratch).modules[j];
-                let vma = &raw const (*scratch).raw[j];
-                describe_module::<true>(m, &*vma, vdso);
-                if (*vma).file != 0 {
-                    let (len, complete) =
-                        walk_path::<true>((&raw mut (*m).path).cast(), (*vma).file);
-                    (*m).path_len = len;
-                    if !complete {
-                        (*m).flags |= module_flags::PATH_TRUNCATED;
-                    }
-                }
+                let vma = (*scratch).raw[j];
+                describe_module::<true>(&raw mut (*scratch).modules[j], &vma, vdso);
             }
         } else {
             bpf_loop(

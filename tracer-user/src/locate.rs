@@ -29,7 +29,9 @@ const MAX_PROCESSES: usize = 4096;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LocateError {
-    #[error("the kernel did not name the file")]
+    #[error(
+        "the kernel did not name the file, and no file in this host's library directories has its device and inode"
+    )]
     NoPath,
     #[error("{0} was replaced after the crash (its inode differs)")]
     Replaced(PathBuf),
@@ -75,7 +77,9 @@ fn open_if_same(candidate: PathBuf, ino: u64, replaced: &mut bool) -> Option<Loc
 
 /// The file behind `mapping`, which `pid` had mapped.
 pub fn locate(pid: u32, mapping: &Mapping) -> Result<Located, LocateError> {
-    let path = mapping.path.as_ref().ok_or(LocateError::NoPath)?;
+    let Some(path) = mapping.path.as_ref() else {
+        return by_inode(mapping).ok_or(LocateError::NoPath);
+    };
     let relative = path.strip_prefix("/").unwrap_or(path);
     let mut replaced = false;
     let mut check = |candidate: PathBuf| open_if_same(candidate, mapping.ino, &mut replaced);
@@ -107,6 +111,69 @@ pub fn locate(pid: u32, mapping: &Mapping) -> Result<Located, LocateError> {
     })
 }
 
+/// Where shared libraries live, searched (not recursively) for a mapping
+/// the kernel named by device and inode only: the capture programs for
+/// kernels without `bpf_loop` walk no library paths.
+const LIBRARY_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+/// Entries read at most per directory.
+const LIBRARY_DIR_ENTRIES_MAX: usize = 50_000;
+
+/// The file of [`LIBRARY_DIRS`] with the mapping's device and inode. The
+/// identity is exact, so a match is the mapped file, never a look-alike.
+/// One exception: a file seen through overlayfs (a container's image, a
+/// VM's root) shows the overlay's device but keeps its layer's inode
+/// number, while the kernel's mapping names the layer's own device; there
+/// the inode alone decides.
+fn by_inode(mapping: &Mapping) -> Option<Located> {
+    if mapping.ino == 0 {
+        return None;
+    }
+    for dir in LIBRARY_DIRS {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten().take(LIBRARY_DIR_ENTRIES_MAX) {
+            // The directory entry's inode needs no stat of its own.
+            use std::os::unix::fs::DirEntryExt as _;
+            if entry.ino() != mapping.ino {
+                continue;
+            }
+            let path = entry.path();
+            let same_dev = std::fs::metadata(&path).is_ok_and(|m| m.dev() == mapping.dev);
+            if !same_dev && !on_overlayfs(&path) {
+                continue;
+            }
+            let mut replaced = false;
+            if let Some(found) = open_if_same(path, mapping.ino, &mut replaced) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+fn on_overlayfs(path: &Path) -> bool {
+    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut fs = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, which
+    // is only read when the call succeeds.
+    unsafe {
+        libc::statfs(c_path.as_ptr(), fs.as_mut_ptr()) == 0
+            && fs.assume_init().f_type as i64 == OVERLAYFS_SUPER_MAGIC
+    }
+}
+
 fn proc_root(pid: u32) -> PathBuf {
     Path::new("/proc").join(pid.to_string()).join("root")
 }
@@ -135,6 +202,33 @@ mod tests {
             executable: true,
             vdso: false,
         }
+    }
+
+    #[test]
+    fn a_library_without_a_path_is_found_by_inode() {
+        let libc = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]
+        .iter()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .expect("this host has glibc");
+        let by_inode = Mapping {
+            path: None,
+            dev: libc.dev(),
+            ..mapping("/unused", libc.ino())
+        };
+        let found = locate(1, &by_inode).expect("found by inode");
+        assert!(
+            found.found_at.ends_with("libc.so.6"),
+            "{}",
+            found.found_at.display()
+        );
+        let unknown = Mapping {
+            path: None,
+            ..mapping("/unused", u64::MAX - 1)
+        };
+        assert_eq!(locate(1, &unknown).unwrap_err(), LocateError::NoPath);
     }
 
     #[test]

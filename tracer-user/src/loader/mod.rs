@@ -229,8 +229,12 @@ impl Tracer {
         let legacy = !tracer.caps.has_full_capture_helpers();
         let mut capture_refused = None;
         for &name in PROGRAMS {
+            let has_mm = tracer.caps.exit_tracepoint_has_mm;
             let program = match (legacy, name) {
                 (true, "signal_generate") => "signal_generate_legacy",
+                // Before 6.16 the tracepoint has no memory map to capture:
+                // `exit_capture` at do_exit does it, this only reports.
+                (_, "sched_process_exit") if !has_mm => "sched_process_exit_bare",
                 (true, "sched_process_exit") => "sched_process_exit_legacy",
                 _ => name,
             };
@@ -374,6 +378,18 @@ impl Tracer {
         Ok(())
     }
 
+    /// The helpers the uprobes (libc, Go, Rust) use that this kernel lacks:
+    /// they tell their probe sites apart by attach cookie and capture with
+    /// the full-featured code. `None` when all are there.
+    fn uprobe_helpers_missing(&self) -> Option<String> {
+        let missing: Vec<String> = ["get_attach_cookie", "task_pt_regs", "find_vma", "loop"]
+            .iter()
+            .filter(|h| !self.caps.has_helper(h))
+            .map(|h| format!("bpf_{h}"))
+            .collect();
+        (!missing.is_empty()).then(|| missing.join(", "))
+    }
+
     /// Chooses where dying threads are captured (see [`CapturePath`]).
     fn attach_capture(&mut self, btf: &Btf) {
         if self.caps.exit_tracepoint_has_mm {
@@ -447,6 +463,12 @@ impl Tracer {
     /// The libc uprobe is evidence, not capture: a failure degrades
     /// reports and is said, but does not stop crashtrace.
     fn attach_libc(&mut self) {
+        if let Some(missing) = self.uprobe_helpers_missing() {
+            self.degraded.push(format!(
+                "the libc abort() probe needs {missing}, which this kernel lacks: aborts are reported without glibc's message (double free, assertion, stack smashing) or the uncaught C++ exception"
+            ));
+            return;
+        }
         let Some(program) = self.ebpf.program_mut("libc_abort") else {
             self.degraded
                 .push("the libc probe is missing from the BPF object".into());
@@ -504,6 +526,12 @@ impl Tracer {
     /// The exec tracepoint and the Go fatal-path program, attached to
     /// executables later by [`Tracer::probe_executable`].
     fn load_runtime_probes(&mut self, btf: &Btf) {
+        if let Some(missing) = self.uprobe_helpers_missing() {
+            self.degraded.push(format!(
+                "the Go and Rust runtime probes need {missing}, which this kernel lacks: Go panics and fatal errors (which end in exit(2), not a signal) are not reported, and Rust panics only when they abort"
+            ));
+            return;
+        }
         if let Err(e) = self.attach("sched_process_exec", btf) {
             self.degraded.push(format!(
                 "{e} (Go programs started from now on are not probed)"

@@ -281,6 +281,12 @@ impl Vm<'_> {
             }
         }
         set("CRASHTRACE_BIN", &crate::crashtrace_bin().to_string_lossy());
+        // `kernel_matrix`'s doctor test leaves crashtrace's own account of
+        // the kernel here, for the "Tested kernels" table.
+        set(
+            "CRASHTRACE_DOCTOR_OUT",
+            &self.out.join("doctor.json").to_string_lossy(),
+        );
         set("RUST_BACKTRACE", "1");
         // cargo runs integration tests in their package's directory.
         set(
@@ -459,6 +465,9 @@ impl Vm<'_> {
                 .find_map(|l| l.strip_prefix("btf "))
                 .map(|v| v == "yes"),
             error: (!ended.finished).then_some(why_not_run),
+            doctor: fs::read(self.out.join("doctor.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
             tests,
         };
         print_kernel(&result, &self.out);

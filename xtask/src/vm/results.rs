@@ -73,7 +73,20 @@ pub struct KernelResult {
     pub btf: Option<bool>,
     /// Set when the VM did not finish its script.
     pub error: Option<String>,
+    /// What `crashtrace doctor --json` said in the guest: capture path,
+    /// fallbacks, last-words hook, OOM record.
+    #[serde(default)]
+    pub doctor: Option<Doctor>,
     pub tests: Vec<TestResult>,
+}
+
+/// The part of `crashtrace doctor --json` the table shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Doctor {
+    pub capture: String,
+    pub fallbacks: bool,
+    pub last_words: String,
+    pub oom_record: bool,
 }
 
 impl KernelResult {
@@ -143,8 +156,8 @@ fn table(results: &Results, source: &str) -> String {
         return format!("\nNo results in {source} yet: run `cargo xtask vm-test`.\n\n");
     }
     let mut s = String::from(
-        "\n| Kernel line | Shipped by | Package (version) | `uname -r` | BTF | Run on | Boot | Tests | Result |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "\n| Kernel line | Shipped by | Package (version) | `uname -r` | BTF | Capture at | Helpers | Last words | OOM record | Run on | Boot | Tests | Result |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for k in &results.kernels {
         let shipped = LINES
@@ -165,8 +178,23 @@ fn table(results: &Results, source: &str) -> String {
                 k.count(Status::Failed) + k.count(Status::NotRun)
             ),
         };
+        let (capture, helpers, words, oom) = match &k.doctor {
+            Some(d) => (
+                match d.capture.as_str() {
+                    "none" => "**none** (no stacks)".to_string(),
+                    c => format!("`{c}`"),
+                },
+                if d.fallbacks { "fallbacks" } else { "all" }.to_string(),
+                match d.last_words.as_str() {
+                    "none" => "**none**".to_string(),
+                    w => w.to_string(),
+                },
+                if d.oom_record { "yes" } else { "**no**" }.to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
         s.push_str(&format!(
-            "| {} | {shipped} | `{}` ({}) | `{}` | {btf} | {} {} | {} | {} | {result} |\n",
+            "| {} | {shipped} | `{}` ({}) | `{}` | {btf} | {capture} | {helpers} | {words} | {oom} | {} {} | {} | {} | {result} |\n",
             k.line,
             k.package,
             k.version,
