@@ -339,6 +339,57 @@ mod tests {
         assert_eq!(btf.size(2), Some(8));
     }
 
+    /// `typedef void (*btf_trace_NAME)(void *, struct s *[, int])`: the
+    /// shape the kernel gives every tracepoint's handler.
+    fn tracepoint_blob(name: &str, with_third: bool) -> Vec<u8> {
+        let strings = format!("\0s\0int\0btf_trace_{name}\0").into_bytes();
+        let (s_name, int_name, td_name) = (1, 3, 7);
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| {
+            words
+                .iter()
+                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
+        };
+        push(&[int_name, KIND_INT << 24, 4, 32]); // 1: int
+        push(&[s_name, KIND_STRUCT << 24, 0]); // 2: struct s {}
+        push(&[0, KIND_PTR << 24, 2]); // 3: struct s *
+        push(&[0, KIND_PTR << 24, 0]); // 4: void *
+        let params = if with_third { 3 } else { 2 };
+        let mut proto = vec![0, (KIND_FUNC_PROTO << 24) | params, 0, 0, 4, 0, 3];
+        if with_third {
+            proto.extend([0, 1]);
+        }
+        push(&proto); // 5: void (void *, struct s *[, int])
+        push(&[0, KIND_PTR << 24, 5]); // 6: pointer to it
+        push(&[td_name, KIND_TYPEDEF << 24, 6]); // 7: the typedef
+        let mut data = Vec::new();
+        for w in [
+            u32::from(MAGIC) | (1 << 16),
+            24,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            data.extend_from_slice(&w.to_le_bytes());
+        }
+        data.extend_from_slice(&types);
+        data.extend_from_slice(&strings);
+        data
+    }
+
+    #[test]
+    fn reads_tracepoint_prototypes() {
+        let btf = Btf::parse(tracepoint_blob("sched_process_exit", true)).unwrap();
+        let params = btf.tracepoint_params("sched_process_exit").unwrap();
+        assert_eq!(params, vec![4, 3, 1]);
+        assert!(btf.is_pointer(params[1]));
+        assert!(!btf.is_pointer(params[2]));
+        assert_eq!(btf.tracepoint_params("mark_victim"), None);
+        let older = Btf::parse(tracepoint_blob("sched_process_exit", false)).unwrap();
+        assert_eq!(older.tracepoint_params("sched_process_exit").unwrap().len(), 2);
+    }
+
     #[test]
     fn malformed_input_is_an_error() {
         assert_eq!(Btf::parse(vec![0; 10]).err(), Some(BtfError::BadMagic));
