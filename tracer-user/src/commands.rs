@@ -20,7 +20,7 @@ use crate::{
     activity_top::{self, TopFilter},
     cli::{CommonArgs, RecordArgs, WatchArgs},
     loader::{DEFAULT_SIGNALS, TraceOptions, Tracer},
-    runtimes,
+    procfs, runtimes,
     session::{Session, SinkOptions},
     signals::parse_signal,
 };
@@ -253,26 +253,9 @@ fn follow_tree(tracer: &mut Tracer, pid: u32) -> anyhow::Result<()> {
         bail!("no process with pid {pid}");
     }
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for entry in std::fs::read_dir("/proc")
-        .context("reading /proc")?
-        .flatten()
-    {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            children.entry(ppid).or_default().push(p);
+    for p in procfs::pids() {
+        if let Ok(stat) = procfs::stat(p) {
+            children.entry(stat.ppid).or_default().push(p);
         }
     }
     let mut stack = vec![pid];

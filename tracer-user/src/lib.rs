@@ -21,6 +21,7 @@ pub mod kernel_support;
 pub mod loader;
 pub mod locate;
 mod lru;
+pub mod procfs;
 pub mod queries;
 pub mod report;
 pub mod runtimes;

@@ -12,6 +12,7 @@ use std::{path::PathBuf, process::Command};
 use super::{RawFrame, Unwinder, Unwound};
 use crate::{
     events::{Mapping, Region, StateRecord, Task, reg},
+    procfs,
     symbolize::{ModuleRef, Symbolizer},
 };
 
@@ -106,29 +107,8 @@ fn run(name: &str, flags: &[&str], mode: &str) -> Option<Capture> {
 
 fn parse_maps(text: &str) -> Vec<Mapping> {
     text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (start, end) = fields.next()?.split_once('-')?;
-            let perms = fields.next()?;
-            let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-            let (major, minor) = fields.next()?.split_once(':')?;
-            let ino = fields.next()?.parse().ok()?;
-            let name = fields.next();
-            Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                file_offset: offset,
-                ino,
-                dev: libc::makedev(
-                    u32::from_str_radix(major, 16).ok()?,
-                    u32::from_str_radix(minor, 16).ok()?,
-                ),
-                path: name.filter(|n| n.starts_with('/')).map(PathBuf::from),
-                path_truncated: false,
-                executable: perms.contains('x'),
-                vdso: name == Some("[vdso]"),
-            })
-        })
+        .filter_map(procfs::parse_maps_line)
+        .map(|m| Mapping::from(&m))
         .collect()
 }
 
