@@ -22,7 +22,8 @@ use tracer_common::loss;
 use crate::{
     events::{Event, decode},
     loader::Tracer,
-    report::{LossReport, ReportBuilder, SCHEMA, render_text, time},
+    pipeline::Pipeline,
+    report::{LossReport, SCHEMA, render_text, time},
     runtimes,
     tracker::{Death, Tracker},
 };
@@ -57,7 +58,7 @@ pub struct Session {
     tracer: Tracer,
     ring: AsyncFd<RingBuf<MapData>>,
     tracker: Tracker,
-    builder: ReportBuilder,
+    builder: Pipeline,
     out: Box<dyn Write>,
     json: bool,
     color: bool,
@@ -100,7 +101,7 @@ impl Session {
             tracer,
             ring,
             tracker: Tracker::new(GRACE),
-            builder: ReportBuilder::new(opts.debug_dirs),
+            builder: Pipeline::new(opts.debug_dirs),
             out,
             json: opts.json,
             color,

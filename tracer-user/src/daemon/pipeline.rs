@@ -19,16 +19,17 @@ use tracer_common::loss;
 
 use super::{
     config::{Config, RateKey},
-    enrich::{self, Context},
+    enrich,
     filter::Subject,
     metrics::SharedMetrics,
     ratelimit::RateLimiter,
     sink::JsonLinesSink,
 };
 use crate::{
+    context::{self, Context},
     events::{Event, decode},
     loader::Tracer,
-    report::ReportBuilder,
+    pipeline::Pipeline as ReportPipeline,
     store::{NewCrash, RetentionLimits, Store, StoreError, timefmt},
     tracker::{Death, Tracker},
 };
@@ -42,7 +43,7 @@ pub struct Pipeline {
     pub(super) tracer: Tracer,
     pub(super) ring: AsyncFd<RingBuf<MapData>>,
     tracker: Tracker,
-    builder: ReportBuilder,
+    builder: ReportPipeline,
     pub(super) store: Store,
     sinks: Vec<JsonLinesSink>,
     limiter: RateLimiter,
@@ -82,7 +83,7 @@ impl Pipeline {
             tracer,
             ring,
             tracker: Tracker::new(super::GRACE),
-            builder: ReportBuilder::new(config.capture.debug_dirs.clone()),
+            builder: ReportPipeline::new(config.capture.debug_dirs.clone()),
             store,
             sinks,
             limiter: RateLimiter::new(r.burst, r.per_minute),
@@ -156,7 +157,7 @@ impl Pipeline {
                             self.contexts.clear();
                         }
                         let (cgroup, source) = enrich::cgroup_of_death(pid, ppid);
-                        let mut ctx = enrich::describe(self.boot_id.clone(), cgroup);
+                        let mut ctx = context::describe(self.boot_id.clone(), cgroup);
                         ctx.cgroup_source = source;
                         self.contexts.insert(pid, ctx);
                     }
@@ -234,7 +235,7 @@ impl Pipeline {
             .unwrap_or(0);
         let context_missing =
             context.is_none() || context.as_ref().is_some_and(|c| c.cgroup.is_none());
-        let context = context.unwrap_or_else(|| enrich::describe(self.boot_id.clone(), None));
+        let context = context.unwrap_or_else(|| context::describe(self.boot_id.clone(), None));
         let subject = Subject {
             exe: exe.as_deref(),
             comm: &comm,

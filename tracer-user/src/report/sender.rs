@@ -21,7 +21,7 @@ use crate::{
 /// Most mappings read from a sender's /proc/PID/maps.
 const MAX_MAPPINGS: usize = 65536;
 
-pub(super) fn describe_sender(
+pub(crate) fn describe_sender(
     symbolizer: &mut Symbolizer,
     signal: &SignalRecord,
     task: &Task,
