@@ -1,7 +1,7 @@
-//! The daemon's front end on the event engine: what happens to a crash
-//! between the engine and the store.
-//! filter → rate-limit → (the engine builds the report) → store (one
-//! transaction per batch) → acknowledge → sinks and metrics.
+//! The daemon's sink on the event engine (`crate::engine`): what happens
+//! to a crash between the engine and the store. Filter → rate-limit →
+//! (the engine builds the report) → store (one transaction per batch) →
+//! acknowledge → sinks and metrics.
 //!
 //! Like `watch`, but a report goes to the store first and counts as
 //! *acknowledged* only once its transaction committed: the daemon then
@@ -12,6 +12,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     convert::Infallible,
+    io::Write as _,
     time::Instant,
 };
 
@@ -125,13 +126,13 @@ impl StoreSink {
             Ok(ids) => {
                 for ((crash, key), id) in batch.iter().zip(keys).zip(ids) {
                     let r = &crash.report;
-                    eprintln!(
-                        "crashtrace: stored crash id={id} pid={} class={} fingerprint={} exe={}",
+                    acknowledge(&format!(
+                        "crashtrace: stored crash id={id} pid={} class={} fingerprint={} exe={}\n",
                         r.pid,
                         r.class,
                         r.fingerprint,
                         r.exe.as_deref().unwrap_or("?")
-                    );
+                    ));
                     self.stored += 1;
                     self.metrics().crash(
                         r.class,
@@ -335,6 +336,13 @@ impl Sink for StoreSink {
         }
         Ok(())
     }
+}
+
+/// Logs an acknowledgement in one write: `eprintln!` writes a formatted
+/// line piece by piece to the unbuffered stderr, so a SIGKILL between two
+/// pieces would leave half an acknowledgement in the journal.
+fn acknowledge(line: &str) {
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The rate-limit key of a crash: its unit for a service (auto), or the
