@@ -6,7 +6,7 @@
 //!
 //! * [`crashtrace_bin`] finds the binary under test (`CRASHTRACE_BIN`, else
 //!   `target/release/crashtrace`, else `target/debug/crashtrace`).
-//! * [`require_bpf`] gates every test that loads BPF: it needs root, and a
+//! * [`require_bpf!`] gates every test that loads BPF: it needs root, and a
 //!   test run without it fails unless `CRASHTRACE_SKIP_BPF_TESTS=1` is set.
 //! * [`Harness`] builds programs and runs `crashtrace record` on them.
 //! * [`daemon`] runs `crashtrace daemon` as systemd would and reads its
@@ -92,14 +92,7 @@ pub fn crashtrace_bin() -> PathBuf {
     );
 }
 
-/// Whether a BPF test should run. Call it first in every test that starts
-/// crashtrace, and return when it says `false`:
-///
-/// ```text
-/// if !require_bpf() {
-///     return;
-/// }
-/// ```
+/// Whether a BPF test should run; tests call it through [`require_bpf!`].
 ///
 /// * `CRASHTRACE_SKIP_BPF_TESTS=1`: prints a skip notice, returns `false`.
 ///   This is the one explicit opt-out; CI never sets it.
@@ -121,6 +114,31 @@ pub fn require_bpf() -> bool {
          `sudo -E cargo test -p tests`), or set {SKIP_ENV}=1 to skip them explicitly."
     );
     true
+}
+
+/// The first line of every test that loads BPF: returns from the test
+/// (with `$ret`, if given) when [`require_bpf()`] says to skip, and fails
+/// it when not root.
+///
+/// ```text
+/// #[test]
+/// fn null_deref() {
+///     require_bpf!();
+///     ...
+/// }
+/// ```
+#[macro_export]
+macro_rules! require_bpf {
+    () => {
+        if !$crate::require_bpf() {
+            return;
+        }
+    };
+    ($ret:expr) => {
+        if !$crate::require_bpf() {
+            return $ret;
+        }
+    };
 }
 
 /// Builds programs into, and writes reports under, one scratch directory:

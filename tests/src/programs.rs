@@ -1,4 +1,6 @@
-//! Compiling the C programs in `tests/programs/`.
+//! Compiling the C programs in `tests/programs/`: the one builder every
+//! test uses (the gdb agreement tests add their own recipes and a step
+//! after compiling, see `crate::gdb::programs`).
 //!
 //! Every artifact is compiled at most once per test process, at first use,
 //! with `cc -g -O0 -fno-omit-frame-pointer` (`$CC` overrides `cc`; C++
@@ -20,12 +22,12 @@ pub const CRASH_LINE_MARKER: &str = "// CRASH-LINE";
 const COMMON_FLAGS: &[&str] = &["-g", "-O0", "-fno-omit-frame-pointer", "-Wall", "-Wextra"];
 const SHARED: &[&str] = &["-shared", "-fPIC"];
 
-/// How to build one artifact: `cc COMMON before... -o output source after...`.
-struct Recipe {
-    output: &'static str,
-    source: &'static str,
-    before: &'static [&'static str],
-    after: &'static [&'static str],
+/// How to build one artifact: `cc BASE before... -o output source after...`.
+pub struct Recipe {
+    pub output: &'static str,
+    pub source: &'static str,
+    pub before: &'static [&'static str],
+    pub after: &'static [&'static str],
 }
 
 const fn exe(output: &'static str, source: &'static str) -> Recipe {
@@ -134,7 +136,24 @@ pub fn build(scratch_dir: &Path, name: &str) -> PathBuf {
                 names().collect::<Vec<_>>()
             )
         });
-    let dir = absolute(&scratch_dir.join("crashtrace-programs"));
+    build_once(
+        &scratch_dir.join("crashtrace-programs"),
+        COMMON_FLAGS,
+        recipe,
+        |_| {},
+    )
+}
+
+/// Builds `recipe` into `dir` with `base` flags first, unless this process
+/// already has, and returns the artifact's absolute path. `finish` runs on
+/// the freshly compiled file before it takes its final name.
+pub fn build_once(
+    dir: &Path,
+    base: &[&str],
+    recipe: &Recipe,
+    finish: impl FnOnce(&Path),
+) -> PathBuf {
+    let dir = absolute(dir);
     let output = dir.join(recipe.output);
 
     // Held across the compile: each artifact is built once, and concurrent
@@ -146,12 +165,22 @@ pub fn build(scratch_dir: &Path, name: &str) -> PathBuf {
         return output;
     }
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    compile(recipe, &output);
+    let partial =
+        output.with_file_name(format!(".{}.{}.partial", recipe.output, std::process::id()));
+    compile(base, recipe, &partial);
+    finish(&partial);
+    std::fs::rename(&partial, &output).unwrap_or_else(|e| {
+        panic!(
+            "renaming {} to {}: {e}",
+            partial.display(),
+            output.display()
+        )
+    });
     built.insert(output.clone());
     output
 }
 
-fn compile(recipe: &Recipe, output: &Path) {
+fn compile(base: &[&str], recipe: &Recipe, partial: &Path) {
     let (variable, default) = if recipe.source.ends_with(".cpp") {
         ("CXX", "c++")
     } else {
@@ -161,21 +190,19 @@ fn compile(recipe: &Recipe, output: &Path) {
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| default.into());
     let source = source_path(recipe.source);
-    let partial =
-        output.with_file_name(format!(".{}.{}.partial", recipe.output, std::process::id()));
     let mut command = Command::new(&cc);
     command
-        .args(COMMON_FLAGS)
+        .args(base)
         .args(recipe.before)
         .arg("-o")
-        .arg(&partial)
+        .arg(partial)
         .arg(&source)
         .args(recipe.after);
     let result = command
         .output()
         .unwrap_or_else(|e| panic!("running {command:?}: {e} (is a C compiler installed?)"));
     if !result.status.success() {
-        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(partial);
         panic!(
             "compiling {} failed ({}):\n{command:?}\n{}",
             source.display(),
@@ -183,13 +210,6 @@ fn compile(recipe: &Recipe, output: &Path) {
             String::from_utf8_lossy(&result.stderr)
         );
     }
-    std::fs::rename(&partial, output).unwrap_or_else(|e| {
-        panic!(
-            "renaming {} to {}: {e}",
-            partial.display(),
-            output.display()
-        )
-    });
 }
 
 fn absolute(path: &Path) -> PathBuf {

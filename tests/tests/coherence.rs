@@ -7,9 +7,7 @@ use crashtrace_tests::{Harness, crash_line, require_bpf};
 
 #[test]
 fn fault_inside_a_signal_handler() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
     let recording = harness.record(&harness.program("fault_in_handler"), &[]);
     let context = recording.context();

@@ -10,9 +10,7 @@ const PYTHON: &str = "/usr/bin/python3";
 
 #[test]
 fn ctypes_reading_null() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
     let recording = harness.record(
         std::path::Path::new(PYTHON),

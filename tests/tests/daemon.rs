@@ -32,9 +32,7 @@ fn query_as(ids: (u32, u32), store: &Path, args: &[&str]) -> std::process::Outpu
 
 #[test]
 fn daemon_records_crashes_that_every_query_shows() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let dir = ScratchDir::new("daemon-basic");
     let h = harness();
     let null = dir.copy_program(&h.program("null_deref"), "null_deref_daemon");
@@ -234,9 +232,7 @@ fn unit_file_passes_systemd_analyze_verify() {
 /// they start.
 #[test]
 fn daemon_records_go_panics() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let dir = ScratchDir::new("daemon-go");
     let crashy = crashtrace_tests::go_programs::build(
         harness().root(),

@@ -25,9 +25,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn prometheus_scrapes_the_crash_counter() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let dir = ScratchDir::new("daemon-metrics");
     let program = dir.copy_program(
         &Harness::new(env!("CARGO_TARGET_TMPDIR")).program("null_deref"),

@@ -46,9 +46,7 @@ fn storm(program: &Path, n: usize, threads: usize, stop: Arc<AtomicBool>) -> Vec
 
 #[test]
 fn sigkill_during_a_storm_keeps_every_acknowledged_crash() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let dir = ScratchDir::new("daemon-kill");
     let program = dir.copy_program(&harness().program("null_deref"), "null_deref_kill");
     let extra = format!(
@@ -121,9 +119,7 @@ fn sigkill_during_a_storm_keeps_every_acknowledged_crash() {
 
 #[test]
 fn rate_limit_storm_keeps_the_other_programs_crashes() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     const STORM: usize = 5000;
     const OTHER: usize = 10;
     let (burst, per_minute) = (10u64, 6.0f64);

@@ -48,80 +48,60 @@ fn check_special(name: &str, stop: &str) {
 
 #[test]
 fn null_deref_matches_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_common("null_deref", None, MAIN);
 }
 
 #[test]
 fn abort_matches_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_common("abort", None, MAIN);
 }
 
 #[test]
 fn thread_crash_matches_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_common("thread_crash", None, THREAD_START);
 }
 
 #[test]
 fn dlopen_crash_matches_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_common("dlopen_crash", Some("libcrashy.so"), MAIN);
 }
 
 #[test]
 fn plt_stub_crash_matches_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_common("plt_crash", None, MAIN);
 }
 
 #[test]
 fn crash_in_signal_handler_matches_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_common("handler_crash", None, MAIN);
 }
 
 #[test]
 fn o2_without_frame_pointers_matches_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_special("o2_nofp", MAIN);
 }
 
 #[test]
 fn frameless_leaf_matches_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_special("leaf_crash", MAIN);
 }
 
 #[test]
 fn cpp_templates_match_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_special("cpp_templates", MAIN);
 }
 
 #[test]
 fn stripped_with_build_id_debug_dir_matches_gdb() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     check_special("stripped", MAIN);
 }

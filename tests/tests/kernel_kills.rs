@@ -33,9 +33,7 @@ fn hog_script(harness: &Harness, cgroup: &MemoryCgroup, first: &str) -> String {
 
 #[test]
 fn oom_kill_in_a_memory_limited_cgroup() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     let cgroup = MemoryCgroup::new("crashtrace-oom-test", LIMIT);
     let script = hog_script(&harness, &cgroup, "");
@@ -50,9 +48,7 @@ fn oom_kill_in_a_memory_limited_cgroup() {
 /// the hog.
 #[test]
 fn oom_kill_under_watch() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     // Not the record test's cgroup: the two tests may run at once.
     let cgroup = MemoryCgroup::new("crashtrace-oom-watch-test", LIMIT);
@@ -138,9 +134,7 @@ fn check_oom_report(report: &Value, cgroup: &MemoryCgroup, context: &dyn Fn() ->
 
 #[test]
 fn cpu_time_limit_is_the_kernels_signal() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     // A soft limit of one CPU second: the kernel sends SIGXCPU (the hard
     // limit's SIGKILL would come a second later).
     let recording = harness().record(
@@ -173,9 +167,7 @@ fn cpu_time_limit_is_the_kernels_signal() {
 /// `sleeper` killed by `signal` from a `kill` command: a killed-by-signal
 /// report naming that command as the sender.
 fn killed_by(signal: &str, number: i32) {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     let sleeper = harness.program("sleeper");
     let mut running = harness.spawn_record(&sleeper, &[]);

@@ -52,9 +52,7 @@ fn check_explained(report: &Value, context: &str) {
 
 #[test]
 fn words_written_before_abort_explain_it() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let recording = record("syscalls", "giving_up", &["quiet"]);
     let context = recording.context();
     assert_eq!(recording.exit_code(), Some(128 + 6), "{context}");
@@ -73,9 +71,7 @@ fn words_written_before_abort_explain_it() {
 
 #[test]
 fn only_the_latest_writes_are_kept_and_a_long_one_by_its_end() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let recording = record("syscalls", "giving_up", &["chatty"]);
     let context = recording.context();
     let report = recording.only_crash();
@@ -95,9 +91,7 @@ fn only_the_latest_writes_are_kept_and_a_long_one_by_its_end() {
 
 #[test]
 fn watch_keeps_native_last_words() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let h = harness();
     let program = h.program("giving_up");
     let watch = Watch::start_with(
@@ -124,9 +118,7 @@ fn watch_keeps_native_last_words() {
 
 #[test]
 fn the_default_mode_keeps_them_or_says_how_to() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let h = harness();
     let recording = h.record(&h.program("giving_up"), &["quiet"]);
     let context = recording.context();
@@ -149,9 +141,7 @@ fn the_default_mode_keeps_them_or_says_how_to() {
 
 #[test]
 fn runtime_mode_hooks_no_write() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let recording = record("runtime", "giving_up", &["quiet"]);
     let context = recording.context();
     let report = recording.only_crash();
@@ -168,9 +158,7 @@ fn runtime_mode_hooks_no_write() {
 /// it, but libstdc++'s terminate handler printed it before `abort()`.
 #[test]
 fn the_terminate_handler_s_words_complete_an_exception() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let recording = record("syscalls", "uncaught_exception", &["loud"]);
     let context = recording.context();
     let report = recording.only_crash();

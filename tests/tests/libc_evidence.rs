@@ -16,9 +16,7 @@ struct Case {
 }
 
 fn check(case: &Case) {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
     let recording = harness.record(&harness.program(case.program), &[]);
     let context = recording.context();
@@ -128,9 +126,7 @@ fn uncaught_standard_exception() {
 /// A type of the program's own: its name, but no guess at `what()`.
 #[test]
 fn uncaught_exception_of_own_type() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
     let recording = harness.record(&harness.program("uncaught_exception"), &["own"]);
     let context = recording.context();
@@ -147,9 +143,7 @@ fn uncaught_exception_of_own_type() {
 /// Runs `uncaught_exception` with `mode` and checks the class, the message
 /// and that the thrower is in the frames; returns the evidence lines.
 fn uncaught(mode: &str, message: &str, thrower: &str) -> Option<Vec<String>> {
-    if !require_bpf() {
-        return None;
-    }
+    require_bpf!(None);
     let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
     let recording = harness.record(&harness.program("uncaught_exception"), &[mode]);
     let context = recording.context();
@@ -250,9 +244,7 @@ fn uncaught_exception_with_exceptions_own_what() {
 /// the libc it sees is probed when its executable starts.
 #[test]
 fn a_libc_in_another_root_is_probed() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
     let program = harness.program("double_free");
     let root = harness.root().join("libc-root");

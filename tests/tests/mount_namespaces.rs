@@ -8,9 +8,7 @@ use crashtrace_tests::{Harness, crash_line, require_bpf};
 
 #[test]
 fn crash_in_a_private_mount_namespace_is_symbolized() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
     let program = harness.program("null_deref");
     // An empty directory on the host; inside the namespace a tmpfs covers it.

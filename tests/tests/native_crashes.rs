@@ -74,9 +74,7 @@ fn fingerprint(report: &Value) -> String {
 
 #[test]
 fn null_pointer_dereference() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let (_, report) = record_crash(&expect::NULL_DEREF);
     assert_eq!(str_at(&report, "/signal/fault_address"), "0x0");
     assert_eq!(
@@ -89,9 +87,7 @@ fn null_pointer_dereference() {
 
 #[test]
 fn wild_pointer_read() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let (_, report) = record_crash(&expect::WILD_POINTER);
     assert_eq!(
         str_at(&report, "/signal/fault_address"),
@@ -101,18 +97,14 @@ fn wild_pointer_read() {
 
 #[test]
 fn write_to_read_only_data() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     // The fault address is the string literal, which the program prints.
     record_crash(&expect::WRITE_RODATA);
 }
 
 #[test]
 fn stack_overflow() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let (_, report) = record_crash(&expect::STACK_OVERFLOW);
     // The top of the stack is nothing but the recursion.
     let frames = crashtrace_tests::frames(&report);
@@ -129,34 +121,26 @@ fn stack_overflow() {
 
 #[test]
 fn integer_divide_by_zero() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     record_crash(&expect::DIV_ZERO);
 }
 
 #[test]
 fn bus_error_past_end_of_file() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     // The fault address is the start of the mapping, which the program prints.
     record_crash(&expect::SIGBUS);
 }
 
 #[test]
 fn illegal_instruction_trap() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     record_crash(&expect::TRAP);
 }
 
 #[test]
 fn crash_inside_a_plt_stub() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let (_, report) = record_crash(&expect::PLT_CRASH);
     // The stub is named as gdb names it, not after the symbol before it,
     // and unwinding from it reaches its caller.
@@ -172,9 +156,7 @@ fn crash_inside_a_plt_stub() {
 
 #[test]
 fn crash_inside_a_signal_handler() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let (_, report) = record_crash(&expect::HANDLER_CRASH);
     // handler <- sigreturn trampoline <- the interrupted loop, adjacent.
     let names: Vec<&str> = crashtrace_tests::frames(&report)
@@ -195,9 +177,7 @@ fn crash_inside_a_signal_handler() {
 
 #[test]
 fn abort() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let (_, report) = record_crash(&expect::ABORT);
     // abort() sends the signal itself: frame 0 is inside libc, and the
     // program's call to abort() is a few frames up.
@@ -206,9 +186,7 @@ fn abort() {
 
 #[test]
 fn crash_in_named_thread() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let (_, report) = record_crash(&expect::THREAD_CRASH);
     assert_ne!(
         int_at(&report, "/tid"),
@@ -220,9 +198,7 @@ fn crash_in_named_thread() {
 
 #[test]
 fn crash_in_dlopened_library() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let (_, report) = record_crash(&expect::DLOPEN_CRASH);
     let frames = describe_frames(&report);
     let (_, fault) = expect_frame(&report, "crashy_fault");
@@ -244,9 +220,7 @@ fn crash_in_dlopened_library() {
 
 #[test]
 fn external_sigkill_names_the_sender() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     let sleeper = harness.program("sleeper");
     let mut running = harness.spawn_record(&sleeper, &[]);
@@ -343,9 +317,7 @@ fn external_sigkill_names_the_sender() {
 
 #[test]
 fn recovered_faults_are_not_crashes() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     let recording = harness.record(&harness.program("recover"), &[]);
     assert_eq!(recording.exit_code(), Some(0), "{}", recording.context());
@@ -359,9 +331,7 @@ fn recovered_faults_are_not_crashes() {
 
 #[test]
 fn signals_taken_through_signalfd_are_not_crashes() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     let recording = harness.record(&harness.program("signalfd_term"), &[]);
     assert_eq!(recording.exit_code(), Some(0), "{}", recording.context());
@@ -375,9 +345,7 @@ fn signals_taken_through_signalfd_are_not_crashes() {
 
 #[test]
 fn exit_code_passes_through() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     let exit_code = harness.program("exit_code");
     for code in [7, 0] {
@@ -393,9 +361,7 @@ fn exit_code_passes_through() {
 
 #[test]
 fn segv_crash_exits_139() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     let recording = harness.record(&harness.program("null_deref"), &[]);
     assert_eq!(
@@ -408,9 +374,7 @@ fn segv_crash_exits_139() {
 
 #[test]
 fn missing_command_exits_127() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such-program");
     let recording = harness().record(&missing, &[]);
     assert_eq!(recording.exit_code(), Some(127), "{}", recording.context());
@@ -419,9 +383,7 @@ fn missing_command_exits_127() {
 
 #[test]
 fn fingerprints_identify_the_crash_site() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let (_, first) = record_crash(&expect::NULL_DEREF);
     let (_, second) = record_crash(&expect::NULL_DEREF);
     let (_, other) = record_crash(&expect::WILD_POINTER);

@@ -20,9 +20,7 @@ fn crash_line() -> u64 {
 }
 
 fn check_panic(panic_abort: bool) {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let program = build_rust(harness().root(), "panicky", panic_abort);
     let recording = harness().record(&program, &["panic"]);
     let context = recording.context();
@@ -76,9 +74,7 @@ fn panic_with_panic_abort() {
 
 #[test]
 fn caught_panic_is_not_a_crash() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let program = build_rust(harness().root(), "panicky", false);
     let recording = harness().record(&program, &["caught"]);
     let context = recording.context();
@@ -89,9 +85,7 @@ fn caught_panic_is_not_a_crash() {
 
 #[test]
 fn stack_overflow_is_one_report() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let program = build_rust(harness().root(), "panicky", false);
     let recording = harness().record(&program, &["overflow"]);
     let context = recording.context();

@@ -26,9 +26,7 @@ fn printed(stdout: &str, prefix: &str) -> u64 {
 
 #[test]
 fn watch_signals_prints_a_profilers_rate() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     let program = harness.program("profiled");
     let out = harness.root().join("signal-activity.jsonl");
@@ -107,9 +105,7 @@ fn watch_signals_prints_a_profilers_rate() {
 
 #[test]
 fn crash_report_shows_profiling_activity() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     // Half a CPU second: well inside the 8-second window even on a busy host.
     let recording = harness.record(&harness.program("profiled"), &["0.5", "crash"]);

@@ -23,9 +23,7 @@ fn run(program: &std::path::Path, args: &[&str]) -> u32 {
 
 #[test]
 fn watch_reports_libc_cxx_and_rust_evidence() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = Harness::new(env!("CARGO_TARGET_TMPDIR"));
     let double_free = harness.program("double_free");
     let uncaught = harness.program("uncaught_exception");

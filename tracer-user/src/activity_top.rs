@@ -5,25 +5,27 @@
 //! complete second is shown: one row per process that received a counted
 //! signal in it, busiest first. `--json` writes the same rows as
 //! `"type": "signal-activity"` records. Evicted counts are warned about on
-//! stderr, like every loss.
+//! stderr by the event engine, like every loss.
 
 use std::{
     collections::BTreeMap,
-    fs::File,
     io::{self, Write},
     path::PathBuf,
     time::SystemTime,
 };
 
 use serde::Serialize;
-use tracer_common::{ACTIVITY_WINDOW, ActivitySlot, loss};
+use tracer_common::{ACTIVITY_WINDOW, ActivitySlot};
 
 use crate::{
-    activity::{Columns, monotonic_second, until_next_second},
+    activity::{Columns, monotonic_second},
+    engine::{Finished, Sink},
     events::c_string,
     loader::Tracer,
     report::{SCHEMA, time},
+    session::{PrintError, open_output},
     signals::signal_name,
+    tracker::Death,
 };
 
 /// Most rows printed per second in text mode.
@@ -31,8 +33,8 @@ const TEXT_ROWS: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopError {
-    #[error("cannot open output file {}: {source}", path.display())]
-    Output { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Output(#[from] PrintError),
     #[error("cannot write the signal summary: {0}")]
     Write(io::Error),
     #[error(transparent)]
@@ -93,73 +95,83 @@ pub fn rows_for(slots: &[ActivitySlot], columns: &Columns, second: u32) -> Vec<R
     rows
 }
 
-/// Prints the table once a second until `stop` completes.
-pub async fn run<F: std::future::Future>(
-    tracer: &mut Tracer,
-    filter: &TopFilter,
+/// The `watch --signals` front end: shows the table once a second.
+pub struct Top {
+    out: Box<dyn Write>,
     json: bool,
-    output: Option<PathBuf>,
-    stop: F,
-) -> Result<F::Output, TopError> {
-    let mut out: Box<dyn Write> = match &output {
-        Some(path) => Box::new(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| TopError::Output {
-                    path: path.clone(),
-                    source,
-                })?,
-        ),
-        None => Box::new(io::stdout()),
-    };
-    let columns = tracer.activity_columns.clone();
-    tokio::pin!(stop);
-    // Every second since counting began is shown, the first partial as it
-    // is; the kernel's clock has stood still since loading, so move it now.
-    let mut last_shown = tracer.activity_clock().wrapping_sub(1);
-    tracer.tick_activity_clock().map_err(TopError::Clock)?;
-    let mut reported = [0u64; loss::COUNT as usize];
-    loop {
-        // Just after each second begins: move the kernel's clock on (see
-        // `Config::activity_second`), then show the seconds that ended.
-        tokio::select! {
-            _ = tokio::time::sleep(until_next_second()) => {}
-            output = &mut stop => return Ok(output),
-        }
+    filter: TopFilter,
+    columns: Columns,
+    /// The last second shown.
+    last_shown: u32,
+}
+
+impl Top {
+    /// Every second since counting began is shown, the first partial as
+    /// it is; the kernel's clock has stood still since loading, so this
+    /// moves it now.
+    pub fn new(
+        tracer: &mut Tracer,
+        filter: TopFilter,
+        json: bool,
+        output: Option<PathBuf>,
+    ) -> Result<Self, TopError> {
+        let out: Box<dyn Write> = match &output {
+            Some(path) => Box::new(open_output(path)?),
+            None => Box::new(io::stdout()),
+        };
+        let last_shown = tracer.activity_clock().wrapping_sub(1);
         tracer.tick_activity_clock().map_err(TopError::Clock)?;
+        Ok(Self {
+            out,
+            json,
+            filter,
+            columns: tracer.activity_columns.clone(),
+            last_shown,
+        })
+    }
+}
+
+impl Sink for Top {
+    type Note = ();
+    type Admitted = ();
+    type Error = TopError;
+
+    /// Rates, not crashes: no death is reported.
+    fn admit(&mut self, _death: &Death, _note: Option<()>) -> Option<()> {
+        None
+    }
+
+    fn deliver(&mut self, _reports: Vec<Finished<()>>) -> Result<(), TopError> {
+        Ok(())
+    }
+
+    /// Just after each second begins (the engine has moved the kernel's
+    /// clock on, see `Config::activity_second`): shows the seconds that
+    /// ended.
+    fn second(&mut self, tracer: &mut Tracer) -> Result<(), TopError> {
         let ended = monotonic_second().wrapping_sub(1);
         // A late wake-up shows every second it missed that the buckets
         // still hold, not just the last one.
         let missed = ended
-            .wrapping_sub(last_shown)
+            .wrapping_sub(self.last_shown)
             .min(ACTIVITY_WINDOW as u32 - 1);
         let slots = tracer.activity_slots();
         for second in (0..missed).rev().map(|ago| ended.wrapping_sub(ago)) {
-            let rows = rows_for(&slots, &columns, second);
-            let rows = filtered(tracer, filter, rows);
+            let rows = rows_for(&slots, &self.columns, second);
+            let rows = filtered(tracer, &self.filter, rows);
             let now = time::rfc3339(SystemTime::now());
-            let text = if json {
+            let text = if self.json {
                 json_lines(&rows, &now, second)
             } else {
-                table(&rows, &columns, &now)
+                table(&rows, &self.columns, &now)
             };
-            out.write_all(text.as_bytes()).map_err(TopError::Write)?;
+            self.out
+                .write_all(text.as_bytes())
+                .map_err(TopError::Write)?;
         }
-        out.flush().map_err(TopError::Write)?;
-        last_shown = ended;
-        let losses = tracer.losses();
-        for (i, (&now, before)) in losses.iter().zip(reported.iter_mut()).enumerate() {
-            if now > *before {
-                eprintln!(
-                    "crashtrace: warning: {} event(s) lost: {}",
-                    now - *before,
-                    loss::NAMES[i].replace('_', " ")
-                );
-                *before = now;
-            }
-        }
+        self.out.flush().map_err(TopError::Write)?;
+        self.last_shown = ended;
+        Ok(())
     }
 }
 

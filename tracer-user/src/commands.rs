@@ -17,11 +17,12 @@ use tokio::{
 
 use crate::{
     activity::Columns,
-    activity_top::{self, TopFilter},
+    activity_top::{Top, TopFilter},
     cli::{CommonArgs, RecordArgs, WatchArgs},
+    engine::{self, Engine},
     loader::{DEFAULT_SIGNALS, TraceOptions, Tracer},
-    runtimes,
-    session::{Session, SinkOptions},
+    procfs, runtimes,
+    session::{self, SinkOptions},
     signals::parse_signal,
 };
 
@@ -70,7 +71,7 @@ fn sink_options(common: &CommonArgs) -> SinkOptions {
 pub async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     let opts = trace_options(&args.common, true, Vec::new())?;
     let tracer = Tracer::load(&opts)?;
-    let mut session = Session::new(tracer, sink_options(&args.common))?;
+    let mut session = session::start(tracer, sink_options(&args.common))?;
     if let Some(pid) = args.pid {
         follow_tree(session.tracer_mut(), pid)?;
         runtimes::probe_running(session.tracer_mut(), None);
@@ -170,7 +171,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     let traced_only = !args.pids.is_empty();
     let opts = trace_options(&args.common, traced_only, args.comms.clone())?;
     let tracer = Tracer::load(&opts)?;
-    let mut session = Session::new(tracer, sink_options(&args.common))?;
+    let mut session = session::start(tracer, sink_options(&args.common))?;
     for &pid in &args.pids {
         follow_tree(session.tracer_mut(), pid)?;
     }
@@ -190,7 +191,10 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
         signals.join(",")
     );
     session.run(shutdown_signal()).await??;
-    eprintln!("crashtrace: stopped after {} report(s)", session.reports);
+    eprintln!(
+        "crashtrace: stopped after {} report(s)",
+        session.sink().reports
+    );
     Ok(0)
 }
 
@@ -206,10 +210,11 @@ async fn watch_activity(args: WatchArgs) -> anyhow::Result<u8> {
     let mut opts = trace_options(&args.common, traced_only, Vec::new())?;
     opts.signals.clear();
     opts.activity = Columns::new(&counted).context("invalid --signals")?;
+    // No crash is reported in this mode: the executables that start need
+    // no runtime probes.
+    opts.runtime_probes = false;
     let mut tracer = Tracer::load(&opts)?;
-    for problem in &tracer.degraded {
-        eprintln!("crashtrace: warning: {problem}");
-    }
+    engine::warn_degraded(&tracer, "");
     for &pid in &args.pids {
         follow_tree(&mut tracer, pid)?;
     }
@@ -225,14 +230,19 @@ async fn watch_activity(args: WatchArgs) -> anyhow::Result<u8> {
         traced_only,
         comms: args.comms.clone(),
     };
-    activity_top::run(
+    let top = Top::new(
         &mut tracer,
-        &filter,
+        filter,
         args.common.json,
         args.common.output.clone(),
-        shutdown_signal(),
-    )
-    .await??;
+    )?;
+    let opts = engine::Options {
+        include_survived: false,
+        debug_dirs: Vec::new(),
+    };
+    Engine::new(tracer, top, opts)?
+        .run(shutdown_signal())
+        .await??;
     Ok(0)
 }
 
@@ -253,26 +263,9 @@ fn follow_tree(tracer: &mut Tracer, pid: u32) -> anyhow::Result<()> {
         bail!("no process with pid {pid}");
     }
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for entry in std::fs::read_dir("/proc")
-        .context("reading /proc")?
-        .flatten()
-    {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            children.entry(ppid).or_default().push(p);
+    for p in procfs::pids() {
+        if let Ok(stat) = procfs::stat(p) {
+            children.entry(stat.ppid).or_default().push(p);
         }
     }
     let mut stack = vec![pid];

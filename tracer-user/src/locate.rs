@@ -93,7 +93,7 @@ pub fn locate(pid: u32, mapping: &Mapping) -> Result<Located, LocateError> {
     if let Ok(own) = std::fs::metadata("/proc/self/ns/mnt") {
         seen_namespaces.insert(own.ino());
     }
-    for other in live_pids().take(MAX_PROCESSES) {
+    for other in crate::procfs::pids().into_iter().take(MAX_PROCESSES) {
         let Ok(ns) = std::fs::metadata(format!("/proc/{other}/ns/mnt")) else {
             continue;
         };
@@ -176,14 +176,6 @@ fn on_overlayfs(path: &Path) -> bool {
 
 fn proc_root(pid: u32) -> PathBuf {
     Path::new("/proc").join(pid.to_string()).join("root")
-}
-
-fn live_pids() -> impl Iterator<Item = u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
 }
 
 #[cfg(test)]

@@ -16,10 +16,8 @@ use serde::Deserialize;
 
 use crate::{
     cli::{GroupsArgs, ImportArgs, ListArgs, ShowArgs, StatsArgs, StoreArgs},
-    daemon::{
-        config::{Config, DEFAULT_CONFIG},
-        enrich::{self, Context},
-    },
+    context::{self, Context},
+    daemon::config::{Config, DEFAULT_CONFIG},
     report::{CrashReport, render_text},
     store::{CrashFilter, NewCrash, Store, timefmt},
 };
@@ -114,7 +112,7 @@ struct StoredContext {
 
 impl StoredContext {
     fn context(self) -> Context {
-        let mut ctx = enrich::describe(self.boot_id, self.cgroup);
+        let mut ctx = context::describe(self.boot_id, self.cgroup);
         if self.cgroup_source.as_deref() == Some("parent") {
             ctx.cgroup_source = Some("parent");
         }

@@ -49,13 +49,7 @@ pub fn probe_running(tracer: &mut Tracer, pids: Option<&[u32]>) {
     let pids = match pids {
         Some(p) => p,
         None => {
-            all = std::fs::read_dir("/proc")
-                .map(|d| {
-                    d.flatten()
-                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
+            all = crate::procfs::pids();
             &all
         }
     };

@@ -17,7 +17,10 @@ use std::{
 
 use tracer_common::LAST_WORDS_MAX;
 
-use crate::events::{Event, EvidenceRecord, ExitRecord, OomRecord, SignalRecord, StateRecord};
+use crate::{
+    events::{Event, EvidenceRecord, ExitRecord, OomRecord, SignalRecord, StateRecord},
+    procfs,
+};
 
 /// Most processes tracked at once; beyond this the oldest is completed
 /// early with an unknown outcome rather than growing without bound.
@@ -230,7 +233,7 @@ impl Tracker {
 
     fn close(&mut self, pid: u32) -> Option<Death> {
         let mut p = self.pending.remove(&pid)?;
-        p.death.alive = process_alive(pid);
+        p.death.alive = procfs::is_alive(pid);
         Some(p.death)
     }
 
@@ -241,17 +244,6 @@ impl Tracker {
             .min_by_key(|(_, p)| p.since)
             .map(|(&pid, _)| pid)?;
         self.close(oldest)
-    }
-}
-
-/// True when `pid` exists and is not a zombie.
-pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 
@@ -368,10 +360,5 @@ mod tests {
         let done = t.on_event(Event::Oom(oom), now);
         assert_eq!(done.len(), 1);
         assert!(done[0].oom.is_some());
-    }
-
-    #[test]
-    fn our_own_process_is_alive() {
-        assert!(process_alive(std::process::id()));
     }
 }

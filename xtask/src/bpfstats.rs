@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
 /// crashtrace's BPF programs, by the names the kernel knows them by.
 pub const PROGRAMS: [&str; 3] = [
@@ -229,28 +230,25 @@ fn bpftool_progs() -> Result<Vec<Prog>> {
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let value =
-        json::parse(&text).context("cannot parse the output of bpftool prog show --json")?;
-    let json::Value::Array(items) = value else {
+    let value: Value = serde_json::from_str(&text)
+        .context("cannot parse the output of bpftool prog show --json")?;
+    let Value::Array(items) = value else {
         bail!("bpftool prog show --json printed no array");
     };
     let mut progs = Vec::new();
     for item in &items {
         let (Some(id), Some(name)) = (
-            item.get("id").and_then(json::Value::as_u64),
-            item.get("name").and_then(json::Value::as_str),
+            item.get("id").and_then(Value::as_u64),
+            item.get("name").and_then(Value::as_str),
         ) else {
             continue;
         };
-        let pids = item
-            .get("pids")
-            .and_then(json::Value::as_array)
-            .map(|pids| {
-                pids.iter()
-                    .filter_map(|p| p.get("pid")?.as_u64()?.try_into().ok())
-                    .collect()
-            });
-        let counter = |key| item.get(key).and_then(json::Value::as_u64).unwrap_or(0);
+        let pids = item.get("pids").and_then(Value::as_array).map(|pids| {
+            pids.iter()
+                .filter_map(|p| p.get("pid")?.as_u64()?.try_into().ok())
+                .collect()
+        });
+        let counter = |key| item.get(key).and_then(Value::as_u64).unwrap_or(0);
         progs.push(Prog {
             id,
             name: name.to_owned(),
@@ -293,262 +291,4 @@ pub fn bpftool_available() -> bool {
         .arg("version")
         .output()
         .is_ok_and(|output| output.status.success())
-}
-
-/// Just enough JSON to read bpftool's and crashtrace's output.
-pub mod json {
-    use anyhow::{Result, bail};
-
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Value {
-        Null,
-        Bool(bool),
-        /// The number's text as written.
-        Number(String),
-        String(String),
-        Array(Vec<Value>),
-        Object(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        /// The member `key` of an object.
-        pub fn get(&self, key: &str) -> Option<&Value> {
-            match self {
-                Value::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-                _ => None,
-            }
-        }
-
-        pub fn as_u64(&self) -> Option<u64> {
-            match self {
-                Value::Number(text) => text.parse().ok(),
-                _ => None,
-            }
-        }
-
-        pub fn as_str(&self) -> Option<&str> {
-            match self {
-                Value::String(s) => Some(s),
-                _ => None,
-            }
-        }
-
-        pub fn as_array(&self) -> Option<&[Value]> {
-            match self {
-                Value::Array(items) => Some(items),
-                _ => None,
-            }
-        }
-
-        pub fn as_object(&self) -> Option<&[(String, Value)]> {
-            match self {
-                Value::Object(members) => Some(members),
-                _ => None,
-            }
-        }
-    }
-
-    /// Parses one JSON document (surrounding whitespace allowed).
-    pub fn parse(text: &str) -> Result<Value> {
-        let mut parser = Parser {
-            bytes: text.as_bytes(),
-            pos: 0,
-        };
-        let value = parser.value(0)?;
-        parser.skip_ws();
-        if parser.pos != parser.bytes.len() {
-            bail!("trailing characters at byte {}", parser.pos);
-        }
-        Ok(value)
-    }
-
-    const MAX_DEPTH: usize = 128;
-
-    struct Parser<'a> {
-        bytes: &'a [u8],
-        pos: usize,
-    }
-
-    impl Parser<'_> {
-        fn skip_ws(&mut self) {
-            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
-                self.pos += 1;
-            }
-        }
-
-        fn peek(&mut self) -> Option<u8> {
-            self.skip_ws();
-            self.bytes.get(self.pos).copied()
-        }
-
-        fn expect(&mut self, byte: u8) -> Result<()> {
-            if self.peek() != Some(byte) {
-                bail!("expected '{}' at byte {}", char::from(byte), self.pos);
-            }
-            self.pos += 1;
-            Ok(())
-        }
-
-        fn literal(&mut self, word: &str, value: Value) -> Result<Value> {
-            if !self.bytes[self.pos..].starts_with(word.as_bytes()) {
-                bail!("unexpected characters at byte {}", self.pos);
-            }
-            self.pos += word.len();
-            Ok(value)
-        }
-
-        fn value(&mut self, depth: usize) -> Result<Value> {
-            if depth > MAX_DEPTH {
-                bail!("nesting deeper than {MAX_DEPTH}");
-            }
-            match self.peek() {
-                Some(b'{') => {
-                    self.pos += 1;
-                    let mut members = Vec::new();
-                    if self.peek() == Some(b'}') {
-                        self.pos += 1;
-                        return Ok(Value::Object(members));
-                    }
-                    loop {
-                        if self.peek() != Some(b'"') {
-                            bail!("expected a member name at byte {}", self.pos);
-                        }
-                        let key = self.string()?;
-                        self.expect(b':')?;
-                        members.push((key, self.value(depth + 1)?));
-                        match self.peek() {
-                            Some(b',') => self.pos += 1,
-                            Some(b'}') => {
-                                self.pos += 1;
-                                return Ok(Value::Object(members));
-                            }
-                            _ => bail!("expected ',' or '}}' at byte {}", self.pos),
-                        }
-                    }
-                }
-                Some(b'[') => {
-                    self.pos += 1;
-                    let mut items = Vec::new();
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                        return Ok(Value::Array(items));
-                    }
-                    loop {
-                        items.push(self.value(depth + 1)?);
-                        match self.peek() {
-                            Some(b',') => self.pos += 1,
-                            Some(b']') => {
-                                self.pos += 1;
-                                return Ok(Value::Array(items));
-                            }
-                            _ => bail!("expected ',' or ']' at byte {}", self.pos),
-                        }
-                    }
-                }
-                Some(b'"') => Ok(Value::String(self.string()?)),
-                Some(b't') => self.literal("true", Value::Bool(true)),
-                Some(b'f') => self.literal("false", Value::Bool(false)),
-                Some(b'n') => self.literal("null", Value::Null),
-                Some(b'-' | b'0'..=b'9') => {
-                    let start = self.pos;
-                    while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') =
-                        self.bytes.get(self.pos)
-                    {
-                        self.pos += 1;
-                    }
-                    let text = std::str::from_utf8(&self.bytes[start..self.pos])?;
-                    if text.parse::<f64>().is_err() {
-                        bail!("bad number {text:?} at byte {start}");
-                    }
-                    Ok(Value::Number(text.to_owned()))
-                }
-                Some(_) => bail!("unexpected character at byte {}", self.pos),
-                None => bail!("unexpected end of input"),
-            }
-        }
-
-        /// A string; `pos` is at its opening quote.
-        fn string(&mut self) -> Result<String> {
-            self.pos += 1;
-            let mut out = Vec::new();
-            loop {
-                let Some(&byte) = self.bytes.get(self.pos) else {
-                    bail!("unterminated string");
-                };
-                self.pos += 1;
-                match byte {
-                    b'"' => return Ok(String::from_utf8(out)?),
-                    b'\\' => {
-                        let Some(&escape) = self.bytes.get(self.pos) else {
-                            bail!("unterminated string");
-                        };
-                        self.pos += 1;
-                        let c = match escape {
-                            b'"' => '"',
-                            b'\\' => '\\',
-                            b'/' => '/',
-                            b'b' => '\u{8}',
-                            b'f' => '\u{c}',
-                            b'n' => '\n',
-                            b'r' => '\r',
-                            b't' => '\t',
-                            b'u' => {
-                                let unit = self.hex4()?;
-                                let code = if (0xd800..0xdc00).contains(&unit)
-                                    && self.bytes[self.pos..].starts_with(b"\\u")
-                                {
-                                    self.pos += 2;
-                                    let low = self.hex4()?;
-                                    0x10000
-                                        + ((unit - 0xd800) << 10)
-                                        + (low.wrapping_sub(0xdc00) & 0x3ff)
-                                } else {
-                                    unit
-                                };
-                                char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)
-                            }
-                            _ => bail!("bad escape at byte {}", self.pos - 1),
-                        };
-                        let mut buf = [0; 4];
-                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                    }
-                    _ => out.push(byte),
-                }
-            }
-        }
-
-        fn hex4(&mut self) -> Result<u32> {
-            let Some(digits) = self.bytes.get(self.pos..self.pos + 4) else {
-                bail!("truncated \\u escape");
-            };
-            let value = u32::from_str_radix(std::str::from_utf8(digits)?, 16)?;
-            self.pos += 4;
-            Ok(value)
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn parses_nested_documents() {
-            let v = parse(r#" [{"id": 7, "name": "a\"b\u00e9", "pids": [{"pid": 3}], "x": null, "t": true, "f": -1.5e3}] "#)
-                .unwrap();
-            let first = &v.as_array().unwrap()[0];
-            assert_eq!(first.get("id").unwrap().as_u64(), Some(7));
-            assert_eq!(first.get("name").unwrap().as_str(), Some("a\"bé"));
-            let pids = first.get("pids").unwrap().as_array().unwrap();
-            assert_eq!(pids[0].get("pid").unwrap().as_u64(), Some(3));
-            assert_eq!(first.get("x"), Some(&Value::Null));
-            assert_eq!(first.get("f").unwrap().as_u64(), None);
-        }
-
-        #[test]
-        fn rejects_truncated_input() {
-            assert!(parse(r#"{"type":"crash","pid":"#).is_err());
-            assert!(parse("[1,]").is_err());
-            assert!(parse(r#"{"a":1} x"#).is_err());
-        }
-    }
 }

@@ -22,11 +22,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
-use crate::{
-    bpfstats::json,
-    tracer::{Tracer, TracerProcess},
-};
+use crate::tracer::{Tracer, TracerProcess};
 
 /// Distinct crashing binaries.
 pub const BINARIES: usize = 50;
@@ -223,20 +221,20 @@ impl Scan {
             if !line.contains(r#""type":"crash""#) {
                 continue;
             }
-            let record = json::parse(line)
+            let record = serde_json::from_str::<Value>(line)
                 .with_context(|| format!("bad JSON line in {}: {line}", path.display()))?;
-            let Some(pid) = record.get("pid").and_then(json::Value::as_u64) else {
+            let Some(pid) = record.get("pid").and_then(Value::as_u64) else {
                 continue;
             };
             let Some((_, function)) = expected.iter().find(|(p, _)| *p == pid) else {
                 continue;
             };
             self.reported.insert(pid);
-            let frames = record.get("frames").and_then(json::Value::as_array);
+            let frames = record.get("frames").and_then(Value::as_array);
             if frames
-                .unwrap_or_default()
-                .iter()
-                .any(|f| f.get("function").and_then(json::Value::as_str) == Some(function.as_str()))
+                .into_iter()
+                .flatten()
+                .any(|f| f.get("function").and_then(Value::as_str) == Some(function.as_str()))
             {
                 self.named.insert(pid);
             }

@@ -16,11 +16,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
-use crate::{
-    bpfstats::json,
-    tracer::{Tracer, TracerProcess},
-};
+use crate::tracer::{Tracer, TracerProcess};
 
 /// Processes that crash in the storm.
 pub const CRASHES: usize = 200;
@@ -158,11 +156,11 @@ impl Scan {
             if !is_crash && !is_loss {
                 continue;
             }
-            let record = json::parse(line)
+            let record = serde_json::from_str::<Value>(line)
                 .with_context(|| format!("bad JSON line in {}: {line}", path.display()))?;
-            match record.get("type").and_then(json::Value::as_str) {
+            match record.get("type").and_then(Value::as_str) {
                 Some("crash") => {
-                    if let Some(pid) = record.get("pid").and_then(json::Value::as_u64)
+                    if let Some(pid) = record.get("pid").and_then(Value::as_u64)
                         && pids.contains(&pid)
                     {
                         self.received.insert(pid);
@@ -170,10 +168,10 @@ impl Scan {
                 }
                 Some("loss") => {
                     self.loss_records += 1;
-                    let counts = record.get("counts").and_then(json::Value::as_object);
+                    let counts = record.get("counts").and_then(Value::as_object);
                     self.lost = counts
-                        .unwrap_or_default()
-                        .iter()
+                        .into_iter()
+                        .flatten()
                         .filter_map(|(cause, n)| Some((cause.clone(), n.as_u64()?)))
                         .collect();
                 }

@@ -1,15 +1,14 @@
 //! The C and C++ programs only the gdb agreement tests use, and how they
 //! are built: the build flags that make unwinding hard (`-O2` without frame
 //! pointers, frameless leaves) and the split of a stripped executable's
-//! debug info into a `.build-id` directory.
+//! debug info into a `.build-id` directory. The crate's one program
+//! builder (`crate::programs`) compiles them.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use super::process::{absolute, run_tool};
-use crate::programs::source_path;
+use crate::programs::{self, Recipe};
 
 /// A program built for these tests.
 #[derive(Clone, Debug)]
@@ -22,110 +21,84 @@ pub struct Built {
 }
 
 struct GdbRecipe {
-    output: &'static str,
-    source: &'static str,
-    cxx: bool,
-    flags: &'static [&'static str],
+    recipe: Recipe,
     /// Move the debug info into a separate file found by build-id, and
     /// strip the executable.
     split_debug: bool,
 }
 
-const GDB_RECIPES: &[GdbRecipe] = &[
+const fn recipe(
+    output: &'static str,
+    source: &'static str,
+    flags: &'static [&'static str],
+    split_debug: bool,
+) -> GdbRecipe {
     GdbRecipe {
-        output: "o2_nofp",
-        source: "o2_nofp.c",
-        cxx: false,
-        flags: &["-g", "-O2", "-fomit-frame-pointer", "-Wall", "-Wextra"],
-        split_debug: false,
-    },
-    GdbRecipe {
-        output: "leaf_crash",
-        source: "leaf_crash.c",
-        cxx: false,
-        flags: &["-g", "-O2", "-Wall", "-Wextra"],
-        split_debug: false,
-    },
-    GdbRecipe {
-        output: "cpp_templates",
-        source: "cpp_templates.cpp",
-        cxx: true,
-        flags: &["-g", "-O0", "-Wall", "-Wextra"],
-        split_debug: false,
-    },
-    GdbRecipe {
-        output: "stripped",
-        source: "stripped.c",
-        cxx: false,
-        flags: &["-g", "-O0", "-Wall", "-Wextra", "-Wl,--build-id"],
-        split_debug: true,
-    },
-];
+        recipe: Recipe {
+            output,
+            source,
+            before: flags,
+            after: &[],
+        },
+        split_debug,
+    }
+}
 
-static BUILT: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+const GDB_RECIPES: &[GdbRecipe] = &[
+    recipe(
+        "o2_nofp",
+        "o2_nofp.c",
+        &["-g", "-O2", "-fomit-frame-pointer", "-Wall", "-Wextra"],
+        false,
+    ),
+    recipe(
+        "leaf_crash",
+        "leaf_crash.c",
+        &["-g", "-O2", "-Wall", "-Wextra"],
+        false,
+    ),
+    recipe(
+        "cpp_templates",
+        "cpp_templates.cpp",
+        &["-g", "-O0", "-Wall", "-Wextra"],
+        false,
+    ),
+    recipe(
+        "stripped",
+        "stripped.c",
+        &["-g", "-O0", "-Wall", "-Wextra", "-Wl,--build-id"],
+        true,
+    ),
+];
 
 /// Builds `name` (one of `o2_nofp`, `leaf_crash`, `cpp_templates`,
 /// `stripped`) under `<scratch_dir>/crashtrace-programs/gdb/`, at most once
-/// per process. `$CC` and `$CXX` override `cc` and `c++`.
+/// per process, with the one program builder. `$CC` and `$CXX` override
+/// `cc` and `c++`.
 pub fn build(scratch_dir: &Path, name: &str) -> Built {
-    let recipe = GDB_RECIPES
+    let GdbRecipe {
+        recipe,
+        split_debug: split,
+    } = GDB_RECIPES
         .iter()
-        .find(|r| r.output == name)
+        .find(|r| r.recipe.output == name)
         .unwrap_or_else(|| {
             panic!(
                 "no gdb-test program named {name:?}; known: {:?}",
-                GDB_RECIPES.iter().map(|r| r.output).collect::<Vec<_>>()
+                GDB_RECIPES
+                    .iter()
+                    .map(|r| r.recipe.output)
+                    .collect::<Vec<_>>()
             )
         });
     let dir = absolute(&scratch_dir.join("crashtrace-programs").join("gdb"));
-    let output = dir.join(recipe.output);
-    let debug_dir = recipe
-        .split_debug
-        .then(|| dir.join(format!("{}-debug", recipe.output)));
-    let built = Built {
-        path: output.clone(),
-        debug_dir: debug_dir.clone(),
-    };
-
-    let mut guard = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let done = guard.get_or_insert_with(HashSet::new);
-    if done.contains(&output) {
-        return built;
-    }
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    let partial = dir.join(format!(".{}.{}.partial", recipe.output, std::process::id()));
-    compile(recipe, &partial);
-    if let Some(debug_dir) = &debug_dir {
-        split_debug(&partial, debug_dir);
-    }
-    std::fs::rename(&partial, &output).unwrap_or_else(|e| {
-        panic!(
-            "renaming {} to {}: {e}",
-            partial.display(),
-            output.display()
-        )
+    let debug_dir = split.then(|| dir.join(format!("{}-debug", recipe.output)));
+    let path = programs::build_once(&dir, &[], recipe, |partial| {
+        if let Some(debug_dir) = &debug_dir {
+            split_debug(partial, debug_dir);
+        }
     });
-    done.insert(output);
-    built
-}
-
-fn compile(recipe: &GdbRecipe, output: &Path) {
-    let (var, default) = if recipe.cxx {
-        ("CXX", "c++")
-    } else {
-        ("CC", "cc")
-    };
-    let compiler = std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.into());
-    let source = source_path(recipe.source);
-    let mut command = Command::new(&compiler);
-    command
-        .args(recipe.flags)
-        .arg("-o")
-        .arg(output)
-        .arg(&source);
-    run_tool(&mut command, "is a C/C++ compiler installed?");
+    Built { path, debug_dir }
 }
 
 /// `objcopy --only-keep-debug`, then `strip --strip-debug

@@ -21,7 +21,7 @@ mod sink;
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -29,20 +29,21 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::DaemonArgs,
+    engine::{self, Engine},
     loader::{TraceOptions, Tracer},
     signals::signal_name,
     store::{Store, timefmt},
 };
 use config::{Config, DEFAULT_CONFIG};
 use notify::Notifier;
-use pipeline::Pipeline;
+use pipeline::StoreSink;
 use sink::JsonLinesSink;
 
-/// How long a process may go without an exit record before it is checked.
-const GRACE: Duration = Duration::from_secs(2);
-const TICK: Duration = Duration::from_millis(200);
 /// How often retention runs without new crashes, and health is recorded.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
+
+/// The event engine with the daemon's store as its sink.
+type Daemon = Engine<StoreSink>;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
@@ -86,9 +87,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
     };
     let mut tracer = Tracer::load(&opts)?;
     crate::runtimes::probe_running(&mut tracer, None);
-    for problem in &tracer.degraded {
-        eprintln!("crashtrace: warning: {problem} (reports lose that evidence)");
-    }
+    engine::warn_degraded(&tracer, " (reports lose that evidence)");
     let probe_health = if tracer.degraded.is_empty() {
         "all probes attached".to_string()
     } else {
@@ -98,18 +97,20 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
         let mut m = metrics.lock().unwrap_or_else(|e| e.into_inner());
         m.set_attach_failures(tracer.degraded.len() as u64);
     }
-    let mut pipeline = Pipeline::new(tracer, store, config, sinks, metrics.clone())?;
-    pipeline.enforce_retention();
-    record_state(
-        &mut pipeline,
-        &[
-            ("started", timefmt::format_seconds(timefmt::now_us())),
-            ("pid", std::process::id().to_string()),
-            ("version", env!("CARGO_PKG_VERSION").to_string()),
-            ("probes", probe_health),
-            ("stopped", String::new()),
-        ],
-    );
+    let engine_opts = engine::Options {
+        include_survived: config.capture.include_survived,
+        debug_dirs: config.capture.debug_dirs.clone(),
+    };
+    let sink = StoreSink::new(store, config, sinks, metrics.clone())?;
+    let mut daemon = Engine::new(tracer, sink, engine_opts)?;
+    daemon.sink_mut().enforce_retention();
+    daemon.sink_mut().record_state(&[
+        ("started", timefmt::format_seconds(timefmt::now_us())),
+        ("pid", std::process::id().to_string()),
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("probes", probe_health),
+        ("stopped", String::new()),
+    ]);
     let server = listener.map(|(l, addr)| {
         eprintln!("crashtrace: serving metrics on http://{addr}/metrics");
         tokio::spawn(metrics::serve(l, metrics.clone()))
@@ -133,21 +134,20 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
         eprintln!("crashtrace: warning: cannot notify the service manager: {e}");
     }
 
-    main_loop(&mut pipeline, signals_in, &config_path, explicit, &notifier).await?;
+    main_loop(&mut daemon, signals_in, &config_path, explicit, &notifier).await?;
 
     let _ = notifier.notify("STOPPING=1");
-    pipeline.finish();
-    pipeline.enforce_retention();
-    record_state(
-        &mut pipeline,
-        &[("stopped", timefmt::format_seconds(timefmt::now_us()))],
-    );
+    daemon.finish().context("polling the event ring buffer")?;
+    let sink = daemon.sink_mut();
+    sink.flush_suppressed();
+    sink.enforce_retention();
+    sink.record_state(&[("stopped", timefmt::format_seconds(timefmt::now_us()))]);
     if let Some(server) = server {
         server.abort();
     }
     eprintln!(
         "crashtrace: daemon stopped after storing {} crash(es)",
-        pipeline.stored
+        daemon.sink().stored
     );
     Ok(0)
 }
@@ -159,34 +159,18 @@ struct Signals {
 }
 
 async fn main_loop(
-    pipeline: &mut Pipeline,
+    daemon: &mut Daemon,
     mut signals: Signals,
     config_path: &Path,
     explicit: bool,
     notifier: &Notifier,
 ) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(TICK);
-    let mut last_housekeeping = Instant::now();
     loop {
         tokio::select! {
-            guard = pipeline.ring.readable_mut() => {
-                let mut guard = guard.context("polling the event ring buffer")?;
-                guard.clear_ready();
-                pipeline.drain_ring();
-            }
-            _ = tick.tick() => {
-                pipeline.expire();
-                pipeline.flush_suppressed();
-                pipeline.poll_losses();
-                if last_housekeeping.elapsed() >= HOUSEKEEPING {
-                    last_housekeeping = Instant::now();
-                    pipeline.enforce_retention();
-                    record_state(pipeline, &[("heartbeat", timefmt::format_seconds(timefmt::now_us()))]);
-                }
-            }
+            r = daemon.step() => r.context("polling the event ring buffer")?,
             _ = signals.hangup.recv() => {
                 let _ = notifier.notify("RELOADING=1");
-                reload(pipeline, config_path, explicit);
+                reload(daemon.sink_mut(), config_path, explicit);
                 let _ = notifier.notify("READY=1");
             }
             _ = signals.interrupt.recv() => break,
@@ -197,10 +181,10 @@ async fn main_loop(
 }
 
 /// SIGHUP: a bad config is logged and the running one kept.
-fn reload(pipeline: &mut Pipeline, path: &Path, explicit: bool) {
+fn reload(sink: &mut StoreSink, path: &Path, explicit: bool) {
     let config = match Config::load(path, explicit) {
         Ok(mut c) => {
-            c.metrics.listen.clone_from(&pipeline.config.metrics.listen);
+            c.metrics.listen.clone_from(&sink.config.metrics.listen);
             c
         }
         Err(e) => {
@@ -215,8 +199,8 @@ fn reload(pipeline: &mut Pipeline, path: &Path, explicit: bool) {
             return;
         }
     };
-    pipeline.apply(config, sinks);
-    pipeline.enforce_retention();
+    sink.apply(config, sinks);
+    sink.enforce_retention();
     eprintln!("crashtrace: reloaded configuration from {}", path.display());
 }
 
@@ -227,10 +211,4 @@ fn open_sinks(config: &Config) -> anyhow::Result<Vec<JsonLinesSink>> {
         .iter()
         .map(|p| JsonLinesSink::open(p).map_err(Into::into))
         .collect()
-}
-
-fn record_state(pipeline: &mut Pipeline, entries: &[(&str, String)]) {
-    if let Err(e) = pipeline.store.set_state(entries) {
-        eprintln!("crashtrace: error: cannot record the daemon's state: {e}");
-    }
 }

@@ -1,6 +1,7 @@
-//! The daemon's path from kernel records to stored crashes:
-//! decode → join per process → filter → rate-limit → build the report →
-//! store (one transaction per batch) → acknowledge → sinks and metrics.
+//! The daemon's sink on the event engine (`crate::engine`): what happens
+//! to a crash between the engine and the store. Filter → rate-limit →
+//! (the engine builds the report) → store (one transaction per batch) →
+//! acknowledge → sinks and metrics.
 //!
 //! Like `watch`, but a report goes to the store first and counts as
 //! *acknowledged* only once its transaction committed: the daemon then
@@ -10,39 +11,32 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    convert::Infallible,
+    io::Write as _,
     time::Instant,
 };
 
-use aya::maps::{MapData, RingBuf};
-use tokio::io::{Interest, unix::AsyncFd};
-use tracer_common::loss;
-
 use super::{
+    HOUSEKEEPING,
     config::{Config, RateKey},
-    enrich::{self, Context},
+    enrich,
     filter::Subject,
     metrics::SharedMetrics,
     ratelimit::RateLimiter,
     sink::JsonLinesSink,
 };
 use crate::{
-    events::{Event, decode},
-    loader::Tracer,
-    report::ReportBuilder,
+    context::{self, Context},
+    engine::{Finished, LossCount, Sink},
     store::{NewCrash, RetentionLimits, Store, StoreError, timefmt},
-    tracker::{Death, Tracker},
+    tracker::Death,
 };
 
-/// Contexts kept for processes whose death is not complete yet.
-const MAX_CONTEXTS: usize = 8192;
 /// Group for suppressed crashes of a key that has no recorded crash yet.
 const UNATTRIBUTED: &str = "unattributed";
 
-pub struct Pipeline {
-    pub(super) tracer: Tracer,
-    pub(super) ring: AsyncFd<RingBuf<MapData>>,
-    tracker: Tracker,
-    builder: ReportBuilder,
+/// The daemon's sink: stores, acknowledges, then fans out.
+pub struct StoreSink {
     pub(super) store: Store,
     sinks: Vec<JsonLinesSink>,
     limiter: RateLimiter,
@@ -52,37 +46,35 @@ pub struct Pipeline {
     signals: BTreeSet<i32>,
     metrics: SharedMetrics,
     boot_id: Option<String>,
-    contexts: HashMap<u32, Context>,
     /// Rate-limit key → fingerprint of its last recorded crash.
     last_group: HashMap<String, String>,
     /// (fingerprint, key) → (count, first, last), written once a second.
     suppressed: HashMap<(String, String), (u64, i64, i64)>,
-    reported_losses: [u64; loss::COUNT as usize],
-    malformed: u64,
-    reported_malformed: u64,
+    last_housekeeping: Instant,
     /// Crashes acknowledged (stored) since start.
     pub stored: u64,
 }
 
-impl Pipeline {
+/// An admitted crash on its way to the store.
+pub struct Admission {
+    context: Context,
+    /// The process was reaped before its own cgroup could be read.
+    context_missing: bool,
+    key: String,
+    /// When it was admitted, for a report whose time cannot be read.
+    admitted_us: i64,
+}
+
+impl StoreSink {
     pub fn new(
-        mut tracer: Tracer,
         store: Store,
         config: Config,
         sinks: Vec<JsonLinesSink>,
         metrics: SharedMetrics,
     ) -> anyhow::Result<Self> {
         let signals = config.signal_set().map_err(anyhow::Error::msg)?;
-        // SAFETY: the ring buffer owns its descriptor, and the AsyncFd owns
-        // the ring buffer until both are dropped together.
-        let ring =
-            unsafe { AsyncFd::register_with_interest(tracer.take_events()?, Interest::READABLE) }?;
         let r = &config.rate_limit;
         Ok(Self {
-            tracer,
-            ring,
-            tracker: Tracker::new(super::GRACE),
-            builder: ReportBuilder::new(config.capture.debug_dirs.clone()),
             store,
             sinks,
             limiter: RateLimiter::new(r.burst, r.per_minute),
@@ -91,12 +83,9 @@ impl Pipeline {
             config,
             metrics,
             boot_id: enrich::boot_id(),
-            contexts: HashMap::new(),
             last_group: HashMap::new(),
             suppressed: HashMap::new(),
-            reported_losses: [0; loss::COUNT as usize],
-            malformed: 0,
-            reported_malformed: 0,
+            last_housekeeping: Instant::now(),
             stored: 0,
         })
     }
@@ -132,174 +121,18 @@ impl Pipeline {
         }
     }
 
-    /// Reads everything in the ring buffer now.
-    pub fn drain_ring(&mut self) {
-        let mut deaths = Vec::new();
-        let mut execs = Vec::new();
-        let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
-            match decode(&item) {
-                Ok(Event::Exec(exec)) => execs.push(exec),
-                Ok(event) => {
-                    let task = match &event {
-                        Event::Signal(s) => Some((s.target.pid, s.target.ppid)),
-                        Event::State(s) => Some((s.thread.pid, s.thread.ppid)),
-                        Event::Evidence(e) => Some((e.pid, 0)),
-                        _ => None,
-                    };
-                    if let Some((pid, ppid)) = task
-                        && !self.contexts.contains_key(&pid)
-                    {
-                        // First record of this death: read the cgroup while
-                        // the process is (most likely) still there.
-                        if self.contexts.len() >= MAX_CONTEXTS {
-                            self.contexts.clear();
-                        }
-                        let (cgroup, source) = enrich::cgroup_of_death(pid, ppid);
-                        let mut ctx = enrich::describe(self.boot_id.clone(), cgroup);
-                        ctx.cgroup_source = source;
-                        self.contexts.insert(pid, ctx);
-                    }
-                    deaths.extend(self.tracker.on_event(event, Instant::now()));
-                }
-                Err(e) => {
-                    self.malformed += 1;
-                    eprintln!("crashtrace: warning: skipped a malformed record: {e}");
-                }
-            }
-        }
-        for exec in &execs {
-            crate::runtimes::probe_exec(&mut self.tracer, exec);
-        }
-        self.emit_all(deaths);
-    }
-
-    /// Closes the stories whose exit did not come within the grace time.
-    pub fn expire(&mut self) {
-        let deaths = self.tracker.expire(Instant::now());
-        self.emit_all(deaths);
-    }
-
-    /// Drains the ring buffer and closes every open story (shutdown).
-    pub fn finish(&mut self) {
-        self.drain_ring();
-        let deaths = self.tracker.drain();
-        self.emit_all(deaths);
-        self.flush_suppressed();
-        self.poll_losses();
-    }
-
-    fn emit_all(&mut self, deaths: Vec<Death>) {
-        let mut batch = Vec::new();
-        let mut keys = Vec::new();
-        for death in deaths {
-            let context = self.contexts.remove(&death.pid);
-            if let Some((crash, key)) = self.prepare(&death, context) {
-                batch.push(crash);
-                keys.push(key);
-            }
-        }
-        if !batch.is_empty() {
-            self.store_batch(batch, keys);
-        }
-    }
-
-    /// Decides what happens to one death; returns the crash to store.
-    fn prepare(&mut self, death: &Death, context: Option<Context>) -> Option<(NewCrash, String)> {
-        let survived = death.exit.is_none() && death.alive;
-        if survived && let Err(e) = self.tracer.forget_doomed(death.pid) {
-            eprintln!("crashtrace: warning: {e}");
-        }
-        let only_handled = death.signals.iter().all(|s| s.handled) && death.exit.is_none();
-        let caught_panic = death.only_caught_panic() && death.exit.is_some();
-        if (survived || only_handled || caught_panic) && !self.config.capture.include_survived {
-            return None;
-        }
-        if let Some(cause) = death.cause()
-            && !self.signals.contains(&cause.signo)
-        {
-            return None;
-        }
-        let state = death.state.as_deref();
-        let exe = state
-            .and_then(|s| s.exe.as_ref())
-            .map(|p| p.display().to_string());
-        let comm = state
-            .map(|s| s.thread.comm.clone())
-            .or_else(|| death.cause().map(|c| c.target.comm.clone()))
-            .unwrap_or_default();
-        let uid = state
-            .map(|s| s.thread.uid)
-            .or_else(|| death.cause().map(|c| c.target.uid))
-            .unwrap_or(0);
-        let context_missing =
-            context.is_none() || context.as_ref().is_some_and(|c| c.cgroup.is_none());
-        let context = context.unwrap_or_else(|| enrich::describe(self.boot_id.clone(), None));
-        let subject = Subject {
-            exe: exe.as_deref(),
-            comm: &comm,
-            unit: context.unit.as_deref(),
-            uid,
-        };
-        if !self.config.filter.admits(&subject) {
-            self.metrics().filtered();
-            return None;
-        }
-        let key = rate_key(self.config.rate_limit.key, &context, exe.as_deref(), &comm);
-        let now = timefmt::now_us();
-        if !self.limiter.allow(&key, Instant::now()) {
-            let group = self
-                .last_group
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| UNATTRIBUTED.into());
-            let e = self
-                .suppressed
-                .entry((group, key.clone()))
-                .or_insert((0, now, now));
-            e.0 += 1;
-            e.2 = now;
-            self.metrics().suppressed(&key);
-            return None;
-        }
-        let started = Instant::now();
-        let mut report = self.builder.build(death);
-        self.metrics()
-            .observe_symbolization(started.elapsed().as_secs_f64());
-        if context_missing {
-            report.diagnostics.push(
-                "cgroup and unit unknown: the process was reaped before its cgroup could be read"
-                    .into(),
-            );
-        } else if context.cgroup_source == Some("parent") {
-            report.diagnostics.push(
-                "cgroup and unit are the parent's: the process was reaped before its own cgroup could be read"
-                    .into(),
-            );
-        }
-        let time_us = timefmt::parse_rfc3339(&report.time).unwrap_or(now);
-        Some((
-            NewCrash {
-                time_us,
-                report,
-                context,
-            },
-            key,
-        ))
-    }
-
     fn store_batch(&mut self, batch: Vec<NewCrash>, keys: Vec<String>) {
         match self.store.insert(&batch) {
             Ok(ids) => {
                 for ((crash, key), id) in batch.iter().zip(keys).zip(ids) {
                     let r = &crash.report;
-                    eprintln!(
-                        "crashtrace: stored crash id={id} pid={} class={} fingerprint={} exe={}",
+                    acknowledge(&format!(
+                        "crashtrace: stored crash id={id} pid={} class={} fingerprint={} exe={}\n",
                         r.pid,
                         r.class,
                         r.fingerprint,
                         r.exe.as_deref().unwrap_or("?")
-                    );
+                    ));
                     self.stored += 1;
                     self.metrics().crash(
                         r.class,
@@ -361,42 +194,155 @@ impl Pipeline {
         }
     }
 
-    /// Warns about, counts and persists new kernel-side losses.
-    pub fn poll_losses(&mut self) {
-        let losses = self.tracer.losses();
-        if losses == self.reported_losses && self.malformed == self.reported_malformed {
-            return;
-        }
-        let mut deltas = Vec::new();
-        for (i, (&now, &before)) in losses.iter().zip(&self.reported_losses).enumerate() {
-            if now > before {
-                eprintln!(
-                    "crashtrace: warning: {} event(s) lost: {}",
-                    now - before,
-                    loss::NAMES[i].replace('_', " ")
-                );
-                deltas.push((format!("lost.{}", loss::NAMES[i]), now - before));
-                self.metrics().set_lost(loss::NAMES[i], now);
-            }
-        }
-        if self.malformed > self.reported_malformed {
-            deltas.push((
-                "lost.malformed_record".into(),
-                self.malformed - self.reported_malformed,
-            ));
-            let total = self.malformed;
-            self.metrics().set_lost("malformed_record", total);
-        }
-        self.reported_losses = losses;
-        self.reported_malformed = self.malformed;
-        if let Err(e) = self.store.add_counters(&deltas) {
-            eprintln!("crashtrace: error: cannot record lost-event counts: {e}");
+    /// Records daemon state entries (start, heartbeat, stop) in the store.
+    pub fn record_state(&mut self, entries: &[(&str, String)]) {
+        if let Err(e) = self.store.set_state(entries) {
+            eprintln!("crashtrace: error: cannot record the daemon's state: {e}");
         }
     }
 
     fn metrics(&self) -> std::sync::MutexGuard<'_, super::metrics::Metrics> {
         self.metrics.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+impl Sink for StoreSink {
+    type Note = Context;
+    type Admitted = Admission;
+    type Error = Infallible;
+
+    /// Reads the cgroup while the process is (most likely) still there.
+    fn first_record(&mut self, pid: u32, ppid: u32) -> Option<Context> {
+        let (cgroup, source) = enrich::cgroup_of_death(pid, ppid);
+        let mut ctx = context::describe(self.boot_id.clone(), cgroup);
+        ctx.cgroup_source = source;
+        Some(ctx)
+    }
+
+    /// The signal set (a reload may narrow it), the filters, then the
+    /// rate limit; a suppressed crash is counted under its group.
+    fn admit(&mut self, death: &Death, context: Option<Context>) -> Option<Admission> {
+        if let Some(cause) = death.cause()
+            && !self.signals.contains(&cause.signo)
+        {
+            return None;
+        }
+        let state = death.state.as_deref();
+        let exe = state
+            .and_then(|s| s.exe.as_ref())
+            .map(|p| p.display().to_string());
+        let comm = state
+            .map(|s| s.thread.comm.clone())
+            .or_else(|| death.cause().map(|c| c.target.comm.clone()))
+            .unwrap_or_default();
+        let uid = state
+            .map(|s| s.thread.uid)
+            .or_else(|| death.cause().map(|c| c.target.uid))
+            .unwrap_or(0);
+        let context_missing =
+            context.is_none() || context.as_ref().is_some_and(|c| c.cgroup.is_none());
+        let context = context.unwrap_or_else(|| context::describe(self.boot_id.clone(), None));
+        let subject = Subject {
+            exe: exe.as_deref(),
+            comm: &comm,
+            unit: context.unit.as_deref(),
+            uid,
+        };
+        if !self.config.filter.admits(&subject) {
+            self.metrics().filtered();
+            return None;
+        }
+        let key = rate_key(self.config.rate_limit.key, &context, exe.as_deref(), &comm);
+        let now = timefmt::now_us();
+        if !self.limiter.allow(&key, Instant::now()) {
+            let group = self
+                .last_group
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| UNATTRIBUTED.into());
+            let e = self
+                .suppressed
+                .entry((group, key.clone()))
+                .or_insert((0, now, now));
+            e.0 += 1;
+            e.2 = now;
+            self.metrics().suppressed(&key);
+            return None;
+        }
+        Some(Admission {
+            context,
+            context_missing,
+            key,
+            admitted_us: now,
+        })
+    }
+
+    /// Stores the batch in one transaction; only then acknowledges it.
+    fn deliver(&mut self, reports: Vec<Finished<Admission>>) -> Result<(), Infallible> {
+        let mut batch = Vec::with_capacity(reports.len());
+        let mut keys = Vec::with_capacity(reports.len());
+        for Finished {
+            admitted: a,
+            mut report,
+            build_time,
+        } in reports
+        {
+            self.metrics()
+                .observe_symbolization(build_time.as_secs_f64());
+            if a.context_missing {
+                report.diagnostics.push(
+                    "cgroup and unit unknown: the process was reaped before its cgroup could be read"
+                        .into(),
+                );
+            } else if a.context.cgroup_source == Some("parent") {
+                report.diagnostics.push(
+                    "cgroup and unit are the parent's: the process was reaped before its own cgroup could be read"
+                        .into(),
+                );
+            }
+            let time_us = timefmt::parse_rfc3339(&report.time).unwrap_or(a.admitted_us);
+            batch.push(NewCrash {
+                time_us,
+                report,
+                context: a.context,
+            });
+            keys.push(a.key);
+        }
+        self.store_batch(batch, keys);
+        Ok(())
+    }
+
+    /// Counts new losses in the metrics and persists them in the store.
+    fn losses(&mut self, losses: &[LossCount]) -> Result<(), Infallible> {
+        let mut deltas = Vec::new();
+        for l in losses.iter().filter(|l| l.new > 0) {
+            deltas.push((format!("lost.{}", l.name), l.new));
+            self.metrics().set_lost(l.name, l.total);
+        }
+        if let Err(e) = self.store.add_counters(&deltas) {
+            eprintln!("crashtrace: error: cannot record lost-event counts: {e}");
+        }
+        Ok(())
+    }
+
+    /// Suppressed counts every tick; retention and a heartbeat every
+    /// [`HOUSEKEEPING`].
+    fn tick(&mut self) -> Result<(), Infallible> {
+        self.flush_suppressed();
+        if self.last_housekeeping.elapsed() >= HOUSEKEEPING {
+            self.last_housekeeping = Instant::now();
+            self.enforce_retention();
+            self.record_state(&[("heartbeat", timefmt::format_seconds(timefmt::now_us()))]);
+        }
+        Ok(())
+    }
+}
+
+/// Logs an acknowledgement in one write: `eprintln!` writes a formatted
+/// line piece by piece to the unbuffered stderr, so a SIGKILL between two
+/// pieces would leave half an acknowledgement in the journal.
+fn acknowledge(line: &str) {
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The rate-limit key of a crash: its unit for a service (auto), or the

@@ -34,18 +34,9 @@ const USUAL_PATHS: &[&str] = &[
 
 /// The distinct libc files to probe.
 pub fn libc_files() -> Vec<PathBuf> {
-    let own = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let own = own
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| {
-            Path::new(p)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libc.so"))
-        });
+    let own = mapped_libcs(crate::procfs::own_maps().unwrap_or_default());
     let mut seen = HashSet::new();
-    own.map(PathBuf::from)
+    own.into_iter()
         .chain(USUAL_PATHS.iter().map(PathBuf::from))
         .filter(|p| {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && seen.insert((m.dev(), m.ino())))
@@ -63,26 +54,27 @@ const MAX_LIBC_BYTES: u64 = 64 << 20;
 /// `/proc/PID/root`, so that they name the files the process sees.
 pub fn libcs_of(pid: u32) -> Vec<PathBuf> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    let mapped: Vec<String> = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| {
-            p.starts_with('/')
-                && Path::new(p)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("libc.so"))
-        })
-        .map(str::to_string)
-        .collect();
+    let mapped = mapped_libcs(crate::procfs::maps(pid).unwrap_or_default());
     let mut seen = HashSet::new();
     mapped
-        .iter()
-        .map(String::as_str)
-        .chain(USUAL_PATHS.iter().copied())
-        .filter(|p| seen.insert(*p))
-        .map(|p| root.join(p.trim_start_matches('/')))
+        .into_iter()
+        .chain(USUAL_PATHS.iter().map(PathBuf::from))
+        .filter(|p| seen.insert(p.clone()))
+        .map(|p| root.join(p.strip_prefix("/").unwrap_or(&p)))
+        .collect()
+}
+
+/// The libc files among `maps`, each path once, in order.
+fn mapped_libcs(maps: Vec<crate::procfs::MapsEntry>) -> Vec<PathBuf> {
+    let mut seen = HashSet::new();
+    maps.into_iter()
+        .filter_map(|m| m.file().map(Path::to_path_buf))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libc.so"))
+        })
+        .filter(|p| seen.insert(p.clone()))
         .collect()
 }
 

@@ -13,7 +13,7 @@ use crate::{
 /// Frames for `raw_frames`: module, offset and build-id from the mapping
 /// each address falls in, function, file and line from its file
 /// (`files[i]` for `mappings[i]`), inlined calls as frames of their own.
-pub(super) fn symbolize_frames(
+pub(crate) fn symbolize_frames(
     symbolizer: &mut Symbolizer,
     raw_frames: &[RawFrame],
     mappings: &[Mapping],
@@ -84,7 +84,7 @@ fn module_name(m: &Mapping) -> String {
 }
 
 /// The mapping's file, open, or a diagnostic saying why not.
-pub(super) fn locate_file(pid: u32, m: &Mapping, diagnostics: &mut Vec<String>) -> Option<Located> {
+pub(crate) fn locate_file(pid: u32, m: &Mapping, diagnostics: &mut Vec<String>) -> Option<Located> {
     if m.path_truncated
         && let Some(path) = &m.path
     {

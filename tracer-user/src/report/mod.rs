@@ -2,20 +2,22 @@
 //!
 //! The JSON form is documented in `docs/report-schema.md` and versioned by
 //! [`SCHEMA`]; field names and class ids change only on purpose. The text
-//! form is for people and may change freely.
+//! form is for people and may change freely. The stages that fill a
+//! report in run in `crate::pipeline`.
 
 mod build;
-mod frames;
+pub(crate) mod frames;
 pub mod oom;
-mod sender;
+pub(crate) mod sender;
 mod text;
 pub mod time;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub(crate) use build::on_abort_path;
-pub use build::{ReportBuilder, fingerprint};
+pub use build::{Findings, assemble, fingerprint, outcome, signal_info};
 pub use text::render_text;
+
+pub use crate::frame::Frame;
 
 /// Version of the JSON report format.
 pub const SCHEMA: u32 = 1;
@@ -137,36 +139,6 @@ impl Outcome {
             exit_code: None,
             signal: None,
             core_dumped: false,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Frame {
-    pub address: String,
-    pub module: Option<String>,
-    pub build_id: Option<String>,
-    pub offset: Option<String>,
-    pub function: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub column: Option<u32>,
-    pub inlined: bool,
-}
-
-impl Frame {
-    /// A frame known only by its address.
-    pub fn unknown(address: u64) -> Self {
-        Self {
-            address: format!("{address:#x}"),
-            module: None,
-            build_id: None,
-            offset: None,
-            function: None,
-            file: None,
-            line: None,
-            column: None,
-            inlined: false,
         }
     }
 }

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     events::{Mapping, SignalRecord, Task},
+    procfs::{self, MapsEntry},
     symbolize::Symbolizer,
     unwind::RawFrame,
 };
@@ -20,7 +21,7 @@ use crate::{
 /// Most mappings read from a sender's /proc/PID/maps.
 const MAX_MAPPINGS: usize = 65536;
 
-pub(super) fn describe_sender(
+pub(crate) fn describe_sender(
     symbolizer: &mut Symbolizer,
     signal: &SignalRecord,
     task: &Task,
@@ -89,42 +90,17 @@ pub(super) fn describe_sender(
 
 /// The executable mappings of a live process, from /proc/PID/maps.
 fn read_maps(pid: u32) -> Vec<Mapping> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return Vec::new();
-    };
-    text.lines()
+    procfs::maps(pid)
+        .unwrap_or_default()
+        .iter()
         .take(MAX_MAPPINGS)
-        .filter_map(parse_maps_line)
+        .filter_map(mapping)
         .collect()
 }
 
-/// `start-end perms offset maj:min inode path`.
-fn parse_maps_line(line: &str) -> Option<Mapping> {
-    let mut fields = line.splitn(6, ' ');
-    let (start, end) = fields.next()?.split_once('-')?;
-    let perms = fields.next()?;
-    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-    let (major, minor) = fields.next()?.split_once(':')?;
-    let ino: u64 = fields.next()?.parse().ok()?;
-    let path = fields.next().map(str::trim_start).unwrap_or("");
-    if !perms.contains('x') {
-        return None;
-    }
-    let file_backed = path.starts_with('/');
-    Some(Mapping {
-        start: u64::from_str_radix(start, 16).ok()?,
-        end: u64::from_str_radix(end, 16).ok()?,
-        file_offset: offset,
-        ino,
-        dev: libc::makedev(
-            u32::from_str_radix(major, 16).ok()?,
-            u32::from_str_radix(minor, 16).ok()?,
-        ),
-        path: file_backed.then(|| PathBuf::from(path.trim_end_matches(" (deleted)"))),
-        path_truncated: false,
-        executable: true,
-        vdso: path == "[vdso]",
-    })
+/// A maps line as the kernel's mapping record, if it is executable.
+fn mapping(m: &MapsEntry) -> Option<Mapping> {
+    m.executable().then(|| Mapping::from(m))
 }
 
 #[cfg(test)]
@@ -132,16 +108,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_maps_lines() {
-        let m = parse_maps_line("7f00a000-7f00b000 r-xp 00002000 fe:00 1234   /usr/lib/libc.so.6")
-            .unwrap();
+    fn executable_maps_lines_become_mappings() {
+        let line = |l: &str| mapping(&procfs::parse_maps_line(l).unwrap());
+        let m = line("7f00a000-7f00b000 r-xp 00002000 fe:00 1234   /usr/lib/libc.so.6").unwrap();
         assert_eq!(
             (m.start, m.end, m.file_offset, m.ino),
             (0x7f00a000, 0x7f00b000, 0x2000, 1234)
         );
         assert_eq!(m.path, Some(PathBuf::from("/usr/lib/libc.so.6")));
-        assert!(parse_maps_line("7f00a000-7f00b000 rw-p 00000000 00:00 0").is_none());
-        let v = parse_maps_line("7ffd1000-7ffd3000 r-xp 00000000 00:00 0   [vdso]").unwrap();
+        assert!(line("7f00a000-7f00b000 rw-p 00000000 00:00 0").is_none());
+        let v = line("7ffd1000-7ffd3000 r-xp 00000000 00:00 0   [vdso]").unwrap();
         assert!(v.vdso && v.path.is_none());
     }
 
@@ -154,7 +130,7 @@ mod tests {
             uid: 0,
             comm: "t".into(),
         };
-        let here = parse_maps_line as fn(&str) -> Option<Mapping> as usize as u64;
+        let here = mapping as fn(&MapsEntry) -> Option<Mapping> as usize as u64;
         let signal = SignalRecord {
             boot_ns: 0,
             signo: 9,

@@ -28,10 +28,7 @@ use rusqlite::{Connection, OpenFlags, params};
 pub use query::{CrashFilter, CrashRow, GroupRow, Stats};
 pub use retention::RetentionLimits;
 
-use crate::{
-    daemon::enrich::Context,
-    report::{CrashReport, on_abort_path},
-};
+use crate::{context::Context, frame::on_abort_path, report::CrashReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -18,7 +18,10 @@ use std::{
 
 use object::{Object, ObjectSection, ReadRef};
 
-use crate::elfimage::{self, FileKey, OpenError, Segment};
+use crate::{
+    elfimage::{self, FileKey, OpenError, Segment},
+    procfs::{self, MapsPath},
+};
 
 /// Largest unwind section read (inflated size for compressed ones).
 const MAX_SECTION_SIZE: u64 = 256 << 20;
@@ -148,18 +151,11 @@ fn own_vdso() -> Option<Vec<u8>> {
     if base == 0 {
         return None;
     }
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let (start, end) = maps
-        .lines()
-        .filter(|l| l.ends_with("[vdso]"))
-        .find_map(|line| {
-            let range = line.split_whitespace().next()?;
-            let (start, end) = range.split_once('-')?;
-            Some((
-                u64::from_str_radix(start, 16).ok()?,
-                u64::from_str_radix(end, 16).ok()?,
-            ))
-        })?;
+    let (start, end) = procfs::own_maps()
+        .ok()?
+        .into_iter()
+        .find(|m| m.path == MapsPath::Special("[vdso]".into()))
+        .map(|m| (m.start, m.end))?;
     if start != base || end <= start || end - start > MAX_VDSO_SIZE {
         return None;
     }

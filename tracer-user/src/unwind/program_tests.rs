@@ -12,6 +12,7 @@ use std::{path::PathBuf, process::Command};
 use super::{RawFrame, Unwinder, Unwound};
 use crate::{
     events::{Mapping, Region, StateRecord, Task, reg},
+    procfs,
     symbolize::{ModuleRef, Symbolizer},
 };
 
@@ -32,28 +33,21 @@ impl Drop for Capture {
 }
 
 /// Builds the program with `flags`, runs it in `mode`, and loads what its
-/// handler saved. `None` when there is no C compiler.
-fn run(name: &str, flags: &[&str], mode: &str) -> Option<Capture> {
+/// handler saved. A missing C compiler fails the test.
+fn run(name: &str, flags: &[&str], mode: &str) -> Capture {
     let dir = std::env::temp_dir().join(format!("crashtrace-unwind-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let source = dir.join("prog.c");
     std::fs::write(&source, PROGRAM).unwrap();
     let exe = dir.join("prog");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let built = match Command::new(&cc)
+    let built = Command::new(&cc)
         .args(flags)
         .arg("-o")
         .arg(&exe)
         .arg(&source)
         .status()
-    {
-        Ok(status) => status,
-        Err(e) => {
-            eprintln!("skipping: cannot run {cc}: {e}");
-            let _ = std::fs::remove_dir_all(&dir);
-            return None;
-        }
-    };
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc}: {e} (install gcc or set CC)"));
     assert!(built.success(), "{cc} {flags:?} failed");
     let status = Command::new(&exe).arg(mode).arg(&dir).status().unwrap();
     assert!(
@@ -101,34 +95,13 @@ fn run(name: &str, flags: &[&str], mode: &str) -> Option<Capture> {
         mappings,
         mappings_truncated: false,
     };
-    Some(Capture { state, files, dir })
+    Capture { state, files, dir }
 }
 
 fn parse_maps(text: &str) -> Vec<Mapping> {
     text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (start, end) = fields.next()?.split_once('-')?;
-            let perms = fields.next()?;
-            let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-            let (major, minor) = fields.next()?.split_once(':')?;
-            let ino = fields.next()?.parse().ok()?;
-            let name = fields.next();
-            Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                file_offset: offset,
-                ino,
-                dev: libc::makedev(
-                    u32::from_str_radix(major, 16).ok()?,
-                    u32::from_str_radix(minor, 16).ok()?,
-                ),
-                path: name.filter(|n| n.starts_with('/')).map(PathBuf::from),
-                path_truncated: false,
-                executable: perms.contains('x'),
-                vdso: name == Some("[vdso]"),
-            })
-        })
+        .filter_map(procfs::parse_maps_line)
+        .map(|m| Mapping::from(&m))
         .collect()
 }
 
@@ -183,9 +156,7 @@ const OPTIMIZED: &[&str] = &["-O2", "-fomit-frame-pointer", "-g"];
 
 #[test]
 fn segv_in_optimized_code_without_frame_pointers() {
-    let Some(capture) = run("segv", OPTIMIZED, "segv") else {
-        return;
-    };
+    let capture = run("segv", OPTIMIZED, "segv");
     let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
     let names = frame_names(&capture, &unwound);
     assert_eq!(names[0], "crash_leaf", "{names:?}");
@@ -202,9 +173,7 @@ fn segv_in_optimized_code_without_frame_pointers() {
 
 #[test]
 fn abort_through_libc() {
-    let Some(capture) = run("abort", OPTIMIZED, "abort") else {
-        return;
-    };
+    let capture = run("abort", OPTIMIZED, "abort");
     let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
     let names = frame_names(&capture, &unwound);
     assert_in_order(
@@ -229,9 +198,7 @@ fn abort_through_libc() {
 
 #[test]
 fn snapshot_as_small_as_the_kernel_takes() {
-    let Some(mut capture) = run("small", OPTIMIZED, "abort") else {
-        return;
-    };
+    let mut capture = run("small", OPTIMIZED, "abort");
     let sp = capture.state.regs.unwrap()[reg::SP];
     let keep = (sp - capture.state.snapshot_base) as usize + 256;
     capture.state.snapshot.truncate(keep);
@@ -246,9 +213,7 @@ fn snapshot_as_small_as_the_kernel_takes() {
 
 #[test]
 fn crash_in_a_signal_handler_unwinds_through_the_signal_frame() {
-    let Some(capture) = run("handler", OPTIMIZED, "handler") else {
-        return;
-    };
+    let capture = run("handler", OPTIMIZED, "handler");
     let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
     let names = frame_names(&capture, &unwound);
     assert_in_order(
@@ -284,9 +249,7 @@ fn debug_frame_and_frame_pointer_fallbacks() {
         "-g",
         "-fno-asynchronous-unwind-tables",
     ];
-    let Some(capture) = run("debug-frame", &flags, "segv") else {
-        return;
-    };
+    let capture = run("debug-frame", &flags, "segv");
     let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
     let names = frame_names(&capture, &unwound);
     assert_eq!(
@@ -300,9 +263,7 @@ fn debug_frame_and_frame_pointer_fallbacks() {
         "-fno-omit-frame-pointer",
         "-fno-asynchronous-unwind-tables",
     ];
-    let Some(capture) = run("fp", &flags, "segv") else {
-        return;
-    };
+    let capture = run("fp", &flags, "segv");
     let unwound = Unwinder::new().unwind(&capture.state, &capture.files);
     let names = frame_names(&capture, &unwound);
     assert_in_order(
@@ -314,9 +275,7 @@ fn debug_frame_and_frame_pointer_fallbacks() {
 
 #[test]
 fn a_missing_mapping_stops_the_walk() {
-    let Some(mut capture) = run("no-exe", OPTIMIZED, "abort") else {
-        return;
-    };
+    let mut capture = run("no-exe", OPTIMIZED, "abort");
     let exe = capture.state.exe.clone();
     let (mappings, files) = capture
         .state
@@ -339,9 +298,7 @@ fn a_missing_mapping_stops_the_walk() {
 
 #[test]
 fn garbage_stops_cleanly() {
-    let Some(capture) = run("garbage", OPTIMIZED, "segv") else {
-        return;
-    };
+    let capture = run("garbage", OPTIMIZED, "segv");
     let mut unwinder = Unwinder::new();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::bpfstats::json;
+use serde_json::Value;
 
 /// Runs crashtrace (`--json`) and `addr2line -a -f -i -C` over `input`
 /// (untimed) and counts the addresses where both name the same innermost
@@ -75,15 +75,16 @@ fn crashtrace_chains(path: &Path) -> Result<Vec<Vec<String>>> {
     let mut chains = Vec::new();
     for line in BufReader::new(file).lines() {
         let line = line?;
-        let value = json::parse(&line).with_context(|| format!("bad JSON line: {line}"))?;
-        let frames = value.get("frames").and_then(json::Value::as_array);
+        let value = serde_json::from_str::<Value>(&line)
+            .with_context(|| format!("bad JSON line: {line}"))?;
+        let frames = value.get("frames").and_then(Value::as_array);
         chains.push(
             frames
-                .unwrap_or_default()
-                .iter()
+                .into_iter()
+                .flatten()
                 .map(|f| {
                     f.get("function")
-                        .and_then(json::Value::as_str)
+                        .and_then(Value::as_str)
                         .unwrap_or("??")
                         .to_owned()
                 })

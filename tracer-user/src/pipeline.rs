@@ -1,0 +1,334 @@
+//! The pipeline: one finished death in, one report out. Its stages, in
+//! order: unwind the captured stack, symbolize the frames, classify the
+//! death (native, Go, Rust or an OOM kill), describe the sender of a kill,
+//! and assemble the report ([`report::assemble`]).
+//!
+//! It owns the state the stages keep between deaths (the unwinder's and
+//! the symbolizer's caches), so one pipeline serves a whole session: the
+//! event engine (`crate::engine`) runs one for every front end.
+
+use std::path::PathBuf;
+
+use crate::{
+    classify::{
+        Classification, Facts, GoFacts, WhatFunction, classify, classify_go, classify_rust,
+        is_go_death, native_last_words, panic_site,
+    },
+    events::{SignalRecord, StateRecord, reg},
+    frame::{Frame, crash_site, describe},
+    locate::{self, Located},
+    report::{
+        self, CrashReport, Findings,
+        frames::{locate_file, symbolize_frames},
+        oom,
+        sender::describe_sender,
+    },
+    signals::signal_name,
+    symbolize::{ModuleRef, Symbolizer},
+    tracker::Death,
+    unwind::Unwinder,
+};
+
+pub struct Pipeline {
+    symbolizer: Symbolizer,
+    unwinder: Unwinder,
+    host: String,
+}
+
+/// The classify stage's verdict.
+struct Verdict {
+    classification: Classification,
+    goroutine: Option<u64>,
+    tags: Vec<String>,
+    runtime: &'static str,
+    site: Option<Frame>,
+}
+
+impl Pipeline {
+    pub fn new(debug_dirs: Vec<PathBuf>) -> Self {
+        Self {
+            symbolizer: Symbolizer::new(debug_dirs),
+            unwinder: Unwinder::new(),
+            host: hostname(),
+        }
+    }
+
+    /// The report of one finished death.
+    pub fn build(&mut self, death: &Death) -> CrashReport {
+        let state = death.state.as_deref();
+        let mut diagnostics = Vec::new();
+        let (frames, frames_truncated, unwind_error) = match state {
+            Some(s) => self.frames(death.pid, s, &mut diagnostics),
+            None => (
+                Vec::new(),
+                false,
+                Some("the thread's state was not captured".into()),
+            ),
+        };
+        let go = is_go_death(&death.evidence);
+        let frames = if go { goroutine_frames(frames) } else { frames };
+        let last_words = (!death.last_words.is_empty())
+            .then(|| String::from_utf8_lossy(&death.last_words).into_owned());
+        let verdict = self.classify(death, go, &frames, last_words.as_deref(), &mut diagnostics);
+        let outcome = report::outcome(death, &mut diagnostics);
+        // The task current when the kernel generates a signal (the one
+        // that invoked the OOM killer, say) did not send it.
+        let signal = death.cause().map(|s| {
+            let sender = s
+                .sender
+                .as_ref()
+                .filter(|_| !s.from_kernel)
+                .map(|t| describe_sender(&mut self.symbolizer, s, t, &mut diagnostics));
+            report::signal_info(s, sender)
+        });
+        report::assemble(
+            death,
+            Findings {
+                host: self.host.clone(),
+                frames,
+                frames_truncated,
+                unwind_error,
+                runtime: verdict.runtime,
+                classification: verdict.classification,
+                goroutine: verdict.goroutine,
+                tags: verdict.tags,
+                site: verdict.site,
+                last_words,
+                signal,
+                outcome,
+                diagnostics,
+            },
+        )
+    }
+
+    /// Names the cause: an OOM kill, a Go or a Rust crash, else a native
+    /// one; then the frame the report points at.
+    fn classify(
+        &mut self,
+        death: &Death,
+        go: bool,
+        frames: &[Frame],
+        last_words: Option<&str>,
+        diagnostics: &mut Vec<String>,
+    ) -> Verdict {
+        let cause = death.cause();
+        let state = death.state.as_deref();
+        // The what() of an uncaught C++ exception, named from the mappings
+        // captured with the stack (the exception's code is on it).
+        let what_function = death
+            .evidence
+            .iter()
+            .find(|e| e.source == tracer_common::evidence_source::ABORT && e.code != 0)
+            .map(|e| self.name_code(death.pid, state, e.code));
+        let facts = Facts {
+            signal: cause,
+            sp: state.and_then(|s| s.regs).map(|r| r[reg::SP]),
+            ip: state.and_then(|s| s.regs).map(|r| r[reg::IP]),
+            sp_region: state.and_then(|s| s.sp_region),
+            return_addresses: state.map(|s| s.kstack.as_slice()).unwrap_or(&[]),
+            libc: &death.evidence,
+            what_function: what_function.as_ref(),
+        };
+        let mut rust = false;
+        let sent_by_other = cause.is_some_and(|c| c.sender.is_some() && c.code <= 0);
+        let oom_kill = death.oom.as_ref().and_then(|o| oom::classify(o, cause));
+        let (mut classification, goroutine, mut tags) = if let Some(c) = oom_kill {
+            (c, None, Vec::new())
+        } else if go && !sent_by_other {
+            let g = classify_go(&GoFacts {
+                evidence: &death.evidence,
+                last_words: last_words.unwrap_or(""),
+                signal: cause,
+            });
+            (g.classification, g.goroutine, g.tags)
+        } else if let Some(c) = classify_rust(&death.evidence, frames, last_words.unwrap_or(""))
+            .filter(|_| !sent_by_other)
+        {
+            rust = true;
+            (c, None, Vec::new())
+        } else {
+            (classify(&facts), None, Vec::new())
+        };
+        if go {
+            go_signal_evidence(&mut classification, cause, last_words);
+        }
+        if death.last_words_cut {
+            diagnostics.push(format!(
+                "last words cut at {} bytes per write and {} per process",
+                tracer_common::LAST_WORDS_CHUNK,
+                tracer_common::LAST_WORDS_MAX
+            ));
+        }
+        if go && death.state.is_none() {
+            tags.push("state-not-captured".into());
+        }
+        if !go && !rust {
+            in_signal_handler(&mut classification, frames);
+            if let Some(words) = last_words {
+                native_last_words(&mut classification, words);
+            }
+        }
+        let site = match (rust, classification.class) {
+            (true, "rust-panic") => {
+                panic_site(frames).or_else(|| crash_site(classification.class, frames))
+            }
+            // The guard-page handler runs on the signal stack: the code that
+            // overflowed is past the signal frame.
+            (true, "stack-overflow") => frames
+                .iter()
+                .skip_while(|f| f.function.as_deref() != Some("__restore_rt"))
+                .skip(1)
+                .find(|f| f.function.is_some())
+                .or_else(|| crash_site(classification.class, frames)),
+            _ => crash_site(classification.class, frames),
+        };
+        if let Some(f) = site {
+            classification
+                .evidence
+                .push(format!("crashing frame: {}", describe(f)));
+        }
+        Verdict {
+            classification,
+            goroutine,
+            tags,
+            runtime: if go {
+                "go"
+            } else if rust {
+                "rust"
+            } else {
+                "native"
+            },
+            site: site.cloned(),
+        }
+    }
+
+    fn frames(
+        &mut self,
+        pid: u32,
+        state: &StateRecord,
+        diagnostics: &mut Vec<String>,
+    ) -> (Vec<Frame>, bool, Option<String>) {
+        // Held open until the report is built: see `locate`.
+        let located: Vec<Option<Located>> = state
+            .mappings
+            .iter()
+            .map(|m| locate_file(pid, m, diagnostics))
+            .collect();
+        let files: Vec<Option<PathBuf>> = located
+            .iter()
+            .map(|l| l.as_ref().map(Located::path))
+            .collect();
+        let unwound = self.unwinder.unwind(state, &files);
+        // One look at each file for all the frames of this stack.
+        let frames = symbolize_frames(
+            &mut self.symbolizer.batch(),
+            &unwound.frames,
+            &state.mappings,
+            &files,
+            diagnostics,
+        );
+        (frames, unwound.truncated, unwound.error)
+    }
+
+    /// The function at `addr`, a code address the process's evidence
+    /// names, from the mappings captured with its stack; or why it has no
+    /// name.
+    fn name_code(&mut self, pid: u32, state: Option<&StateRecord>, addr: u64) -> WhatFunction {
+        let Some(state) = state else {
+            return WhatFunction::Unnamed("the process's mappings were not captured".into());
+        };
+        let Some(mapping) = state
+            .mappings
+            .iter()
+            .find(|m| m.executable && addr >= m.start && addr < m.end)
+        else {
+            return WhatFunction::Unnamed(format!("no captured mapping holds {addr:#x}"));
+        };
+        let located = match locate::locate(pid, mapping) {
+            Ok(located) => located,
+            Err(e) => return WhatFunction::Unnamed(e.to_string()),
+        };
+        let path = located.path();
+        let module = ModuleRef {
+            path: &path,
+            start: mapping.start,
+            file_offset: mapping.file_offset,
+        };
+        match self.symbolizer.symbolize(&module, addr, false) {
+            Ok(sym) => match sym.frames.last().and_then(|f| f.function.as_deref()) {
+                Some(name) => WhatFunction::Named(name.to_string()),
+                None => WhatFunction::Unnamed(format!(
+                    "no symbol covers {:#x} in {}",
+                    sym.file_address,
+                    mapping.path.as_deref().unwrap_or(&path).display()
+                )),
+            },
+            Err(e) => WhatFunction::Unnamed(e.to_string()),
+        }
+    }
+}
+
+/// A fault inside a signal handler (a crash handler that crashes) is one
+/// death: say so, and name the code the first signal interrupted.
+fn in_signal_handler(c: &mut Classification, frames: &[Frame]) {
+    let Some(trampoline) = frames
+        .iter()
+        .position(|f| f.function.as_deref() == Some("__restore_rt"))
+        .filter(|&i| i > 0)
+    else {
+        return;
+    };
+    let interrupted = frames[trampoline + 1..]
+        .iter()
+        .find(|f| f.function.is_some())
+        .map(describe)
+        .unwrap_or_else(|| "unknown code".into());
+    c.evidence.push(format!(
+        "this happened inside a signal handler: below the signal frame (__restore_rt), the interrupted code was {interrupted}"
+    ));
+}
+
+/// How a signal fits a Go crash: the runtime raising SIGABRT on itself
+/// after printing (GOTRACEBACK=crash), or a signal the runtime caught from
+/// someone else and died of.
+fn go_signal_evidence(c: &mut Classification, cause: Option<&SignalRecord>, words: Option<&str>) {
+    let Some(sig) = cause else { return };
+    if sig.sender.is_none() && sig.signo == libc::SIGABRT && sig.code <= 0 {
+        c.evidence.push(
+            "the runtime raised SIGABRT on itself after printing its trace (GOTRACEBACK=crash or a cgo abort)"
+                .into(),
+        );
+    } else if sig.sender.is_some() && sig.handled {
+        c.evidence.push(format!(
+            "the Go runtime caught {}, printed its goroutines and crashed itself",
+            signal_name(sig.signo)
+        ));
+        if c.message.is_none() {
+            c.message = words.and_then(|w| w.lines().next()).map(str::to_string);
+        }
+    }
+}
+
+/// A Go crash's frames without the runtime's panic and throw machinery on
+/// top: they start where the goroutine was when it went wrong. All-runtime
+/// stacks (the scheduler finding a deadlock) are kept whole.
+fn goroutine_frames(frames: Vec<Frame>) -> Vec<Frame> {
+    let runtime = |f: &Frame| {
+        f.function
+            .as_deref()
+            .is_some_and(|n| crate::golang::is_runtime_function(n) || n == "panic")
+    };
+    match frames
+        .iter()
+        .position(|f| !runtime(f) && f.function.is_some())
+    {
+        Some(first) if first > 0 => frames.into_iter().skip(first).collect(),
+        _ => frames,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
