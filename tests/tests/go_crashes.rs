@@ -211,8 +211,11 @@ fn process_started_before_crashtrace() {
     if !require_bpf() {
         return;
     }
+    // It crashes after 8 s: loading and verifying the programs takes a few
+    // seconds on a busy 2-core machine, and `record --pid` must be attached
+    // first.
     let mut child = Command::new(crashy(false))
-        .args(["nil-map", "2500"])
+        .args(["nil-map", "8000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

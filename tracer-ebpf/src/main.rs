@@ -1,19 +1,28 @@
 //! crashtrace's kernel side.
 //!
-//! Three small programs:
 //! - `signal_generate` (tp_btf) sees every signal the kernel generates. It
 //!   drops everything that cannot kill (not in the configured set, ignored,
-//!   or caught by a handler) after a few loads, and spends the heavy capture
-//!   (registers, user stack snapshot, mappings of the addresses) only on a
-//!   signal whose default action will end the process.
-//! - `sched_process_exit` (tp_btf) reports how a process that had such a
-//!   signal ended, once its last thread is gone.
-//! - `sched_process_fork` (tp_btf) follows descendants in `record` mode.
-//! - `mark_victim` (tp_btf, in `oom`) records the OOM killer's victim.
-//! - `signal_generate` also counts signals per process (`activity`).
+//!   or caught by a handler) after a few loads, records a signal whose
+//!   default action will end the process, and counts signals per process
+//!   (`activity`).
+//! - The dying thread's registers, stack, mappings and executable are
+//!   captured where its memory map still exists: at `sched_process_exit`
+//!   from Linux 6.16, at the entry of `do_exit` (`exit_capture`, fentry)
+//!   before; `sched_process_exit` reports the group's exit status.
+//! - `sched_process_fork` follows descendants in `record` mode,
+//!   `sched_process_exec` reports new executables for the runtime probes.
+//! - `mark_victim` (`oom`) records the OOM killer's victim.
+//! - Uprobes: libc's `abort` (`libc`), Go's and Rust's fatal paths
+//!   (`golang`, `rust`); `lastwords` keeps what a dying process writes.
+//! - Programs named `*_legacy` do the same without `bpf_loop`,
+//!   `bpf_find_vma`, `bpf_task_pt_regs` and `bpf_get_current_task_btf`
+//!   (kernels 5.10 to 5.16); the loader picks one of each pair from the
+//!   running kernel's BTF.
 //!
-//! Nothing here allocates on the BPF stack beyond a few words: events are
-//! built in place inside their ring-buffer reservation.
+//! Register offsets are x86_64's `pt_regs` (userspace refuses to build for
+//! any other architecture). Nothing here allocates on the BPF stack beyond
+//! a few words: events are built in place inside their ring-buffer
+//! reservation.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]

@@ -16,6 +16,13 @@
 //!
 //! Below them all: [`frame`] and [`context`] (types every stage shares),
 //! [`procfs`] (the one `/proc` reader), ELF images, signals and caches.
+// The BPF programs read user registers at x86_64's `pt_regs` offsets and
+// the unwinder steps x86_64 frames.
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "crashtrace supports x86_64 only: its BPF programs and unwinder assume x86_64 registers"
+);
+
 pub mod activity;
 pub mod activity_top;
 pub mod classify;

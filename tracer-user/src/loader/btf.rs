@@ -387,7 +387,10 @@ mod tests {
         assert!(!btf.is_pointer(params[2]));
         assert_eq!(btf.tracepoint_params("mark_victim"), None);
         let older = Btf::parse(tracepoint_blob("sched_process_exit", false)).unwrap();
-        assert_eq!(older.tracepoint_params("sched_process_exit").unwrap().len(), 2);
+        assert_eq!(
+            older.tracepoint_params("sched_process_exit").unwrap().len(),
+            2
+        );
     }
 
     #[test]
