@@ -170,7 +170,7 @@ fn on_overlayfs(path: &Path) -> bool {
     // is only read when the call succeeds.
     unsafe {
         libc::statfs(c_path.as_ptr(), fs.as_mut_ptr()) == 0
-            && fs.assume_init().f_type as i64 == OVERLAYFS_SUPER_MAGIC
+            && fs.assume_init().f_type == OVERLAYFS_SUPER_MAGIC
     }
 }
 
