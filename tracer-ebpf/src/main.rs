@@ -104,7 +104,16 @@ fn watched(cfg: &Config, task: u64, tgid: u32) -> bool {
         return false;
     }
     if cfg.flags & config_flags::COMM_FILTER != 0 {
-        let comm: [u8; COMM_LEN] = read(task, off!(task_comm));
+        let mut comm: [u8; COMM_LEN] = read(task, off!(task_comm));
+        // Kernels before 5.18 copy a new comm with strlcpy, which leaves
+        // the old name's bytes after the NUL: the key ends at the NUL.
+        let mut ended = false;
+        for byte in comm.iter_mut() {
+            ended |= *byte == 0;
+            if ended {
+                *byte = 0;
+            }
+        }
         if unsafe { COMMS.get(comm) }.is_none() {
             return false;
         }
