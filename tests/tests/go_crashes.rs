@@ -211,18 +211,18 @@ fn process_started_before_crashtrace() {
     if !require_bpf() {
         return;
     }
-    // It crashes after 8 s: loading and verifying the programs takes a few
-    // seconds on a busy 2-core machine, and `record --pid` must be attached
-    // first.
+    // It crashes when told to, on its stdin, once crashtrace says it
+    // follows it: loading the programs takes seconds on a busy machine.
     let mut child = Command::new(crashy(false))
-        .args(["nil-map", "8000"])
+        .args(["nil-map", "stdin"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting crashy");
     let output = harness().root().join("prestarted.jsonl");
     let _ = std::fs::remove_file(&output);
-    let status = Command::new(crashtrace_bin())
+    let mut crashtrace = Command::new(crashtrace_bin())
         .args([
             "record",
             "--json",
@@ -232,10 +232,27 @@ fn process_started_before_crashtrace() {
         ])
         .arg(&output)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running crashtrace");
+    let mut stderr = std::io::BufReader::new(crashtrace.stderr.take().expect("piped"));
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut stderr, &mut line) {
+            Ok(0) | Err(_) => panic!("crashtrace record --pid ended before following:\n{said}"),
+            Ok(_) if line.contains("following pid") => break,
+            Ok(_) => said.push_str(&line),
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let _ = stdin.write_all(b"crash\n");
+    }
     let _ = child.wait();
+    let status = crashtrace.wait().expect("waiting for crashtrace");
     assert!(status.success());
     let crashes = crash_reports(&output);
     assert_eq!(crashes.len(), 1, "{crashes:#?}");

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -111,9 +112,14 @@ func recoverOnce(s *server) (ok bool) {
 func main() {
 	mode := os.Args[1]
 	if len(os.Args) > 2 {
-		// A delay first: for tests that must see the process running.
-		ms, _ := strconv.Atoi(os.Args[2])
-		time.Sleep(time.Duration(ms) * time.Millisecond)
+		// A delay first, for tests that must see the process running: a
+		// number of milliseconds, or "stdin" to wait for a line there.
+		if os.Args[2] == "stdin" {
+			_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		} else {
+			ms, _ := strconv.Atoi(os.Args[2])
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
 	}
 	switch mode {
 	case "nil-deref":
