@@ -491,6 +491,10 @@ impl Tracer {
     /// Probes the libcs process `pid` maps or has under its root (a
     /// container's) that are not probed yet. Returns one line per failure.
     pub fn probe_libcs_of(&mut self, pid: u32) -> Vec<String> {
+        // Not loaded on this kernel: said once at start.
+        if self.uprobe_helpers_missing().is_some() {
+            return Vec::new();
+        }
         let Some(Ok(abort)) = self
             .ebpf
             .program_mut("libc_abort")
