@@ -41,6 +41,16 @@ if [ -f "$out/exec" ]; then
     echo $? > "$out/exec.status"
 elif [ -f "$out/plan" ]; then
     cd "$CRASHTRACE_VM_TEST_CWD" || exit 2
+    # The tests build and run their programs under target/tmp, shared by
+    # 9p without a page cache: there every lookup of a path makes a new
+    # inode, so a uprobe attached by path is not the inode the process
+    # maps, and an executable's inode at exit is not the one crashtrace
+    # opens later. A tmpfs copy (of what the host built there) behaves like
+    # a disk.
+    private=/run/crashtrace-target-tmp
+    mkdir -p "$private" && cp -a "$CRASHTRACE_VM_TARGET_TMP/." "$private/" &&
+        mount --bind "$private" "$CRASHTRACE_VM_TARGET_TMP" ||
+        echo "guest.sh: cannot make a private copy of $CRASHTRACE_VM_TARGET_TMP" >&2
     while read -r id binary test; do
         start=$(now_ms)
         # libtest exits 0 when the filter matches nothing; the host checks

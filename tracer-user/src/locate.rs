@@ -5,8 +5,10 @@
 //! process is usually gone, so its `/proc/PID/root` is too; but a process
 //! in a container rarely dies alone, and any live process that shares the
 //! mount namespace (a sibling, the container's init) still exposes the same
-//! tree. A candidate counts only when its inode matches: a file replaced
-//! since the crash must not be symbolized as if it were the crashed one.
+//! tree. A file from an overlayfs layer is named by the kernel from the
+//! layer's root, so each overlay mount is tried too. A candidate counts
+//! only when its inode matches: a file replaced since the crash must not
+//! be symbolized as if it were the crashed one.
 //!
 //! A found file is held open and handed out as `/proc/self/fd/N`: a path
 //! through another process's root disappears with that process, the open
@@ -89,6 +91,9 @@ pub fn locate(pid: u32, mapping: &Mapping) -> Result<Located, LocateError> {
     if let Some(found) = check(proc_root(pid).join(relative)) {
         return Ok(found);
     }
+    if let Some(found) = in_overlay("self", Path::new("/"), relative, mapping.ino) {
+        return Ok(found);
+    }
     let mut seen_namespaces = HashSet::new();
     if let Ok(own) = std::fs::metadata("/proc/self/ns/mnt") {
         seen_namespaces.insert(own.ino());
@@ -100,7 +105,11 @@ pub fn locate(pid: u32, mapping: &Mapping) -> Result<Located, LocateError> {
         if !seen_namespaces.insert(ns.ino()) {
             continue;
         }
-        if let Some(found) = check(proc_root(other).join(relative)) {
+        let root = proc_root(other);
+        if let Some(found) = check(root.join(relative)) {
+            return Ok(found);
+        }
+        if let Some(found) = in_overlay(&other.to_string(), &root, relative, mapping.ino) {
             return Ok(found);
         }
     }
@@ -108,6 +117,27 @@ pub fn locate(pid: u32, mapping: &Mapping) -> Result<Located, LocateError> {
         LocateError::Replaced(path.clone())
     } else {
         LocateError::Unreachable(path.clone())
+    })
+}
+
+/// Most overlay mounts looked into per mount namespace.
+const MAX_OVERLAYS: usize = 256;
+
+/// The file at `relative` under one of the overlayfs mounts of `pid`'s
+/// mount namespace (seen through `root`), with the mapping's inode.
+///
+/// A process that maps a file from an overlay (a container's image, a
+/// file written into an overlaid directory) maps the layer's own file,
+/// and the kernel names it from the layer's root, which is the overlay's
+/// root: `/app/server` for the container's `/app/server`, whatever the
+/// overlay's mount point. The overlay shows the layer's inode number.
+fn in_overlay(pid: &str, root: &Path, relative: &Path, ino: u64) -> Option<Located> {
+    let mounts = crate::procfs::overlay_mounts(pid, MAX_OVERLAYS).ok()?;
+    mounts.into_iter().find_map(|mount_point| {
+        let mount_point = mount_point.strip_prefix("/").unwrap_or(&mount_point);
+        // Another overlay's file of that name is not "replaced".
+        let mut unrelated = false;
+        open_if_same(root.join(mount_point).join(relative), ino, &mut unrelated)
     })
 }
 

@@ -180,6 +180,56 @@ pub fn parse_maps_line(line: &str) -> Option<MapsEntry> {
     })
 }
 
+/// The mount points of the overlayfs mounts in `pid`'s mount namespace
+/// (`self` for this process's), as that namespace sees them; at most
+/// `limit`.
+pub fn overlay_mounts(pid: &str, limit: usize) -> Result<Vec<PathBuf>, ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/mountinfo"));
+    Ok(read(&path)?
+        .lines()
+        .filter_map(parse_mountinfo_line)
+        .filter(|(_, fstype)| fstype == "overlay")
+        .map(|(mount_point, _)| mount_point)
+        .take(limit)
+        .collect())
+}
+
+/// `id parent major:minor root MOUNT_POINT options [optional...] - FSTYPE
+/// source super_options` → (mount point, file system type). The kernel
+/// writes a space, tab, newline or backslash in a path as `\ooo`.
+pub fn parse_mountinfo_line(line: &str) -> Option<(PathBuf, String)> {
+    let (before, after) = line.split_once(" - ")?;
+    let mount_point = before.split(' ').nth(4)?;
+    let fstype = after.split(' ').next()?;
+    Some((
+        PathBuf::from(unescape_octal(mount_point)),
+        fstype.to_string(),
+    ))
+}
+
+fn unescape_octal(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A maps line as the kernel's captures describe a mapping.
 impl From<&MapsEntry> for Mapping {
     fn from(m: &MapsEntry) -> Self {
@@ -207,6 +257,21 @@ fn read(path: &Path) -> Result<String, ProcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_lines_give_mount_point_and_type() {
+        let line = "52 30 0:45 / /var/lib/docker/overlay2/a\\040b/merged rw,relatime shared:25 - overlay overlay rw,lowerdir=/l";
+        assert_eq!(
+            parse_mountinfo_line(line),
+            Some((
+                PathBuf::from("/var/lib/docker/overlay2/a b/merged"),
+                "overlay".into()
+            ))
+        );
+        let own = overlay_mounts("self", 10).expect("this process's mountinfo");
+        assert!(own.len() <= 10);
+        assert_eq!(parse_mountinfo_line("garbage"), None);
+    }
 
     #[test]
     fn maps_lines_keep_paths_with_spaces() {

@@ -8,7 +8,9 @@
 //! - a record with no exit after a grace period is checked against /proc:
 //!   a process still alive survived the signal (only reported with
 //!   `--include-survived`); one that is gone without an exit record has
-//!   an `unknown` outcome (its exit record was lost, and the loss counted).
+//!   an `unknown` outcome (its exit record was lost, and the loss counted);
+//! - a process whose runtime is panicking gets longer to end (up to
+//!   30 s while it lives): its panic hook may still be printing.
 
 use std::{
     collections::HashMap,
@@ -25,6 +27,9 @@ use crate::{
 /// Most processes tracked at once; beyond this the oldest is completed
 /// early with an unknown outcome rather than growing without bound.
 const MAX_PENDING: usize = 4096;
+/// How long a process whose runtime is panicking may stay alive before
+/// its panic counts as caught (Rust's `catch_unwind`).
+const PANIC_GRACE: Duration = Duration::from_secs(30);
 /// Most signal records kept per process (a signal storm keeps the first).
 const MAX_SIGNALS: usize = 16;
 /// How long a death by the kernel's SIGKILL waits for the OOM killer's
@@ -102,6 +107,20 @@ struct Pending {
 }
 
 impl Death {
+    /// A runtime began to crash or panic in it: printing a backtrace
+    /// before the exit can take seconds (symbolizing a large binary, a
+    /// slow terminal), so its process gets [`PANIC_GRACE`] to end.
+    fn panicking(&self) -> bool {
+        use tracer_common::evidence_source as src;
+        self.exit.is_none()
+            && self.evidence.iter().any(|e| {
+                matches!(
+                    e.source,
+                    src::RUST_PANIC | src::GO_FATALPANIC | src::GO_FATALTHROW | src::GO_STARTPANIC
+                )
+            })
+    }
+
     /// Killed by the kernel's SIGKILL with no OOM record (yet).
     fn may_await_oom_record(&self) -> bool {
         self.oom.is_none()
@@ -209,9 +228,13 @@ impl Tracker {
         let expired: Vec<u32> = self
             .pending
             .iter()
-            .filter(|(_, p)| match p.held_until {
+            .filter(|&(&pid, p)| match p.held_until {
                 Some(until) => now >= until,
-                None => now.duration_since(p.since) >= self.grace,
+                None => {
+                    let age = now.duration_since(p.since);
+                    age >= self.grace
+                        && !(age < PANIC_GRACE && p.death.panicking() && procfs::is_alive(pid))
+                }
             })
             .map(|(&pid, _)| pid)
             .collect();
@@ -318,6 +341,39 @@ mod tests {
         let done = t.expire(now + Duration::from_secs(3));
         assert_eq!(done.len(), 1);
         assert!(!done[0].alive, "no such pid exists");
+    }
+
+    fn rust_panic(pid: u32) -> Event {
+        Event::Evidence(EvidenceRecord {
+            boot_ns: 1,
+            pid,
+            tid: pid,
+            source: tracer_common::evidence_source::RUST_PANIC,
+            line: 0,
+            text: None,
+            file: None,
+            function: None,
+            code: 0,
+        })
+    }
+
+    #[test]
+    fn a_live_panicking_process_gets_longer_to_end() {
+        let mut t = Tracker::new(Duration::from_secs(2));
+        let now = Instant::now();
+        let live = std::process::id();
+        t.on_event(rust_panic(live), now);
+        t.on_event(rust_panic(u32::MAX - 2), now);
+        let done = t.expire(now + Duration::from_secs(3));
+        assert_eq!(done.len(), 1, "the gone process closes after the grace");
+        assert_eq!(done[0].pid, u32::MAX - 2);
+        assert!(t.expire(now + Duration::from_secs(29)).is_empty());
+        let done = t.expire(now + Duration::from_secs(31));
+        assert_eq!(done.len(), 1);
+        assert!(
+            done[0].alive,
+            "still alive after 30 s: the panic was caught"
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl StoreSink {
                         r.exe.as_deref().unwrap_or(""),
                         crash.context.unit.as_deref().unwrap_or(""),
                     );
+                    self.attribute(&key, &r.fingerprint);
                     self.last_group.insert(key, r.fingerprint.clone());
                     let json = crash.json();
                     for sink in &mut self.sinks {
@@ -177,6 +178,23 @@ impl StoreSink {
         }
         let size = self.store.size_bytes();
         self.metrics().set_store_size(size);
+    }
+
+    /// Moves the key's crashes suppressed before its first fingerprint was
+    /// known into that fingerprint's group. Admission, build and delivery
+    /// of one batch are synchronous, so a burst's first crashes and the
+    /// crashes they cause to be suppressed meet here before any flush.
+    fn attribute(&mut self, key: &str, fingerprint: &str) {
+        let unattributed = (UNATTRIBUTED.to_string(), key.to_string());
+        if let Some((n, first, last)) = self.suppressed.remove(&unattributed) {
+            let e = self
+                .suppressed
+                .entry((fingerprint.to_string(), key.to_string()))
+                .or_insert((0, first, last));
+            e.0 += n;
+            e.1 = e.1.min(first);
+            e.2 = e.2.max(last);
+        }
     }
 
     /// Writes the suppressed counts gathered since the last call.

@@ -608,8 +608,8 @@ impl Tracer {
     /// Stops following `tgid` itself (descendants already added stay).
     pub fn untrace_process(&mut self, tgid: u32) -> Result<(), LoadError> {
         match self.traced_map()?.remove(&tgid) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_error("TRACED", e)),
+            Err(e) if !absent(&e) => Err(map_error("TRACED", e)),
+            _ => Ok(()),
         }
     }
 
@@ -623,8 +623,8 @@ impl Tracer {
         let mut doomed: HashMap<_, u32, tracer_common::Doom> =
             HashMap::try_from(map).map_err(|e| map_error("DOOMED", e))?;
         match doomed.remove(&tgid) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_error("DOOMED", e)),
+            Err(e) if !absent(&e) => Err(map_error("DOOMED", e)),
+            _ => Ok(()),
         }
     }
 
@@ -765,4 +765,15 @@ fn bump_memlock_rlimit() {
         rlim_max: libc::RLIM_INFINITY,
     };
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+/// Whether a map deletion failed only because the key was not there (aya
+/// reports the kernel's ENOENT from `bpf_map_delete_elem` as a syscall
+/// error): the process already left the map, which is what was wanted.
+fn absent(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }

@@ -134,6 +134,10 @@ pub struct BenchArgs {
     /// runtime): `syscalls` measures the write system call's tracepoint.
     #[arg(long, value_name = "MODE", conflicts_with_all = ["untraced", "tracer_cmd"])]
     pub(super) last_words: Option<String>,
+    /// Use the crashtrace build that exists: no setup, no cargo (for runs
+    /// inside `cargo xtask vm-test --bench`, whose target/ is read-only).
+    #[arg(long, hide = true)]
+    pub(super) prebuilt: bool,
 }
 
 /// What `--only` selected.

@@ -67,7 +67,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         _ => {}
     }
-    if uses_crashtrace {
+    if args.prebuilt {
+        // Built by the host before the VM booted.
+    } else if uses_crashtrace {
         crate::build(true)?;
     } else {
         crate::setup::run(true)?;

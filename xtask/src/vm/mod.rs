@@ -53,6 +53,16 @@ pub struct VmTestArgs {
     /// printed; it passes when it exits 0).
     #[arg(long, value_name = "COMMAND")]
     pub exec: Option<String>,
+    /// Run `cargo xtask bench ARGS` in each VM instead of the tests, on
+    /// crashtrace and workloads built by the host first (for example
+    /// --bench "--only syscall_loop --rounds 5 --no-bpf-stats").
+    #[arg(
+        long,
+        value_name = "ARGS",
+        conflicts_with = "exec",
+        allow_hyphen_values = true
+    )]
+    pub bench: Option<String>,
     /// Only rewrite the "Tested kernels" section of docs/kernels.md from
     /// target/vm/results.json (written by earlier runs); boot nothing.
     #[arg(long)]
@@ -70,6 +80,9 @@ pub struct VmTestArgs {
 
 const VM_TIMEOUT: u64 = 1800;
 const TEST_TIMEOUT: u64 = 600;
+/// Boots of one kernel before a boot that never reaches user space counts as
+/// the VM stopping early.
+const BOOT_ATTEMPTS: u32 = 3;
 
 /// What `cargo xtask vm-test` with no arguments does (`cargo xtask test`'s step).
 impl Default for VmTestArgs {
@@ -80,6 +93,7 @@ impl Default for VmTestArgs {
             kvm: false,
             refresh_kernels: false,
             exec: None,
+            bench: None,
             write_docs: false,
             timeout: VM_TIMEOUT,
             test_timeout: TEST_TIMEOUT,
@@ -141,8 +155,17 @@ pub fn run(args: &VmTestArgs) -> Result<Option<Totals>> {
         _ => Accel::detect(),
     };
 
-    crate::build(false)?;
+    crate::build(args.bench.is_some())?;
     crate::setup::debian_packages(runner::PACKAGES)?;
+    let exec = match &args.bench {
+        Some(bench) => Some(format!(
+            "{} bench --prebuilt {bench}",
+            std::env::current_exe()
+                .context("finding the xtask binary")?
+                .display()
+        )),
+        None => args.exec.clone(),
+    };
     fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
     runner::check_shareable(&vm_dir)?;
     let venv_bin = runner::ensure_virtme(&vm_dir)?;
@@ -158,12 +181,12 @@ pub fn run(args: &VmTestArgs) -> Result<Option<Totals>> {
         );
         kernels.push(kernel);
     }
-    let binaries = match args.exec {
+    let binaries = match exec {
         Some(_) => BTreeMap::new(),
         None => plan::build_test_binaries()?,
     };
     for entry in &entries {
-        if args.exec.is_none() && !binaries.contains_key(&entry.binary) {
+        if exec.is_none() && !binaries.contains_key(&entry.binary) {
             bail!(
                 "{} names test binary {:?}, which the tests crate does not build (it has {:?})",
                 plan::LIST,
@@ -187,7 +210,7 @@ pub fn run(args: &VmTestArgs) -> Result<Option<Totals>> {
             venv_bin: &venv_bin,
             out: vm_dir.join("runs").join(kernel.line.label),
         };
-        match &args.exec {
+        match &exec {
             Some(command) => {
                 if vm.exec(command)? {
                     totals.passed += 1;
@@ -288,6 +311,11 @@ impl Vm<'_> {
             &self.out.join("doctor.json").to_string_lossy(),
         );
         set("RUST_BACKTRACE", "1");
+        // The guest runs the tests on a private copy of this directory.
+        set(
+            "CRASHTRACE_VM_TARGET_TMP",
+            &crate::target_dir().join("tmp").to_string_lossy(),
+        );
         // cargo runs integration tests in their package's directory.
         set(
             "CRASHTRACE_VM_TEST_CWD",
@@ -305,8 +333,13 @@ impl Vm<'_> {
         let target = crate::target_dir();
         // The tests build their C, Rust and Go programs and write their
         // reports under CARGO_TARGET_TMPDIR (target/tmp); Go's caches live
-        // in target/go. Everything else they write goes to /tmp.
-        let rwdirs = [target.join("tmp"), target.join("go")];
+        // in target/go; `--bench` writes to target/xtask-bench. Everything
+        // else they write goes to /tmp.
+        let rwdirs = [
+            target.join("tmp"),
+            target.join("go"),
+            target.join("xtask-bench"),
+        ];
         for dir in &rwdirs {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             runner::check_shareable(dir)?;
@@ -333,17 +366,37 @@ impl Vm<'_> {
             console: &console,
             timeout: Duration::from_secs(self.args.timeout),
         };
-        let ended = boot.run(tick)?;
-        let boot_time = ended
-            .boot
-            .map_or("never reached the guest script".into(), |d| {
-                format!("guest script started after {:.1}s", d.as_secs_f64())
-            });
-        println!(
-            "vm-test: {}: VM done in {:.1}s ({boot_time})",
-            self.label(),
-            ended.total.as_secs_f64()
-        );
+        let mut attempt = 1;
+        let ended = loop {
+            let ended = boot.run(tick)?;
+            let boot_time = ended
+                .boot
+                .map_or("never reached the guest script".into(), |d| {
+                    format!("guest script started after {:.1}s", d.as_secs_f64())
+                });
+            println!(
+                "vm-test: {}: VM done in {:.1}s ({boot_time})",
+                self.label(),
+                ended.total.as_secs_f64()
+            );
+            // A kernel that dies before user space ran none of this
+            // project's code. Under TCG, stock kernels occasionally oops
+            // while patching their own text at boot (an int3 left behind
+            // on the other CPU), so such a boot is tried again, and says so.
+            if ended.boot.is_some() || ended.timed_out || attempt == BOOT_ATTEMPTS {
+                break ended;
+            }
+            let kept =
+                console.with_file_name(format!("{}.console.attempt{attempt}.log", self.label()));
+            let _ = fs::rename(&console, &kept);
+            println!(
+                "vm-test: {}: the kernel stopped before user space (attempt {attempt} of {BOOT_ATTEMPTS}); booting again. Last console lines ({}):\n{}",
+                self.label(),
+                kept.display(),
+                runner::tail(&kept, 12)
+            );
+            attempt += 1;
+        };
         if !ended.finished {
             println!(
                 "vm-test: {}: the VM stopped before its guest script finished; last console lines ({}):\n{}",
