@@ -94,6 +94,16 @@ pub fn check_case_with(harness: &Harness, case: &Case, toolchain: &Toolchain, bu
         if !function.contains(".func") {
             assert!(find_frame(report, "main.main").is_some(), "{context}");
         }
+        // The runtime's printed trace, parsed: the crashing goroutine
+        // first, with the same function at its source line (from the
+        // runtime's own text, so also for a stripped binary).
+        let first = &report["goroutines"][0];
+        assert_eq!(first["id"], report["goroutine"], "{context}");
+        let printed = first["frames"]
+            .as_array()
+            .and_then(|frames| frames.iter().find(|f| f["function"] == name.as_str()))
+            .unwrap_or_else(|| panic!("no {name} in the parsed goroutine\n{context}"));
+        assert_eq!(printed["line"], frame["line"], "{context}");
     }
 }
 

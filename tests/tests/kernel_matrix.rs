@@ -15,6 +15,7 @@
 use std::process::{Command, Stdio};
 
 use crashtrace_tests::report::{check_shape, describe_frames, expect_frame, str_at};
+use crashtrace_tests::rustprograms::build_rust;
 use crashtrace_tests::watch::Watch;
 use crashtrace_tests::{Harness, crash_line, crashtrace_bin, require_bpf};
 use serde_json::Value;
@@ -72,9 +73,7 @@ fn degraded_mentions(d: &Value, words: &str) -> bool {
 
 #[test]
 fn doctor_names_this_kernels_capture_path() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let d = doctor();
     let context = format!("{d:#}");
     let version = release();
@@ -124,9 +123,7 @@ fn doctor_names_this_kernels_capture_path() {
 
 #[test]
 fn null_dereference_under_watch() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let h = harness();
     let program = h.program("null_deref");
     let watch = Watch::start(h.root(), "kernel-matrix-null", &["null_deref"]);
@@ -156,5 +153,49 @@ fn null_dereference_under_watch() {
     );
     for caller in ["store_answer", "main"] {
         expect_frame(&report, caller);
+    }
+}
+
+/// The uprobes (glibc's abort message, Rust's panic handler) on kernels
+/// that have what they need (the attach cookie, 5.15), and on the others
+/// the limit start-up states: an abort without glibc's message, and no
+/// report of a Rust panic that unwinds out of `main`.
+#[test]
+fn uprobe_evidence_or_its_stated_limit() {
+    require_bpf!();
+    let d = doctor();
+    let limited = degraded_mentions(&d, "the libc abort() probe needs");
+    assert_eq!(
+        limited,
+        release() < (5, 15),
+        "doctor's view of the uprobes does not match the kernel's version\n{d:#}"
+    );
+    let h = harness();
+
+    let freed = h.record(&h.program("double_free"), &[]);
+    let context = freed.context();
+    let report = freed.only_crash();
+    assert_eq!(report["signal"]["name"], "SIGABRT", "{context}");
+    expect_frame(report, "release");
+    let said = freed.stderr.contains("the libc abort() probe needs");
+    assert_eq!(said, limited, "{context}");
+    if limited {
+        assert_ne!(report["class"], "double-free", "{context}");
+    } else {
+        assert_eq!(report["class"], "double-free", "{context}");
+    }
+
+    let panicky = build_rust(h.root(), "panicky", false);
+    let panicked = h.record(&panicky, &["panic"]);
+    let context = panicked.context();
+    assert_eq!(panicked.exit_code(), Some(101), "{context}");
+    let said = panicked
+        .stderr
+        .contains("the Go and Rust runtime probes need");
+    assert_eq!(said, limited, "{context}");
+    if limited {
+        assert!(panicked.crashes.is_empty(), "{context}");
+    } else {
+        assert_eq!(panicked.only_crash()["class"], "rust-panic", "{context}");
     }
 }

@@ -13,6 +13,7 @@ use tracer_common::evidence_source as source;
 use super::{Classification, NULL_PAGE_LIMIT, abort::abort_path};
 use crate::events::{EvidenceRecord, SignalRecord};
 
+pub mod goroutines;
 mod printed;
 
 use printed::Printed;

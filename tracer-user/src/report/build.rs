@@ -65,6 +65,10 @@ pub fn assemble(death: &Death, found: Findings) -> CrashReport {
     };
     let fingerprint = fingerprint(classification.class, cause.map(|c| c.signo), &found.frames);
     let unsymbolized = found.frames.iter().filter(|f| f.function.is_none()).count();
+    let goroutines = match (found.runtime, found.last_words.as_deref()) {
+        ("go", Some(words)) => crate::classify::parse_goroutines(words, found.goroutine),
+        _ => Vec::new(),
+    };
     CrashReport {
         schema: SCHEMA,
         record_type: "crash",
@@ -88,6 +92,7 @@ pub fn assemble(death: &Death, found: Findings) -> CrashReport {
         message: classification.message,
         last_words: found.last_words,
         goroutine: found.goroutine,
+        goroutines,
         tags: found.tags,
         frames: found.frames,
         frames_truncated: found.frames_truncated,

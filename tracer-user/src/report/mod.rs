@@ -51,6 +51,10 @@ pub struct CrashReport {
     /// Go: the id of the goroutine that panicked or threw, when printed.
     #[serde(default)]
     pub goroutine: Option<u64>,
+    /// Go: the goroutine traces the runtime printed, parsed from the last
+    /// words; the crashing goroutine first. Empty for other runtimes.
+    #[serde(default)]
+    pub goroutines: Vec<crate::classify::Goroutine>,
     pub tags: Vec<String>,
     pub frames: Vec<Frame>,
     pub frames_truncated: bool,

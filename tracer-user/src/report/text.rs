@@ -171,6 +171,7 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
     if let Some(e) = &r.unwind_error {
         let _ = writeln!(out, "    {}", s.dim(&format!("unwinding stopped: {e}")));
     }
+    goroutines(&mut out, r, &s);
     if let Some(words) = &r.last_words {
         // The first lines say why; the full text is in the JSON report.
         const SHOWN: usize = 12;
@@ -199,4 +200,54 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
         s.dim(&format!("fingerprint {}", r.fingerprint))
     );
     out
+}
+
+/// The crashing goroutine's printed trace in full, then one line per other
+/// goroutine: its state and the innermost frame outside the runtime.
+fn goroutines(out: &mut String, r: &CrashReport, s: &Style) {
+    const OTHERS_SHOWN: usize = 10;
+    let Some((first, others)) = r.goroutines.split_first() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "  goroutines ({}{} printed)",
+        r.goroutines.len(),
+        if r.goroutines.len() > 1 {
+            ", crashing first,"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "    goroutine {} [{}]", first.id, first.state);
+    for f in &first.frames {
+        let mut line = format!("      {}", f.function);
+        if let (Some(file), Some(l)) = (&f.file, f.line) {
+            let _ = write!(line, " at {file}:{l}");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    for g in others.iter().take(OTHERS_SHOWN) {
+        let top = g
+            .frames
+            .iter()
+            .find(|f| !f.function.starts_with("runtime.") && !f.function.starts_with("internal/"))
+            .or(g.frames.first())
+            .map_or("?", |f| f.function.as_str());
+        let wait = g
+            .wait_minutes
+            .map(|m| format!(", {m} min"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "    goroutine {} [{}{wait}] {top}", g.id, g.state);
+    }
+    if others.len() > OTHERS_SHOWN {
+        let _ = writeln!(
+            out,
+            "    {}",
+            s.dim(&format!(
+                "... {} more (--json has them all)",
+                others.len() - OTHERS_SHOWN
+            ))
+        );
+    }
 }

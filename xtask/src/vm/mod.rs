@@ -310,7 +310,6 @@ impl Vm<'_> {
             "CRASHTRACE_DOCTOR_OUT",
             &self.out.join("doctor.json").to_string_lossy(),
         );
-        set("RUST_BACKTRACE", "1");
         // The guest runs the tests on a private copy of this directory.
         set(
             "CRASHTRACE_VM_TARGET_TMP",
