@@ -183,3 +183,20 @@ impl Harness {
         RunningRecord::spawn(&crashtrace_bin(), &[], program, args, output)
     }
 }
+
+/// Whether `output` was built after its `sources` and after this test
+/// binary (which holds the build flags): then a program built by an
+/// earlier test process, on the host or in a VM, is used as it is. Under
+/// emulation a `rustc` run takes most of a minute.
+pub fn fresh(output: &Path, sources: &[&Path]) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(output) else {
+        return false;
+    };
+    let exe = std::env::current_exe().ok();
+    sources
+        .iter()
+        .copied()
+        .chain(exe.as_deref())
+        .all(|input| modified(input).is_some_and(|m| m <= built))
+}

@@ -136,12 +136,12 @@ pub fn build(scratch_dir: &Path, name: &str) -> PathBuf {
                 names().collect::<Vec<_>>()
             )
         });
-    build_once(
-        &scratch_dir.join("crashtrace-programs"),
-        COMMON_FLAGS,
-        recipe,
-        |_| {},
-    )
+    let dir = scratch_dir.join("crashtrace-programs");
+    let output = absolute(&dir).join(recipe.output);
+    if crate::fresh(&output, &[&source_path(recipe.source)]) {
+        return output;
+    }
+    build_once(&dir, COMMON_FLAGS, recipe, |_| {})
 }
 
 /// Builds `recipe` into `dir` with `base` flags first, unless this process

@@ -27,7 +27,7 @@ pub fn build_rust(root: &Path, name: &str, panic_abort: bool) -> PathBuf {
     });
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let built = built.get_or_insert_with(HashSet::new);
-    if built.contains(&output) {
+    if built.contains(&output) || crate::fresh(&output, &[&rust_source(name)]) {
         return output;
     }
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
