@@ -138,6 +138,7 @@ pub fn run(args: &VmTestArgs) -> Result<Option<Totals>> {
         let results = Results::load(&results_path)?;
         let source = "target/vm/results.json";
         results::write_docs(&root.join(results::DOCS), &results, source)?;
+        results::write_readme(&root.join("README.md"), &results)?;
         println!(
             "vm-test: wrote the tested-kernels table of {} ({} kernels) from {}",
             results::DOCS,

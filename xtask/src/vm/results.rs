@@ -128,6 +128,53 @@ impl Results {
 
 /// Rewrites the generated section of `docs` from `results`.
 pub fn write_docs(docs: &Path, results: &Results, source: &str) -> Result<()> {
+    replace_between_markers(docs, &table(results, source))
+}
+
+/// The README's short form: each kernel line, what it uses, how its tests
+/// went.
+pub fn write_readme(readme: &Path, results: &Results) -> Result<()> {
+    replace_between_markers(readme, &short_table(results))
+}
+
+fn short_table(results: &Results) -> String {
+    let mut s = String::from(
+        "\n| Kernel | Shipped by | Capture at | Helpers | Last words | Tests in CI's VM |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for k in &results.kernels {
+        let shipped = LINES
+            .iter()
+            .find(|l| l.label == k.line)
+            .map_or("", |l| l.shipped_by);
+        let (capture, helpers, words) = match &k.doctor {
+            Some(d) => (
+                format!("`{}`", d.capture),
+                if d.fallbacks { "fallbacks" } else { "all" },
+                d.last_words.clone(),
+            ),
+            None => ("-".into(), "-", "-".into()),
+        };
+        let result = match &k.error {
+            Some(_) => "**VM failed**".to_string(),
+            None => format!(
+                "{} of {} passed ({})",
+                k.count(Status::Passed),
+                k.tests.len(),
+                k.date
+            ),
+        };
+        s.push_str(&format!(
+            "| {} (`{}`) | {shipped} | {capture} | {helpers} | {words} | {result} |\n",
+            k.line,
+            k.uname.as_deref().unwrap_or("-"),
+        ));
+    }
+    s.push('\n');
+    s
+}
+
+fn replace_between_markers(docs: &Path, table: &str) -> Result<()> {
     let text = fs::read_to_string(docs).with_context(|| format!("reading {}", docs.display()))?;
     let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) else {
         bail!(
@@ -146,7 +193,6 @@ pub fn write_docs(docs: &Path, results: &Results, source: &str) -> Result<()> {
             docs.display()
         );
     }
-    let table = table(results, source);
     let new = format!("{}\n{table}{}", &text[..begin_end], &text[end..]);
     fs::write(docs, new).with_context(|| format!("writing {}", docs.display()))
 }
