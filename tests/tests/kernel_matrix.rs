@@ -72,9 +72,7 @@ fn degraded_mentions(d: &Value, words: &str) -> bool {
 
 #[test]
 fn doctor_names_this_kernels_capture_path() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let d = doctor();
     let context = format!("{d:#}");
     let version = release();
@@ -124,9 +122,7 @@ fn doctor_names_this_kernels_capture_path() {
 
 #[test]
 fn null_dereference_under_watch() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let h = harness();
     let program = h.program("null_deref");
     let watch = Watch::start(h.root(), "kernel-matrix-null", &["null_deref"]);
