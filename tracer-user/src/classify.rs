@@ -18,7 +18,7 @@ pub use rust::{classify_rust, panic_site};
 
 use crate::{
     events::{EvidenceRecord, Region, SignalRecord},
-    signals::{code_name, signal_name},
+    support::signals::{code_name, signal_name},
 };
 
 /// Lowest address that can ever be mapped by default (`vm.mmap_min_addr`):

@@ -6,9 +6,11 @@
 
 mod btf;
 pub mod kernel;
+pub mod kernel_support;
 mod libc_probes;
 pub mod offsets;
 pub mod runtime_probes;
+pub mod runtimes;
 mod stderr_hooks;
 
 pub use stderr_hooks::LastWordsMode;
@@ -24,7 +26,7 @@ use tracer_common::{
     ACTIVITY_SLOTS, ActivitySlot, COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss,
 };
 
-use crate::activity::{self, Activity, Columns, monotonic_second};
+use crate::support::activity::{self, Activity, Columns, monotonic_second};
 
 /// The BPF object built from `tracer-ebpf` by `build.rs`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crashtrace"));
