@@ -2,7 +2,7 @@
 //! up or sideways into another for it: the leaf types of a crash
 //! ([`frame`], [`context`]), readers of the live system ([`procfs`],
 //! [`locate`]) and of binaries ([`elfimage`], [`golang`]), signal names
-//! and activity ([`signals`], [`activity`]), and a cache ([`lru`]).
+//! and activity ([`signals`], [`activity`]), and a cache (`lru`).
 //!
 //! Support modules import nothing above them (only the decoded records of
 //! [`crate::events`]).
