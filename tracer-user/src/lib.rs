@@ -24,9 +24,11 @@
 //!   ([`support::frame`], [`support::context`]), `/proc`, ELF images, Go's
 //!   runtime tables, signals, caches.
 //!
-//! A module imports only from modules below it in this order (`cargo xtask
-//! lint` checks it): events, support, loader, tracker, unwind, symbolize,
-//! classify, report, store, pipeline, engine, frontends.
+//! The layers, lowest first: events, support, loader, tracker, unwind,
+//! symbolize, classify, report, store, pipeline, engine, frontends. A
+//! module uses its own layer and the layers below it, never one above, and
+//! the modules inside `support` and `frontends` import each other in no
+//! circle; `cargo xtask lint` checks both (`xtask/src/layering.rs`).
 // The BPF programs read user registers at x86_64's `pt_regs` offsets and
 // the unwinder steps x86_64 frames.
 #[cfg(not(target_arch = "x86_64"))]
