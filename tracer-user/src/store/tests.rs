@@ -1,3 +1,7 @@
+//! The crash store on real SQLite files: crashes round-trip through the
+//! queries, the file's mode and version, retention by count, age and
+//! size, and a full disk.
+
 use std::os::unix::fs::MetadataExt;
 
 use super::*;
