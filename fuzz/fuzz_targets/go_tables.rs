@@ -5,7 +5,7 @@
 //! functions by name.
 #![no_main]
 
-use crashtrace::golang::GoBinary;
+use crashtrace::support::golang::GoBinary;
 use libfuzzer_sys::fuzz_target;
 
 /// Addresses looked up per input.

@@ -35,9 +35,7 @@ pub struct Case {
 /// the report against `case`: class, message, last words, and the user
 /// function first among the frames, with its file and line.
 pub fn check_case_with(harness: &Harness, case: &Case, toolchain: &Toolchain, build: GoBuild) {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let program = build_with(harness.root(), "crashy", build, toolchain);
     let recording = harness.record(&program, &[case.mode]);
     let context = format!(

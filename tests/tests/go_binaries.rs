@@ -182,25 +182,19 @@ fn record_self_kill(build: GoBuild) {
 
 #[test]
 fn stripped_go_stack_is_unwound_to_goexit() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     record_self_kill(GoBuild::Stripped);
 }
 
 #[test]
 fn stripped_pie_go_stack_is_unwound_to_goexit() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     record_self_kill(GoBuild::StrippedPie);
 }
 
 #[test]
 fn cgo_stack_names_c_frames_and_stops_at_the_cgo_boundary() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let harness = harness();
     for build in [GoBuild::Normal, GoBuild::Stripped] {
         let program = go_programs::build(harness.root(), "cgo_kill", build);

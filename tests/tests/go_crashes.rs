@@ -63,9 +63,7 @@ go_cases! {
 
 #[test]
 fn concurrent_map_writes() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let recording = harness().record(&crashy(false), &["concurrent-map"]);
     let context = recording.context();
     let report = recording.only_crash();
@@ -97,9 +95,7 @@ fn stripped_binary() {
 /// report, the class of the panic, the outcome the signal.
 #[test]
 fn gotraceback_crash_is_one_report() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let program = crashy(false);
     let output = harness().root().join("gotraceback-crash.jsonl");
     let _ = std::fs::remove_file(&output);
@@ -130,9 +126,7 @@ fn gotraceback_crash_is_one_report() {
 /// the C frames are there.
 #[test]
 fn cgo_double_free() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let program = build(harness().root(), "cgocrash", GoBuild::Normal);
     let recording = harness().record(&program, &["double-free"]);
     let context = recording.context();
@@ -164,9 +158,7 @@ fn cgo_double_free() {
 /// Recovered panics are not crashes: a hundred of them, no report.
 #[test]
 fn recovered_panics_are_not_reported() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let recording = harness().record(&crashy(false), &["recovered"]);
     let context = recording.context();
     assert_eq!(recording.exit_code(), Some(0), "{context}");
@@ -178,9 +170,7 @@ fn recovered_panics_are_not_reported() {
 /// goroutines and exits; the report names the sender.
 #[test]
 fn killed_by_another_process() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let running = harness().spawn_record(&crashy(false), &["wait"]);
     let pid = wait_for_child(running.crashtrace_pid(), "crashy");
     std::thread::sleep(Duration::from_millis(300));
@@ -208,9 +198,7 @@ fn killed_by_another_process() {
 /// A Go process already running when crashtrace starts is probed too.
 #[test]
 fn process_started_before_crashtrace() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     // It crashes when told to, on its stdin, once crashtrace says it
     // follows it: loading the programs takes seconds on a busy machine.
     let mut child = Command::new(crashy(false))
@@ -264,9 +252,7 @@ fn process_started_before_crashtrace() {
 /// and reports every class as `record` does.
 #[test]
 fn watch_reports_every_go_class() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     let program = crashy(true);
     let watch = Watch::start(harness().root(), "go", &["crashy-stripped"]);
     for case in CASES {

@@ -12,9 +12,7 @@ use crashtrace_tests::{Harness, require_bpf};
 
 #[test]
 fn fallback_programs_load_and_capture_the_crashing_thread() {
-    if !require_bpf() {
-        return;
-    }
+    require_bpf!();
     // SAFETY: the only test of this binary; no other thread reads the
     // environment concurrently.
     unsafe { std::env::set_var("CRASHTRACE_KERNEL_FALLBACKS", "1") };

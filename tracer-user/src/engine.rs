@@ -32,12 +32,11 @@ use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::loss;
 
 use crate::{
-    activity::until_next_second,
     events::{Event, decode},
-    loader::{LoadError, Tracer},
+    loader::{LoadError, Tracer, runtimes},
     pipeline::Pipeline,
     report::CrashReport,
-    runtimes,
+    support::activity::until_next_second,
     tracker::{Death, Tracker},
 };
 

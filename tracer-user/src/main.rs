@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use crashtrace::{
-    cli::{Cli, Command},
-    commands, kernel_support, loader,
+    frontends::{
+        cli::{Cli, Command},
+        commands, daemon, doctor, queries, symbolize_cmd,
+    },
+    loader::{self, kernel_support},
 };
 
 /// Exit status when the environment cannot run crashtrace at all.
@@ -28,14 +31,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Record(args) => commands::record(args).await,
             Command::Watch(args) => commands::watch(args).await,
-            Command::Symbolize(args) => crashtrace::symbolize_cmd::run(args),
-            Command::Daemon(args) => crashtrace::daemon::run(args).await,
-            Command::List(args) => crashtrace::queries::list(args),
-            Command::Show(args) => crashtrace::queries::show(args),
-            Command::Groups(args) => crashtrace::queries::groups(args),
-            Command::Stats(args) => crashtrace::queries::stats(args),
-            Command::Import(args) => crashtrace::queries::import(args),
-            Command::Doctor(args) => crashtrace::doctor::run(args),
+            Command::Symbolize(args) => symbolize_cmd::run(args),
+            Command::Daemon(args) => daemon::run(args).await,
+            Command::List(args) => queries::list(args),
+            Command::Show(args) => queries::show(args),
+            Command::Groups(args) => queries::groups(args),
+            Command::Stats(args) => queries::stats(args),
+            Command::Import(args) => queries::import(args),
+            Command::Doctor(args) => doctor::run(args),
         }
     });
     match result {

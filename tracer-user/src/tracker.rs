@@ -21,7 +21,7 @@ use tracer_common::LAST_WORDS_MAX;
 
 use crate::{
     events::{Event, EvidenceRecord, ExitRecord, OomRecord, SignalRecord, StateRecord},
-    procfs,
+    support::procfs,
 };
 
 /// Most processes tracked at once; beyond this the oldest is completed
@@ -55,7 +55,7 @@ pub struct Death {
     /// The OOM killer chose it (recorded just before its SIGKILL).
     pub oom: Option<OomRecord>,
     /// Its recent signal activity, read when the story closed.
-    pub activity: Option<crate::activity::Activity>,
+    pub activity: Option<crate::support::activity::Activity>,
 }
 
 impl Death {

@@ -4,6 +4,7 @@ mod bench;
 mod bpf_linker;
 mod bpfstats;
 mod go_toolchains;
+mod layering;
 mod membench;
 mod setup;
 mod storebench;
@@ -71,7 +72,8 @@ enum Cmd {
         #[arg(last = true)]
         harness_args: Vec<OsString>,
     },
-    /// Check formatting and run clippy on every crate, the BPF crate included.
+    /// Check the layering of tracer-user's modules, formatting, and run
+    /// clippy on every crate, the BPF crate included.
     Lint,
     /// Measure crashtrace's overhead on signal- and syscall-heavy workloads,
     /// its symbolizer's speed and its memory.
@@ -221,6 +223,18 @@ fn lint() -> Result<()> {
         if !status.success() {
             bail!("cannot install {components:?} for the {toolchain} toolchain");
         }
+    }
+    eprintln!("lint: layering (tracer-user/src)");
+    let violations =
+        layering::check_dir(&workspace_root().join("tracer-user/src"), "tracer-user/src")?;
+    if !violations.is_empty() {
+        for v in &violations {
+            eprintln!("{v}");
+        }
+        bail!(
+            "lint failed: layering ({} violation(s); the layers are listed in xtask/src/layering.rs)",
+            violations.len()
+        );
     }
     let steps: [(&str, &[&str]); 3] = [
         ("formatting", &["fmt", "--all", "--check"]),

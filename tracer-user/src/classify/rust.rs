@@ -11,7 +11,7 @@
 use tracer_common::evidence_source as source;
 
 use super::Classification;
-use crate::{events::EvidenceRecord, frame::Frame};
+use crate::{events::EvidenceRecord, support::frame::Frame};
 
 /// The standard library's guard-page handler (`std::sys::pal::unix::` in
 /// current versions, `std::sys::unix::` before).

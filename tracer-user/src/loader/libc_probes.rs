@@ -34,7 +34,7 @@ const USUAL_PATHS: &[&str] = &[
 
 /// The distinct libc files to probe.
 pub fn libc_files() -> Vec<PathBuf> {
-    let own = mapped_libcs(crate::procfs::own_maps().unwrap_or_default());
+    let own = mapped_libcs(crate::support::procfs::own_maps().unwrap_or_default());
     let mut seen = HashSet::new();
     own.into_iter()
         .chain(USUAL_PATHS.iter().map(PathBuf::from))
@@ -54,7 +54,7 @@ const MAX_LIBC_BYTES: u64 = 64 << 20;
 /// `/proc/PID/root`, so that they name the files the process sees.
 pub fn libcs_of(pid: u32) -> Vec<PathBuf> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
-    let mapped = mapped_libcs(crate::procfs::maps(pid).unwrap_or_default());
+    let mapped = mapped_libcs(crate::support::procfs::maps(pid).unwrap_or_default());
     let mut seen = HashSet::new();
     mapped
         .into_iter()
@@ -65,7 +65,7 @@ pub fn libcs_of(pid: u32) -> Vec<PathBuf> {
 }
 
 /// The libc files among `maps`, each path once, in order.
-fn mapped_libcs(maps: Vec<crate::procfs::MapsEntry>) -> Vec<PathBuf> {
+fn mapped_libcs(maps: Vec<crate::support::procfs::MapsEntry>) -> Vec<PathBuf> {
     let mut seen = HashSet::new();
     maps.into_iter()
         .filter_map(|m| m.file().map(Path::to_path_buf))

@@ -66,7 +66,7 @@ pub enum RuntimeProbeError {
     #[error("cannot read the go runtime tables of {}: {source}", path.display())]
     Go {
         path: PathBuf,
-        source: crate::golang::GoError,
+        source: crate::support::golang::GoError,
     },
     #[error("{} is a Go executable ({version}) whose runtime.fatalpanic and runtime.fatalthrow cannot be probed: {detail}", path.display())]
     NoFatalPath {
@@ -209,10 +209,11 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
     // SAFETY: read-only private mapping; a file truncated under us can
     // fault, which is why only regular files below the size limit get here.
     let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| elf_error(e.to_string()))?;
-    let go = crate::golang::GoBinary::parse(&*map).map_err(|source| RuntimeProbeError::Go {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let go =
+        crate::support::golang::GoBinary::parse(&*map).map_err(|source| RuntimeProbeError::Go {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let Some(go) = go else {
         let Ok(elf) = object::File::parse(&*map) else {
             return Ok(None);

@@ -9,8 +9,10 @@ use super::{CrashReport, Frame, Outcome, OutcomeKind, SCHEMA, Sender, SignalInfo
 use crate::{
     classify::Classification,
     events::{SignalRecord, StateRecord},
-    frame::{describe, on_abort_path},
-    signals::{code_name, signal_name},
+    support::{
+        frame::{describe, on_abort_path},
+        signals::{code_name, signal_name},
+    },
     tracker::Death,
 };
 

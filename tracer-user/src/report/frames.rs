@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::Frame;
 use crate::{
     events::Mapping,
-    locate::{self, LocateError, Located},
+    support::locate::{self, LocateError, Located},
     symbolize::{ModuleRef, Symbolizer},
     unwind::RawFrame,
 };

@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub use build::{Findings, assemble, fingerprint, outcome, signal_info};
 pub use text::render_text;
 
-pub use crate::frame::Frame;
+pub use crate::support::frame::Frame;
 
 /// Version of the JSON report format.
 pub const SCHEMA: u32 = 1;
@@ -69,7 +69,7 @@ pub struct CrashReport {
     pub oom: Option<oom::OomInfo>,
     /// The process's recent signal activity, when any counted signal came.
     #[serde(default)]
-    pub signal_activity: Option<crate::activity::Activity>,
+    pub signal_activity: Option<crate::support::activity::Activity>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

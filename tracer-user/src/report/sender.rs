@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     events::{Mapping, SignalRecord, Task},
-    procfs::{self, MapsEntry},
+    support::procfs::{self, MapsEntry},
     symbolize::Symbolizer,
     unwind::RawFrame,
 };

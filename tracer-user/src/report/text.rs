@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{CrashReport, OutcomeKind};
-use crate::signals::signal_name;
+use crate::support::signals::signal_name;
 
 struct Style {
     color: bool,
@@ -111,7 +111,7 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
             out,
             "  {:<9}{}",
             "signals",
-            crate::activity::text_line(activity)
+            crate::support::activity::text_line(activity)
         );
         for note in &activity.notes {
             let _ = writeln!(out, "    - {note}");

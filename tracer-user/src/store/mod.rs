@@ -28,7 +28,10 @@ use rusqlite::{Connection, OpenFlags, params};
 pub use query::{CrashFilter, CrashRow, GroupRow, Stats};
 pub use retention::RetentionLimits;
 
-use crate::{context::Context, frame::on_abort_path, report::CrashReport};
+use crate::{
+    report::CrashReport,
+    support::{context::Context, frame::on_abort_path},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,7 +1,11 @@
+//! The crash store on real SQLite files: crashes round-trip through the
+//! queries, the file's mode and version, retention by count, age and
+//! size, and a full disk.
+
 use std::os::unix::fs::MetadataExt;
 
 use super::*;
-use crate::context::{Container, describe};
+use crate::support::context::{Container, describe};
 
 /// A report as `watch --json` writes it, trimmed.
 pub(crate) const SAMPLE: &str = r#"{"schema":1,"type":"crash","time":"2026-11-22T02:14:58.297279Z","host":"vm","pid":2088,"tid":2088,"ppid":1,"uid":0,"comm":"nullc","exe":"/tmp/nullc","cmdline":["/tmp/nullc"],"runtime":"native","signal":{"number":11,"name":"SIGSEGV","code":1,"code_name":"SEGV_MAPERR","errno":0,"fault_address":"0x0","sender":null},"outcome":{"kind":"killed","exit_code":null,"signal":11,"core_dumped":false},"class":"null-pointer-dereference","summary":"NULL pointer dereference in crash at /tmp/null.c:2","evidence":["SIGSEGV (SEGV_MAPERR) at fault address 0x0"],"message":null,"tags":[],"frames":[{"address":"0x55ad4e9bf135","module":"/tmp/nullc","build_id":null,"offset":"0x1135","function":"crash","file":"/tmp/null.c","line":2,"column":null,"inlined":false},{"address":"0x55ad4e9bf14c","module":"/tmp/nullc","build_id":null,"offset":"0x114c","function":"main","file":"/tmp/null.c","line":3,"column":null,"inlined":false}],"frames_truncated":false,"unwind_error":null,"unsymbolized_frames":0,"diagnostics":[],"fingerprint":"609fbb2e173673fb"}"#;

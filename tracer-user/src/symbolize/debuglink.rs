@@ -18,7 +18,7 @@ use std::{
 };
 
 use super::{SymbolizeError, debuginfod::Debuginfod, elf::hex, module::ObjectFile};
-use crate::elfimage::OpenError;
+use crate::support::elfimage::OpenError;
 
 /// The distribution-wide debug directory.
 pub(crate) const SYSTEM_DEBUG_DIR: &str = "/usr/lib/debug";

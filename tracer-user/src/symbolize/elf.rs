@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use object::{Object, ObjectSection, ObjectSymbol, SectionKind, SymbolKind, SymbolSection};
 
-use crate::elfimage;
-pub(crate) use crate::elfimage::{Segment, TranslateError};
+use crate::support::elfimage;
+pub(crate) use crate::support::elfimage::{Segment, TranslateError};
 
 /// Identification and layout of one ELF file.
 #[derive(Clone, Debug)]

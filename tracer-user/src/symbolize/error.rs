@@ -6,13 +6,13 @@
 
 use std::{io, path::PathBuf};
 
-use crate::elfimage::OpenError;
+use crate::support::elfimage::OpenError;
 
 /// Why an address could not be symbolized.
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolizeError {
     /// The file could not be opened, or is not one the symbolizer reads
-    /// (see [`crate::elfimage`]).
+    /// (see [`crate::support::elfimage`]).
     #[error(transparent)]
     File(#[from] OpenError),
     /// Reading or mapping the file failed.

@@ -6,7 +6,7 @@
 //! its owner truncates while we read it. This module only ever hands out the
 //! contents of a regular file of bounded size:
 //!
-//! * the path is checked and opened by the rules of [`crate::elfimage`]
+//! * the path is checked and opened by the rules of [`crate::support::elfimage`]
 //!   (regular files of bounded size only, never blocking, and still the
 //!   file that was checked);
 //! * files only root can write are mapped read-only; files someone else can
@@ -22,9 +22,9 @@ use memmap2::{Mmap, MmapOptions};
 use object::{CompressionFormat, ObjectSection};
 
 use super::SymbolizeError;
-use crate::elfimage;
+use crate::support::elfimage;
 
-pub(crate) use crate::elfimage::{FileKey, MAX_FILE_SIZE, stat_regular};
+pub(crate) use crate::support::elfimage::{FileKey, MAX_FILE_SIZE, stat_regular};
 
 /// The whole contents of one file.
 pub(crate) enum Backing {

@@ -46,12 +46,12 @@ use std::{
 pub use debuginfod::{DEFAULT_MAX_SIZE, DEFAULT_MISS_TTL, DEFAULT_TIMEOUT, DebuginfodConfig};
 pub use error::SymbolizeError;
 
-use crate::lru::Lru;
+use crate::support::lru::Lru;
 use debuglink::Search;
 use elf::{ElfInfo, TranslateError};
 use file::FileKey;
 
-use crate::elfimage::Identities;
+use crate::support::elfimage::Identities;
 use module::{Module, ObjectFile};
 
 /// Most files kept parsed by default.

@@ -13,7 +13,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::golang::GoBinary;
+use crate::support::golang::GoBinary;
 
 use super::{
     SymbolFrame, SymbolizeError,
@@ -25,7 +25,7 @@ use super::{
     minidebug,
     plt::{PltName, PltTable},
 };
-use crate::lru::Weigh;
+use crate::support::lru::Weigh;
 
 /// Most bytes inflated from compressed sections of one file.
 const MAX_INFLATE_PER_FILE: u64 = 1 << 30;

@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use super::{cfi::Cfi, image::Image};
-use crate::{
+use crate::support::{
     elfimage::{FileKey, Identities},
     lru::{Lru, Weigh},
 };

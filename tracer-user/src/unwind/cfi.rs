@@ -324,7 +324,7 @@ fn convert<S: UnwindSection<R>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{elfimage::Segment, unwind::image::Section};
+    use crate::{support::elfimage::Segment, unwind::image::Section};
 
     /// A minimal `.eh_frame`: one CIE (RA in r16, CFA = rsp + 8, RA at
     /// CFA - 8) and one FDE for [0x1000, 0x1010) that pushes rbp at +1.

@@ -2,7 +2,7 @@
 //!
 //! crashtrace runs as root and these paths come from processes owned by
 //! anyone, so they are opened by the same rules as the symbolizer's (see
-//! [`crate::elfimage`]). Unlike the symbolizer this module never maps a file:
+//! [`crate::support::elfimage`]). Unlike the symbolizer this module never maps a file:
 //! unwinding needs only the program headers and two or three small sections,
 //! so those are read into the heap and the file is closed again. A file
 //! truncated under us then yields a read error, never a `SIGBUS`.
@@ -18,7 +18,7 @@ use std::{
 
 use object::{Object, ObjectSection, ReadRef};
 
-use crate::{
+use crate::support::{
     elfimage::{self, FileKey, OpenError, Segment},
     procfs::{self, MapsPath},
 };

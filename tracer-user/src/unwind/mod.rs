@@ -8,7 +8,7 @@
 //! of the file mapped at each code address (see `cfi` and `step`), falling
 //! back to the frame-pointer rule only for code that has none. Go code,
 //! which has no CFI, is stepped with the Go runtime's own pcsp table (see
-//! `crate::golang`). Memory is read only from the snapshot, and every way
+//! `crate::support::golang`). Memory is read only from the snapshot, and every way
 //! a walk can stop early is reported with its reason (see `walk`). The
 //! kernel's own frame-pointer walk is the fallback when no registers or
 //! stack were captured.
@@ -17,8 +17,6 @@ mod cache;
 mod cfi;
 mod fp;
 mod image;
-#[cfg(test)]
-mod program_tests;
 mod step;
 mod walk;
 
@@ -26,11 +24,12 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     events::{Mapping, StateRecord, reg},
-    golang,
+    support::golang,
 };
 
 use cfi::{Cfi, Context};
 use walk::Lookup;
+pub use walk::MAX_FRAMES;
 
 /// Turns a captured thread state into frames. Keeps the parsed unwind
 /// tables of the files it has seen.

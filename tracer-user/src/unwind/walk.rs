@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use crate::golang;
+use crate::support::golang;
 
 use super::{
     RawFrame, Unwound,

@@ -10,7 +10,7 @@ use std::{
 
 use super::{TempDir, compile, symbol_address, symbolize_placed, within};
 use crate::{
-    elfimage::OpenError,
+    support::elfimage::OpenError,
     symbolize::{
         ModuleRef, SymbolizeError, Symbolizer,
         file::{self, Backing},

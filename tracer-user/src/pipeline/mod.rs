@@ -7,6 +7,9 @@
 //! the symbolizer's caches), so one pipeline serves a whole session: the
 //! event engine (`crate::engine`) runs one for every front end.
 
+#[cfg(test)]
+mod program_tests;
+
 use std::path::PathBuf;
 
 use crate::{
@@ -15,15 +18,17 @@ use crate::{
         is_go_death, native_last_words, panic_site,
     },
     events::{SignalRecord, StateRecord, reg},
-    frame::{Frame, crash_site, describe},
-    locate::{self, Located},
     report::{
         self, CrashReport, Findings,
         frames::{locate_file, symbolize_frames},
         oom,
         sender::describe_sender,
     },
-    signals::signal_name,
+    support::{
+        frame::{Frame, crash_site, describe},
+        locate::{self, Located},
+        signals::signal_name,
+    },
     symbolize::{ModuleRef, Symbolizer},
     tracker::Death,
     unwind::Unwinder,
@@ -316,7 +321,7 @@ fn goroutine_frames(frames: Vec<Frame>) -> Vec<Frame> {
     let runtime = |f: &Frame| {
         f.function
             .as_deref()
-            .is_some_and(|n| crate::golang::is_runtime_function(n) || n == "panic")
+            .is_some_and(|n| crate::support::golang::is_runtime_function(n) || n == "panic")
     };
     match frames
         .iter()

@@ -98,7 +98,10 @@ pub fn locate(pid: u32, mapping: &Mapping) -> Result<Located, LocateError> {
     if let Ok(own) = std::fs::metadata("/proc/self/ns/mnt") {
         seen_namespaces.insert(own.ino());
     }
-    for other in crate::procfs::pids().into_iter().take(MAX_PROCESSES) {
+    for other in crate::support::procfs::pids()
+        .into_iter()
+        .take(MAX_PROCESSES)
+    {
         let Ok(ns) = std::fs::metadata(format!("/proc/{other}/ns/mnt")) else {
             continue;
         };

@@ -5,15 +5,17 @@
 //! have a signal handler inside the program record exactly what the kernel
 //! side would capture (the interrupted registers in `pt_regs` order, the
 //! stack from the page holding SP upward, and `/proc/self/maps`), then
-//! unwind that record and name the frames with the symbolizer.
+//! unwind that record and name the frames with the symbolizer. They live
+//! with the pipeline because they need two of its stages: the unwinder
+//! they test and the symbolizer that names its frames.
 
 use std::{path::PathBuf, process::Command};
 
-use super::{RawFrame, Unwinder, Unwound};
 use crate::{
     events::{Mapping, Region, StateRecord, Task, reg},
-    procfs,
+    support::procfs,
     symbolize::{ModuleRef, Symbolizer},
+    unwind::{RawFrame, Unwinder, Unwound},
 };
 
 /// The crashing program; see its header comment.
@@ -336,7 +338,7 @@ fn garbage_stops_cleanly() {
         }
         state.regs = Some(regs);
         let unwound = unwinder.unwind(&state, &capture.files);
-        assert!(!unwound.frames.is_empty() && unwound.frames.len() <= super::walk::MAX_FRAMES);
+        assert!(!unwound.frames.is_empty() && unwound.frames.len() <= crate::unwind::MAX_FRAMES);
         if unwound.truncated {
             assert!(unwound.error.is_some(), "{unwound:?}");
         }

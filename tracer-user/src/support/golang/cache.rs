@@ -11,7 +11,7 @@
 use std::{path::Path, sync::Arc};
 
 use super::{GoBinary, go_info};
-use crate::{
+use crate::support::{
     elfimage::FileKey,
     lru::{Lru, Weigh},
 };
@@ -73,7 +73,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golang::test_toolchains::{GoProgram, toolchains};
+    use crate::support::golang::test_toolchains::{GoProgram, toolchains};
 
     const SOURCE: &str = "package main\n\nfunc main() {}\n";
 

@@ -26,9 +26,9 @@ use super::{
     sink::JsonLinesSink,
 };
 use crate::{
-    context::{self, Context},
     engine::{Finished, LossCount, Sink},
     store::{NewCrash, RetentionLimits, Store, StoreError, timefmt},
+    support::context::{self, Context},
     tracker::Death,
 };
 

@@ -1,5 +1,5 @@
 //! Reading where a crash happened from the live system: the dying
-//! process's cgroup and the boot id (the [`crate::context`] they make).
+//! process's cgroup and the boot id (the [`crate::support::context`] they make).
 //!
 //! The kernel records carry no cgroup, so the daemon reads
 //! `/proc/PID/cgroup` as soon as the first record of a death arrives. A

@@ -18,13 +18,15 @@ use serde::Serialize;
 use tracer_common::{ACTIVITY_WINDOW, ActivitySlot};
 
 use crate::{
-    activity::{Columns, monotonic_second},
     engine::{Finished, Sink},
     events::c_string,
+    frontends::session::{PrintError, open_output},
     loader::Tracer,
     report::{SCHEMA, time},
-    session::{PrintError, open_output},
-    signals::signal_name,
+    support::{
+        activity::{Columns, monotonic_second},
+        signals::signal_name,
+    },
     tracker::Death,
 };
 

@@ -49,7 +49,7 @@ pub fn probe_running(tracer: &mut Tracer, pids: Option<&[u32]>) {
     let pids = match pids {
         Some(p) => p,
         None => {
-            all = crate::procfs::pids();
+            all = crate::support::procfs::pids();
             &all
         }
     };

@@ -15,7 +15,7 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    cli::{SymbolizeArgs, parse_address},
+    frontends::cli::{SymbolizeArgs, parse_address},
     symbolize::{SymbolFrame, Symbolizer},
 };
 

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
-    cli::DoctorArgs,
+    frontends::cli::DoctorArgs,
     loader::{CapturePath, TraceOptions, Tracer},
 };
 

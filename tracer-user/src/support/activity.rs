@@ -6,12 +6,12 @@
 //! counts for the last seconds, and says what a rate means when it is
 //! telling (a profiler's SIGPROF, a SIGPIPE storm). Crash reports carry the
 //! dying process's activity; `watch --signals` prints every process's
-//! rates once a second ([`crate::activity_top`]).
+//! rates once a second ([`crate::frontends::activity_top`]).
 
 use serde::{Deserialize, Serialize};
 use tracer_common::{ACTIVITY_COLUMNS, ACTIVITY_WINDOW, ActivitySlot};
 
-use crate::signals::signal_name;
+use crate::support::signals::signal_name;
 
 /// Signals counted by default: the non-fatal ones whose rate says
 /// something about a process (profiling, timers, children, broken pipes,

@@ -16,14 +16,14 @@ use tokio::{
 };
 
 use crate::{
-    activity::Columns,
-    activity_top::{Top, TopFilter},
-    cli::{CommonArgs, RecordArgs, WatchArgs},
     engine::{self, Engine},
-    loader::{DEFAULT_SIGNALS, TraceOptions, Tracer},
-    procfs, runtimes,
-    session::{self, SinkOptions},
-    signals::parse_signal,
+    frontends::{
+        activity_top::{Top, TopFilter},
+        cli::{CommonArgs, RecordArgs, WatchArgs},
+        session::{self, SinkOptions},
+    },
+    loader::{DEFAULT_SIGNALS, TraceOptions, Tracer, runtimes},
+    support::{activity::Columns, procfs, signals::parse_signal},
 };
 
 fn trace_options(
@@ -184,7 +184,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     let signals: Vec<String> = opts
         .signals
         .iter()
-        .map(|&s| crate::signals::signal_name(s))
+        .map(|&s| crate::support::signals::signal_name(s))
         .collect();
     eprintln!(
         "crashtrace: watching {scope} for {} (Ctrl-C to stop)",
@@ -220,7 +220,7 @@ async fn watch_activity(args: WatchArgs) -> anyhow::Result<u8> {
     }
     let names: Vec<String> = counted
         .iter()
-        .map(|&s| crate::signals::signal_name(s))
+        .map(|&s| crate::support::signals::signal_name(s))
         .collect();
     eprintln!(
         "crashtrace: counting {} per process, once a second (Ctrl-C to stop)",

@@ -15,11 +15,13 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::{
-    cli::{GroupsArgs, ImportArgs, ListArgs, ShowArgs, StatsArgs, StoreArgs},
-    context::{self, Context},
-    daemon::config::{Config, DEFAULT_CONFIG},
+    frontends::{
+        cli::{GroupsArgs, ImportArgs, ListArgs, ShowArgs, StatsArgs, StoreArgs},
+        daemon::config::{Config, DEFAULT_CONFIG},
+    },
     report::{CrashReport, render_text},
     store::{CrashFilter, NewCrash, Store, timefmt},
+    support::context::{self, Context},
 };
 
 /// Reports written per transaction by `import`.

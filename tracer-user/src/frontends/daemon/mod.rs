@@ -28,11 +28,11 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::DaemonArgs,
     engine::{self, Engine},
+    frontends::cli::DaemonArgs,
     loader::{TraceOptions, Tracer},
-    signals::signal_name,
     store::{Store, timefmt},
+    support::signals::signal_name,
 };
 use config::{Config, DEFAULT_CONFIG};
 use notify::Notifier;
@@ -86,7 +86,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
         last_words: config.capture.last_words,
     };
     let mut tracer = Tracer::load(&opts)?;
-    crate::runtimes::probe_running(&mut tracer, None);
+    crate::loader::runtimes::probe_running(&mut tracer, None);
     engine::warn_degraded(&tracer, " (reports lose that evidence)");
     let probe_health = if tracer.degraded.is_empty() {
         "all probes attached".to_string()

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::{
     loader::{DEFAULT_SIGNALS, LastWordsMode},
-    signals::parse_signal,
+    support::signals::parse_signal,
 };
 
 /// Where the daemon looks when `--config` is not given.

@@ -11,7 +11,7 @@ use std::{
 };
 
 /// The release list shared with the integration tests and `xtask setup`.
-const VERSIONS: &str = include_str!("../../../tests/programs/go/versions.txt");
+const VERSIONS: &str = include_str!("../../../../tests/programs/go/versions.txt");
 
 /// One Go release and its `go` command.
 #[derive(Clone, Debug)]
