@@ -135,7 +135,7 @@ const MAX_OVERLAYS: usize = 256;
 /// root: `/app/server` for the container's `/app/server`, whatever the
 /// overlay's mount point. The overlay shows the layer's inode number.
 fn in_overlay(pid: &str, root: &Path, relative: &Path, ino: u64) -> Option<Located> {
-    let mounts = crate::procfs::overlay_mounts(pid, MAX_OVERLAYS).ok()?;
+    let mounts = crate::support::procfs::overlay_mounts(pid, MAX_OVERLAYS).ok()?;
     mounts.into_iter().find_map(|mount_point| {
         let mount_point = mount_point.strip_prefix("/").unwrap_or(&mount_point);
         // Another overlay's file of that name is not "replaced".
