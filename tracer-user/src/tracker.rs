@@ -8,7 +8,12 @@
 //! - a record with no exit after a grace period is checked against /proc:
 //!   a process still alive survived the signal (only reported with
 //!   `--include-survived`); one that is gone without an exit record has
-//!   an `unknown` outcome (its exit record was lost, and the loss counted).
+//!   an `unknown` outcome (its exit record was lost, and the loss counted);
+//! - a process still alive that is on its way out (an unhandled signal, a
+//!   runtime's fatal path) is given more time, up to [`DYING_WAIT`]: a Go
+//!   traceback or a Rust unwind on a busy machine can take longer than the
+//!   grace period, and closing its story then would drop the crash as
+//!   "survived" when its exit record comes.
 
 use std::{
     collections::HashMap,
@@ -31,6 +36,8 @@ const MAX_SIGNALS: usize = 16;
 /// record, which the kernel emits just after the signal: on another CPU
 /// the victim can exit first.
 const OOM_RECORD_WAIT: Duration = Duration::from_millis(300);
+/// How long a process that is dying but still alive is waited for, in all.
+pub const DYING_WAIT: Duration = Duration::from_secs(30);
 
 /// Everything recorded about one process's death.
 #[derive(Debug)]
@@ -97,11 +104,21 @@ impl Death {
 struct Pending {
     death: Death,
     since: Instant,
+    /// When its first record came; `since` moves on while it is dying.
+    first: Instant,
     /// Exited, but held until then for a late OOM record.
     held_until: Option<Instant>,
 }
 
 impl Death {
+    /// On its way out without an exit record yet: a signal it did not
+    /// handle, or a runtime's fatal path (a caught Rust panic looks the
+    /// same until [`DYING_WAIT`] is over).
+    fn dying(&self) -> bool {
+        self.exit.is_none()
+            && (self.signals.iter().any(|s| !s.handled) || !self.evidence.is_empty())
+    }
+
     /// Killed by the kernel's SIGKILL with no OOM record (yet).
     fn may_await_oom_record(&self) -> bool {
         self.oom.is_none()
@@ -154,6 +171,7 @@ impl Tracker {
                 activity: None,
             },
             since: now,
+            first: now,
             held_until: None,
         });
         match event {
@@ -217,7 +235,18 @@ impl Tracker {
             .collect();
         expired
             .into_iter()
-            .filter_map(|pid| self.close(pid))
+            .filter_map(|pid| {
+                let p = self.pending.get_mut(&pid)?;
+                if p.held_until.is_none()
+                    && now.duration_since(p.first) < DYING_WAIT
+                    && p.death.dying()
+                    && procfs::is_alive(pid)
+                {
+                    p.since = now;
+                    return None;
+                }
+                self.close(pid)
+            })
             .collect()
     }
 
@@ -318,6 +347,27 @@ mod tests {
         let done = t.expire(now + Duration::from_secs(3));
         assert_eq!(done.len(), 1);
         assert!(!done[0].alive, "no such pid exists");
+    }
+
+    #[test]
+    fn a_dying_process_still_alive_is_waited_for() {
+        let mut t = Tracker::new(Duration::from_secs(2));
+        let now = Instant::now();
+        // This test process: alive, with a signal it did not handle.
+        let me = std::process::id();
+        t.on_event(signal(me, false), now);
+        assert!(t.expire(now + Duration::from_secs(3)).is_empty());
+        t.on_event(exit(me), now + Duration::from_secs(4));
+        assert_eq!(t.pending(), 0, "the exit completed the story");
+
+        t.on_event(signal(me, false), now);
+        let done = t.expire(now + DYING_WAIT);
+        assert_eq!(done.len(), 1);
+        assert!(done[0].alive, "closed as survived after {DYING_WAIT:?}");
+
+        // A handled signal is not a death in progress.
+        t.on_event(signal(me, true), now);
+        assert_eq!(t.expire(now + Duration::from_secs(3)).len(), 1);
     }
 
     #[test]
