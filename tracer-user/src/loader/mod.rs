@@ -593,6 +593,22 @@ impl Tracer {
         Ok(found)
     }
 
+    /// Lets the kernel report the next exec of a file again: the process
+    /// of its one report was gone before it could be probed (the kernel
+    /// reports each file once).
+    pub fn forget_exec(&mut self, ino: u64, dev: u64) {
+        let id = tracer_common::FileId {
+            ino,
+            dev: user_dev_to_kernel(dev),
+            _pad: 0,
+        };
+        if let Some(map) = self.ebpf.map_mut("KNOWN_EXES")
+            && let Ok(mut known) = HashMap::<_, tracer_common::FileId, u8>::try_from(map)
+        {
+            let _ = known.remove(&id);
+        }
+    }
+
     /// Number of Go executables probed so far.
     pub fn go_executables_probed(&self) -> usize {
         self.go.probed()
