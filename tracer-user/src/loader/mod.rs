@@ -640,6 +640,13 @@ impl Tracer {
             HashMap::try_from(map).map_err(|e| map_error("DOOMED", e))?;
         match doomed.remove(&tgid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            // aya reports a missing key as the syscall's ENOENT: a process
+            // that only handled its signals was never marked.
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(map_error("DOOMED", e)),
         }
     }
