@@ -78,6 +78,8 @@ impl Log {
 
 /// An acknowledgement: `crashtrace: stored crash id=N pid=P ... exe=E`.
 pub struct Ack {
+    /// The store row's id.
+    pub id: i64,
     pub pid: u32,
     pub exe: String,
     pub wall_us: i64,
@@ -86,13 +88,10 @@ pub struct Ack {
 impl Ack {
     pub fn parse(line: &Line) -> Option<Self> {
         let rest = line.text.strip_prefix("crashtrace: stored crash ")?;
-        let pid = rest
-            .split(' ')
-            .find_map(|kv| kv.strip_prefix("pid="))?
-            .parse()
-            .ok()?;
+        let field = |name: &str| rest.split(' ').find_map(|kv| kv.strip_prefix(name));
         Some(Self {
-            pid,
+            id: field("id=")?.parse().ok()?,
+            pid: field("pid=")?.parse().ok()?,
             exe: rest.split_once(" exe=")?.1.to_string(),
             wall_us: line.wall_us,
         })
@@ -417,14 +416,14 @@ pub fn integrity_check(store: &Path) -> Result<String> {
 }
 
 /// What the store holds: suppressed counts by rate-limit key, persistent
-/// counters (`lost.*`), and the crash rows' times by (pid, exe).
+/// counters (`lost.*`), and the crash rows' times by id.
 #[derive(Default, Clone)]
 pub struct StoreCounts {
     pub suppressed: BTreeMap<String, u64>,
     pub counters: BTreeMap<String, u64>,
     pub rows: u64,
     /// The report time (the kernel's time of the crash), microseconds.
-    pub times: std::collections::HashMap<(u32, String), i64>,
+    pub times: std::collections::HashMap<i64, i64>,
 }
 
 impl StoreCounts {
@@ -444,9 +443,9 @@ impl StoreCounts {
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         };
-        let times: std::collections::HashMap<(u32, String), i64> = conn
-            .prepare("SELECT pid, coalesce(exe, ''), time_us FROM crashes")?
-            .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
+        let times: std::collections::HashMap<i64, i64> = conn
+            .prepare("SELECT id, time_us FROM crashes")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         Ok(Self {
             suppressed: pairs("SELECT rate_key, sum(count) FROM suppressed GROUP BY rate_key")?,

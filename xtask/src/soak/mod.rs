@@ -143,8 +143,8 @@ pub fn run(args: &SoakArgs) -> Result<bool> {
             let acks = acks(&log);
             let stored = crashes
                 .iter()
-                .filter(|c| c.kind.held())
-                .filter(|c| acks.iter().any(|a| a.pid == c.pid && a.exe == c.exe))
+                .zip(report::match_acks(&crashes, &acks))
+                .filter(|(c, m)| c.kind.held() && m.is_some())
                 .count();
             let suppressed = StoreCounts::read(&store)?.suppressed_total() as usize;
             if stored + suppressed == held(&crashes) {

@@ -14,6 +14,47 @@ use super::{
     workload::{Crash, Kind},
 };
 
+/// For each crash, the index of its acknowledgement: one with the same pid
+/// and executable, logged after the crash's process was spawned and before
+/// the next crash with that pid and executable was (pids are reused; the
+/// default `pid_max` is 32768), each acknowledgement used once.
+pub fn match_acks(crashes: &[Crash], acks: &[Ack]) -> Vec<Option<usize>> {
+    let mut acks_of: HashMap<(u32, &str), Vec<usize>> = HashMap::new();
+    for (i, ack) in acks.iter().enumerate() {
+        acks_of
+            .entry((ack.pid, ack.exe.as_str()))
+            .or_default()
+            .push(i);
+    }
+    let mut crashes_of: HashMap<(u32, &str), Vec<usize>> = HashMap::new();
+    for (i, c) in crashes.iter().enumerate() {
+        crashes_of
+            .entry((c.pid, c.exe.as_str()))
+            .or_default()
+            .push(i);
+    }
+    let mut matches = vec![None; crashes.len()];
+    for (key, mut ours) in crashes_of {
+        let Some(theirs) = acks_of.get(&key) else {
+            continue;
+        };
+        ours.sort_by_key(|&i| crashes[i].spawned_us);
+        let mut next = 0;
+        for (j, &c) in ours.iter().enumerate() {
+            let from = crashes[c].spawned_us;
+            let until = ours.get(j + 1).map_or(i64::MAX, |&n| crashes[n].spawned_us);
+            while next < theirs.len() && acks[theirs[next]].wall_us < from {
+                next += 1;
+            }
+            if next < theirs.len() && acks[theirs[next]].wall_us < until {
+                matches[c] = Some(theirs[next]);
+                next += 1;
+            }
+        }
+    }
+    matches
+}
+
 /// Loss causes after which a crash may have no report at all; the others
 /// (`vma_lookup_failed`, `ringbuf_full_evidence`, `ringbuf_full_last_words`,
 /// `ringbuf_full_exec`, `activity_slot_evicted`, `traced_map_full`) make a
@@ -69,24 +110,22 @@ impl Accounting {
         window: Option<&Window>,
         suppressed: u64,
         lost: BTreeMap<String, u64>,
-        times: &HashMap<(u32, String), i64>,
+        times: &HashMap<i64, i64>,
     ) -> Self {
-        let mut by_pid: HashMap<(u32, &str), &Ack> = HashMap::new();
-        for ack in acks {
-            by_pid.entry((ack.pid, ack.exe.as_str())).or_insert(ack);
-        }
+        let matches = match_acks(crashes, acks);
         let mut a = Accounting {
             suppressed,
             lost,
             ..Default::default()
         };
         let mut matched = 0u64;
-        for c in crashes {
+        for (c, m) in crashes.iter().zip(&matches) {
             *a.caused.entry(c.kind).or_default() += 1;
-            if let Some(ack) = by_pid.get(&(c.pid, c.exe.as_str())) {
+            if let Some(i) = *m {
+                let ack = &acks[i];
                 matched += 1;
                 *a.stored.entry(c.kind).or_default() += 1;
-                if let Some(&t) = times.get(&(c.pid, c.exe.clone())) {
+                if let Some(&t) = times.get(&ack.id) {
                     let us = (ack.wall_us - t).max(0) as u64;
                     a.latencies.push(Duration::from_micros(us));
                 }

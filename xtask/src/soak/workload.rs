@@ -66,6 +66,9 @@ pub struct Crash {
     pub pid: u32,
     pub exe: String,
     pub spawned: Instant,
+    /// The same moment in microseconds since the epoch, to compare with
+    /// the acknowledgements' times.
+    pub spawned_us: i64,
     pub died: Instant,
 }
 
@@ -335,7 +338,7 @@ fn crash_once(
         .stderr(Stdio::null());
     let mut attempts = 0;
     let (spawned, mut child) = loop {
-        let spawned = Instant::now();
+        let spawned = (Instant::now(), super::daemon::now_us());
         match cmd.spawn() {
             Ok(child) => break (spawned, child),
             // A fresh copy is briefly open for writing in a child that
@@ -355,7 +358,8 @@ fn crash_once(
             kind,
             pid,
             exe: exe.display().to_string(),
-            spawned,
+            spawned: spawned.0,
+            spawned_us: spawned.1,
             died,
         });
     } else {
