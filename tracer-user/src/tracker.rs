@@ -9,8 +9,11 @@
 //!   a process still alive survived the signal (only reported with
 //!   `--include-survived`); one that is gone without an exit record has
 //!   an `unknown` outcome (its exit record was lost, and the loss counted);
-//! - a process whose runtime is panicking gets longer to end (up to
-//!   30 s while it lives): its panic hook may still be printing.
+//! - a process still alive that is on its way out (an unhandled signal, a
+//!   runtime's fatal path) is given more time, up to [`DYING_WAIT`]: a Go
+//!   traceback or a Rust unwind on a busy machine can take longer than the
+//!   grace period, and closing its story then would drop the crash as
+//!   "survived" when its exit record comes.
 
 use std::{
     collections::HashMap,
@@ -27,15 +30,14 @@ use crate::{
 /// Most processes tracked at once; beyond this the oldest is completed
 /// early with an unknown outcome rather than growing without bound.
 const MAX_PENDING: usize = 4096;
-/// How long a process whose runtime is panicking may stay alive before
-/// its panic counts as caught (Rust's `catch_unwind`).
-const PANIC_GRACE: Duration = Duration::from_secs(30);
 /// Most signal records kept per process (a signal storm keeps the first).
 const MAX_SIGNALS: usize = 16;
 /// How long a death by the kernel's SIGKILL waits for the OOM killer's
 /// record, which the kernel emits just after the signal: on another CPU
 /// the victim can exit first.
 const OOM_RECORD_WAIT: Duration = Duration::from_millis(300);
+/// How long a process that is dying but still alive is waited for, in all.
+pub const DYING_WAIT: Duration = Duration::from_secs(30);
 
 /// Everything recorded about one process's death.
 #[derive(Debug)]
@@ -102,23 +104,19 @@ impl Death {
 struct Pending {
     death: Death,
     since: Instant,
+    /// When its first record came; `since` moves on while it is dying.
+    first: Instant,
     /// Exited, but held until then for a late OOM record.
     held_until: Option<Instant>,
 }
 
 impl Death {
-    /// A runtime began to crash or panic in it: printing a backtrace
-    /// before the exit can take seconds (symbolizing a large binary, a
-    /// slow terminal), so its process gets [`PANIC_GRACE`] to end.
-    fn panicking(&self) -> bool {
-        use tracer_common::evidence_source as src;
+    /// On its way out without an exit record yet: a signal it did not
+    /// handle, or a runtime's fatal path (a caught Rust panic looks the
+    /// same until [`DYING_WAIT`] is over).
+    fn dying(&self) -> bool {
         self.exit.is_none()
-            && self.evidence.iter().any(|e| {
-                matches!(
-                    e.source,
-                    src::RUST_PANIC | src::GO_FATALPANIC | src::GO_FATALTHROW | src::GO_STARTPANIC
-                )
-            })
+            && (self.signals.iter().any(|s| !s.handled) || !self.evidence.is_empty())
     }
 
     /// Killed by the kernel's SIGKILL with no OOM record (yet).
@@ -173,6 +171,7 @@ impl Tracker {
                 activity: None,
             },
             since: now,
+            first: now,
             held_until: None,
         });
         match event {
@@ -228,19 +227,26 @@ impl Tracker {
         let expired: Vec<u32> = self
             .pending
             .iter()
-            .filter(|&(&pid, p)| match p.held_until {
+            .filter(|(_, p)| match p.held_until {
                 Some(until) => now >= until,
-                None => {
-                    let age = now.duration_since(p.since);
-                    age >= self.grace
-                        && !(age < PANIC_GRACE && p.death.panicking() && procfs::is_alive(pid))
-                }
+                None => now.duration_since(p.since) >= self.grace,
             })
             .map(|(&pid, _)| pid)
             .collect();
         expired
             .into_iter()
-            .filter_map(|pid| self.close(pid))
+            .filter_map(|pid| {
+                let p = self.pending.get_mut(&pid)?;
+                if p.held_until.is_none()
+                    && now.duration_since(p.first) < DYING_WAIT
+                    && p.death.dying()
+                    && procfs::is_alive(pid)
+                {
+                    p.since = now;
+                    return None;
+                }
+                self.close(pid)
+            })
             .collect()
     }
 
@@ -343,37 +349,25 @@ mod tests {
         assert!(!done[0].alive, "no such pid exists");
     }
 
-    fn rust_panic(pid: u32) -> Event {
-        Event::Evidence(EvidenceRecord {
-            boot_ns: 1,
-            pid,
-            tid: pid,
-            source: tracer_common::evidence_source::RUST_PANIC,
-            line: 0,
-            text: None,
-            file: None,
-            function: None,
-            code: 0,
-        })
-    }
-
     #[test]
-    fn a_live_panicking_process_gets_longer_to_end() {
+    fn a_dying_process_still_alive_is_waited_for() {
         let mut t = Tracker::new(Duration::from_secs(2));
         let now = Instant::now();
-        let live = std::process::id();
-        t.on_event(rust_panic(live), now);
-        t.on_event(rust_panic(u32::MAX - 2), now);
-        let done = t.expire(now + Duration::from_secs(3));
-        assert_eq!(done.len(), 1, "the gone process closes after the grace");
-        assert_eq!(done[0].pid, u32::MAX - 2);
-        assert!(t.expire(now + Duration::from_secs(29)).is_empty());
-        let done = t.expire(now + Duration::from_secs(31));
+        // This test process: alive, with a signal it did not handle.
+        let me = std::process::id();
+        t.on_event(signal(me, false), now);
+        assert!(t.expire(now + Duration::from_secs(3)).is_empty());
+        t.on_event(exit(me), now + Duration::from_secs(4));
+        assert_eq!(t.pending(), 0, "the exit completed the story");
+
+        t.on_event(signal(me, false), now);
+        let done = t.expire(now + DYING_WAIT);
         assert_eq!(done.len(), 1);
-        assert!(
-            done[0].alive,
-            "still alive after 30 s: the panic was caught"
-        );
+        assert!(done[0].alive, "closed as survived after {DYING_WAIT:?}");
+
+        // A handled signal is not a death in progress.
+        t.on_event(signal(me, true), now);
+        assert_eq!(t.expire(now + Duration::from_secs(3)).len(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod go_toolchains;
 mod layering;
 mod membench;
 mod setup;
+mod soak;
 mod storebench;
 mod storm;
 mod symbench;
@@ -55,9 +56,12 @@ enum Cmd {
         args: Vec<OsString>,
     },
     /// Run setup, build and lint, then `cargo test --release -- --test-threads=2`,
-    /// then the kernel VM matrix (`vm-test`) when no cargo or harness
-    /// arguments were given.
+    /// then the two-minute daemon soak and the kernel VM matrix (`vm-test`)
+    /// when no cargo or harness arguments were given.
     Test {
+        /// Do not run the two-minute daemon soak (`cargo xtask soak --minutes 2`).
+        #[arg(long)]
+        no_soak: bool,
         /// Also run the kernel VM matrix when cargo or harness arguments
         /// are given (put it before them).
         #[arg(long, conflicts_with = "no_vm")]
@@ -81,6 +85,10 @@ enum Cmd {
     /// Fill a crash store with synthetic reports (100,000 by default) and
     /// time the queries on it (`list`, `show`, `groups`, `stats`).
     StoreBench(storebench::StoreBenchArgs),
+    /// Run the daemon against a mixed crash workload for N minutes, with
+    /// reloads, a SIGKILL and restart and a full store; check its memory,
+    /// its accounting of every crash and its store.
+    Soak(soak::SoakArgs),
     /// Boot stock Debian kernels (5.10, 6.1, 6.12) under QEMU and run the
     /// BPF integration tests of tests/vm/tests.txt inside each.
     VmTest(vm::VmTestArgs),
@@ -112,12 +120,14 @@ fn run(command: Cmd) -> Result<ExitCode> {
             bail!("cannot run {}: {err}", bin.display());
         }
         Cmd::Test {
+            no_soak,
             vm,
             no_vm,
             cargo_args,
             harness_args,
         } => {
             let run_vm = !no_vm && (vm || (cargo_args.is_empty() && harness_args.is_empty()));
+            let run_soak = !no_soak && cargo_args.is_empty() && harness_args.is_empty();
             build(false)?;
             lint()?;
             let mut cmd = cargo();
@@ -130,6 +140,32 @@ fn run(command: Cmd) -> Result<ExitCode> {
             }
             cmd.args(harness_args);
             let host = run_tests(cmd)?;
+            let host = if run_soak {
+                println!();
+                println!("soak: the daemon for 2 minutes (`--no-soak` skips it)");
+                let soak = soak::run(&soak::SoakArgs::short()).unwrap_or_else(|e| {
+                    println!("soak: FAILED: {e:#}");
+                    false
+                });
+                if soak::interrupted() {
+                    return Ok(ExitCode::FAILURE);
+                }
+                if host == ExitCode::SUCCESS && !soak {
+                    ExitCode::FAILURE
+                } else {
+                    host
+                }
+            } else {
+                println!(
+                    "soak: not run ({}; `cargo xtask soak --minutes 2` runs it)",
+                    if no_soak {
+                        "--no-soak"
+                    } else {
+                        "cargo test arguments were given"
+                    }
+                );
+                host
+            };
             if !run_vm {
                 println!(
                     "vm-test: not run ({}; `cargo xtask test --vm ...` or `cargo xtask vm-test` runs it)",
@@ -150,6 +186,12 @@ fn run(command: Cmd) -> Result<ExitCode> {
         }
         Cmd::Bench(args) => bench::run(&args)?,
         Cmd::StoreBench(args) => storebench::run(&args)?,
+        Cmd::Soak(args) => {
+            build(false)?;
+            if !soak::run(&args)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Cmd::VmTest(args) => return vm_test(&args),
     }
     Ok(ExitCode::SUCCESS)

@@ -354,6 +354,22 @@ impl Tracer {
         }
     }
 
+    /// Lets the kernel report the next exec of a file again: the process
+    /// of its one report was gone before it could be probed (the kernel
+    /// reports each file once).
+    pub fn forget_exec(&mut self, ino: u64, dev: u64) {
+        let id = tracer_common::FileId {
+            ino,
+            dev: user_dev_to_kernel(dev),
+            _pad: 0,
+        };
+        if let Some(map) = self.ebpf.map_mut("KNOWN_EXES")
+            && let Ok(mut known) = HashMap::<_, tracer_common::FileId, u8>::try_from(map)
+        {
+            let _ = known.remove(&id);
+        }
+    }
+
     /// Forgets a process marked as dying that survived, so that its later,
     /// ordinary exit is not taken for the end of a crash.
     pub fn forget_doomed(&mut self, tgid: u32) -> Result<(), LoadError> {

@@ -22,13 +22,18 @@ pub fn probe_command(tracer: &mut Tracer, path: &Path) {
 }
 
 /// Probes the file a process just executed, found through `/proc` and
-/// checked to be the file the kernel reported.
+/// checked to be the file the kernel reported; when the process is gone,
+/// asks the kernel to report that file's next exec.
 pub fn probe_exec(tracer: &mut Tracer, exec: &ExecRecord) {
     let path = PathBuf::from(format!("/proc/{}/exe", exec.pid));
     let same = std::fs::metadata(&path).is_ok_and(|m| m.ino() == exec.ino && m.dev() == exec.dev);
     if same {
         probe(tracer, &path, Some(exec.pid));
         probe_libcs(tracer, exec.pid);
+    } else {
+        // Gone already (a short-lived process on a busy host): without
+        // this the file would never be reported, nor probed, again.
+        tracer.forget_exec(exec.ino, exec.dev);
     }
 }
 

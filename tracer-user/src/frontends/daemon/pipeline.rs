@@ -10,7 +10,7 @@
 //! (filters, rate limits, a full disk) is counted, never silent.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     convert::Infallible,
     io::Write as _,
     time::Instant,
@@ -50,6 +50,12 @@ pub struct StoreSink {
     last_group: HashMap<String, String>,
     /// (fingerprint, key) → (count, first, last), written once a second.
     suppressed: HashMap<(String, String), (u64, i64, i64)>,
+    /// Counter deltas (`lost.*`) the store refused (a full disk), kept
+    /// and retried every tick so that its totals stay complete.
+    unsaved_counters: BTreeMap<String, u64>,
+    /// The last write of suppressed counts or counters failed (logged once
+    /// until one succeeds again).
+    housekeeping_failing: bool,
     last_housekeeping: Instant,
     /// Crashes acknowledged (stored) since start.
     pub stored: u64,
@@ -85,6 +91,8 @@ impl StoreSink {
             boot_id: enrich::boot_id(),
             last_group: HashMap::new(),
             suppressed: HashMap::new(),
+            unsaved_counters: BTreeMap::new(),
+            housekeeping_failing: false,
             last_housekeeping: Instant::now(),
             stored: 0,
         })
@@ -164,9 +172,7 @@ impl StoreSink {
                     batch.len()
                 );
                 self.metrics().add_lost(what, batch.len() as u64);
-                let _ = self
-                    .store
-                    .add_counters(&[(format!("lost.{what}"), batch.len() as u64)]);
+                self.add_counters(vec![(format!("lost.{what}"), batch.len() as u64)]);
             }
         }
     }
@@ -197,19 +203,59 @@ impl StoreSink {
         }
     }
 
-    /// Writes the suppressed counts gathered since the last call.
+    /// Writes the suppressed counts gathered since the last call, and the
+    /// counters an earlier write could not. What the store refuses (a full
+    /// disk) is kept for the next call, never dropped.
     pub fn flush_suppressed(&mut self) {
+        if !self.unsaved_counters.is_empty() {
+            self.add_counters(Vec::new());
+        }
         if self.suppressed.is_empty() {
             return;
         }
         let rows: Vec<(String, String, u64, i64, i64)> = self
             .suppressed
-            .drain()
-            .map(|((fp, key), (n, first, last))| (fp, key, n, first, last))
+            .iter()
+            .map(|((fp, key), &(n, first, last))| (fp.clone(), key.clone(), n, first, last))
             .collect();
-        if let Err(e) = self.store.add_suppressed(&rows) {
-            eprintln!("crashtrace: error: cannot record suppressed crashes: {e}");
+        match self.store.add_suppressed(&rows) {
+            Ok(()) => {
+                self.suppressed.clear();
+                self.housekeeping_failing = false;
+            }
+            Err(e) => self.housekeeping_failed(&format!(
+                "cannot record suppressed crashes (kept, retried): {e}"
+            )),
         }
+    }
+
+    /// Adds `deltas` and any earlier unsaved ones to the store's counters;
+    /// keeps them for a retry when the store refuses.
+    fn add_counters(&mut self, deltas: Vec<(String, u64)>) {
+        for (name, n) in deltas {
+            *self.unsaved_counters.entry(name).or_default() += n;
+        }
+        let all: Vec<(String, u64)> = self
+            .unsaved_counters
+            .iter()
+            .map(|(k, &v)| (k.clone(), v))
+            .collect();
+        match self.store.add_counters(&all) {
+            Ok(()) => {
+                self.unsaved_counters.clear();
+                self.housekeeping_failing = false;
+            }
+            Err(e) => self.housekeeping_failed(&format!(
+                "cannot record lost-event counts (kept, retried): {e}"
+            )),
+        }
+    }
+
+    fn housekeeping_failed(&mut self, message: &str) {
+        if !self.housekeeping_failing {
+            eprintln!("crashtrace: error: {message}");
+        }
+        self.housekeeping_failing = true;
     }
 
     /// Records daemon state entries (start, heartbeat, stop) in the store.
@@ -337,8 +383,8 @@ impl Sink for StoreSink {
             deltas.push((format!("lost.{}", l.name), l.new));
             self.metrics().set_lost(l.name, l.total);
         }
-        if let Err(e) = self.store.add_counters(&deltas) {
-            eprintln!("crashtrace: error: cannot record lost-event counts: {e}");
+        if !deltas.is_empty() {
+            self.add_counters(deltas);
         }
         Ok(())
     }
