@@ -134,6 +134,15 @@ pub fn signal_generate_legacy(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// Does nothing. The loader attaches it beside `signal_generate` only when
+/// `CRASHTRACE_EMPTY_SIGNAL_PROGRAM=1` (`cargo xtask bench` sets it), so
+/// that the kernel's statistics give, in the same runs, the price of any
+/// program on this tracepoint next to `signal_generate`'s.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_empty(_ctx: BtfTracePointContext) -> u32 {
+    0
+}
+
 /// A thread is exiting. For a thread group with a captured killing signal,
 /// the signalled thread (or, failing that, the last one) sends its state,
 /// and the last thread reports the group's exit status.

@@ -56,6 +56,10 @@ const PROGRAMS: &[&str] = &[
     "sched_process_fork",
 ];
 
+/// Set to 1, an empty program is attached to `signal_generate` too: the
+/// benchmark's yardstick for what `signal_generate` itself costs.
+const EMPTY_PROGRAM_ENV: &str = "CRASHTRACE_EMPTY_SIGNAL_PROGRAM";
+
 /// Where the dying thread's registers, stack, mappings and executable are
 /// captured: the first place on its way out where its memory map still
 /// exists.
@@ -247,6 +251,9 @@ impl Tracer {
                 }
                 other => other?,
             }
+        }
+        if std::env::var_os(EMPTY_PROGRAM_ENV).is_some_and(|v| v == "1") {
+            tracer.attach_as("signal_empty", "signal_generate", &btf)?;
         }
         if legacy {
             tracer.degraded.push(format!(
