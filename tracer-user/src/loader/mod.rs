@@ -710,13 +710,6 @@ impl Tracer {
         out
     }
 
-    /// Watched signals skipped because the target handles them, by signal.
-    pub fn handled_counts(&self) -> [u64; 65] {
-        let mut out = [0; 65];
-        self.sum_per_cpu("HANDLED", &mut out);
-        out
-    }
-
     fn sum_per_cpu(&self, name: &str, out: &mut [u64]) {
         let Some(map) = self.ebpf.map(name) else {
             return;
