@@ -9,7 +9,7 @@
 //!   tracepoint, does nothing: the benchmark's yardstick, never attached
 //!   otherwise.
 //! - The dying thread's registers, stack, mappings and executable are
-//!   captured (`state`, `vma`, `process`) where its memory map still
+//!   captured (`state`, `vma`, `path`, `process`) where its memory map still
 //!   exists: at `sched_process_exit` from Linux 6.16, at the entry of
 //!   `do_exit` (`exit_capture`, fentry) before; `sched_process_exit`
 //!   reports the group's exit status.
@@ -48,6 +48,7 @@ mod kernel;
 mod lastwords;
 mod libc;
 mod oom;
+mod path;
 mod probe;
 mod process;
 mod rust;

@@ -8,7 +8,7 @@ use tracer_common::{CMDLINE_MAX, PATH_BUF};
 
 use crate::{
     kernel::{off, read},
-    vma::walk_path,
+    path::walk_path,
 };
 
 /// Writes the path of `mm->exe_file` into `dst`; returns the bytes used.
