@@ -6,9 +6,9 @@
 //!   element the verifier inlines), signal activity counting (`activity`)
 //!   and one compare;
 //! - a signal the target handles (a JVM's implicit null checks, Go's
-//!   recoverable panics, a sigsetjmp loop): two direct loads for the
-//!   handler through the BTF-typed task pointer and, for a process's own
-//!   signal, one pid compare; no map lookup, no counter;
+//!   recoverable panics, a sigsetjmp loop), beyond that: two direct loads
+//!   for the handler through the BTF-typed task pointer and, for a
+//!   process's own signal, one pid compare; no further map lookup;
 //! - only a signal whose default action will end the process is recorded
 //!   (the watched-process filter runs for those), and the thread's heavy
 //!   state is captured later, when it exits.
