@@ -237,31 +237,29 @@ fn code_hint(info: u64) -> i32 {
 
 /// `task->sighand->action[sig - 1].sa.sa_handler`.
 ///
-/// Where the verifier follows BTF pointers (every kernel with the full
-/// helper set), `sighand` is loaded directly, and so is SIGSEGV's slot,
-/// whose offset is a constant (a JVM, Go and `sigsetjmp` loops handle
-/// SIGSEGV by the thousand); other signals' slots, at an offset the
-/// verifier cannot check, take one probe read. The programs for older
-/// kernels read both through the helper.
+/// SIGSEGV's slot, at a constant offset, is loaded directly through the
+/// BTF-typed task pointer and its `sighand` (a JVM, Go and `sigsetjmp`
+/// loops handle SIGSEGV by the thousand), where the verifier follows BTF
+/// pointers (every kernel with the full helper set). Any other signal's
+/// slot is at an offset the verifier cannot check on such a pointer
+/// (6.1's refuses the arithmetic), so both reads take the probe-read
+/// helper, as everything does in the programs for older kernels.
 #[inline(always)]
 fn sa_handler<const LEGACY: bool>(task: *mut c_void, sig: i32) -> u64 {
-    if LEGACY {
-        let sighand: u64 = read(task as u64, off!(task_sighand));
-        let slot = off!(sighand_action) + (sig as u64 - 1) * off!(k_sigaction_size);
-        return read(sighand, slot);
-    }
-    // SAFETY: `task` is the tracepoint's BTF-typed pointer and `sighand`
-    // a BTF-typed field of it; the target's siglock, held around this
-    // tracepoint, keeps it from being freed, and the verifier checks the
-    // offsets against the types (a bad address reads as zero).
-    let sighand: *mut c_void = unsafe { field(task, off!(task_sighand)) };
-    if sig == SIGSEGV {
+    if !LEGACY && sig == SIGSEGV {
+        // SAFETY: `task` is the tracepoint's BTF-typed pointer and
+        // `sighand` a BTF-typed field of it; the target's siglock, held
+        // around this tracepoint, keeps it from being freed, and the
+        // verifier checks the constant offsets against the types (a bad
+        // address reads as zero).
+        let sighand: *mut c_void = unsafe { field(task, off!(task_sighand)) };
         let slot = off!(sighand_action) + (SIGSEGV as u64 - 1) * off!(k_sigaction_size);
-        // SAFETY: as above; the offset is a constant.
+        // SAFETY: as above.
         return unsafe { field(sighand, slot) };
     }
+    let sighand: u64 = read(task as u64, off!(task_sighand));
     let slot = off!(sighand_action) + (sig as u64 - 1) * off!(k_sigaction_size);
-    read(sighand as u64, slot)
+    read(sighand, slot)
 }
 
 /// Reads `kernel_siginfo` at the userspace `siginfo_t` offsets (the kernel
