@@ -63,7 +63,7 @@ pub fn watched(cfg: &Config, task: u64, tgid: u32) -> bool {
     if tgid == cfg.self_tgid {
         return false;
     }
-    // SAFETY (both lookups): the map's value is only tested for presence.
+    // SAFETY: the map's value is only tested for presence.
     if cfg.flags & config_flags::TRACED_ONLY != 0 && unsafe { TRACED.get(tgid) }.is_none() {
         return false;
     }
@@ -78,6 +78,7 @@ pub fn watched(cfg: &Config, task: u64, tgid: u32) -> bool {
                 *byte = 0;
             }
         }
+        // SAFETY: as above.
         if unsafe { COMMS.get(comm) }.is_none() {
             return false;
         }
