@@ -22,8 +22,8 @@ use tracer_common::{
 };
 
 use crate::{
-    LOSSES, count,
     kernel::{off, read},
+    shared::{LOSSES, count},
 };
 
 #[map]
@@ -39,6 +39,10 @@ pub fn count_signal(task: u64, tgid: u32, column: usize, second: u32) {
     };
     let bucket = second as usize % ACTIVITY_WINDOW;
     let column = column & (ACTIVITY_COLUMNS - 1);
+    // SAFETY: `slot` (and what `claim` returns) is an element of ACTIVITY,
+    // valid for the program's run; `bucket` and `column` are masked into
+    // the arrays' bounds. Another CPU may write the same slot meanwhile:
+    // that can lose a count, never touch memory outside the element.
     unsafe {
         if (*slot).tgid != tgid {
             match claim(task, tgid, slot, second) {
@@ -62,6 +66,10 @@ pub fn count_signal(task: u64, tgid: u32, column: usize, second: u32) {
 /// free slot, else one whose owner had no signal in the window, else
 /// evicts the owner that has been quiet longest (and counts the eviction),
 /// so two busy processes whose tgids collide both keep their counts.
+///
+/// # Safety
+///
+/// `home` must be an element of `ACTIVITY`.
 #[inline(always)]
 unsafe fn claim(
     task: u64,
@@ -70,6 +78,8 @@ unsafe fn claim(
     second: u32,
 ) -> Option<*mut ActivitySlot> {
     let other = ACTIVITY.get_ptr_mut(alternate_slot(tgid))?;
+    // SAFETY: `home` (the caller's contract) and `other` are elements of
+    // ACTIVITY, valid for the program's run.
     unsafe {
         if (*other).tgid == tgid {
             return Some(other);
@@ -93,10 +103,15 @@ unsafe fn claim(
 }
 
 /// The latest second a slot counted a signal in.
+///
+/// # Safety
+///
+/// `slot` must be an element of `ACTIVITY`.
 #[inline(always)]
 unsafe fn last_second(slot: *const ActivitySlot) -> u32 {
     let mut last = 0;
     for i in 0..ACTIVITY_WINDOW {
+        // SAFETY: the caller's contract; `i` is within the window.
         let s = unsafe { (*slot).seconds[i] };
         if s > last {
             last = s;

@@ -57,6 +57,8 @@ pub struct Exception {
 #[inline(always)]
 fn read_user(addr: u64) -> Option<u64> {
     let mut out: u64 = 0;
+    // SAFETY: the destination is `out`, 8 bytes; the helper checks the
+    // source.
     let rc = unsafe { bpf_probe_read_user((&raw mut out).cast(), 8, addr as *const c_void) };
     (rc == 0).then_some(out)
 }
@@ -77,6 +79,7 @@ fn header_behind(word: u64) -> Option<u64> {
 /// Searches the registers at `regs` and the stack above SP.
 #[inline(always)]
 pub fn find(regs: *const pt_regs) -> Option<Exception> {
+    // SAFETY: `regs` is the uprobe's own saved user registers.
     let (candidates, sp) = unsafe {
         (
             [

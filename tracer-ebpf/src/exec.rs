@@ -13,9 +13,8 @@ use aya_ebpf::{
 use tracer_common::{ExecEvent, FileId, config_flags, kind, loss};
 
 use crate::{
-    EVENTS, LOSSES, config, count,
     kernel::{off, read},
-    watched,
+    shared::{EVENTS, LOSSES, config, count, watched},
 };
 
 /// Executables already reported.
@@ -51,6 +50,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let Some(id) = exe_id(task) else { return 0 };
+    // SAFETY: the map's value is only tested for presence.
     if unsafe { KNOWN_EXES.get(id) }.is_some() {
         return 0;
     }

@@ -41,7 +41,7 @@ use tracer_common::{
     STDERR_TAIL_SLOTS, config_flags, kind, last_words_flags, loss,
 };
 
-use crate::{CONFIG, EVENTS, LOSSES, count, watched};
+use crate::shared::{EVENTS, LOSSES, config, count, watched};
 
 /// The latest stderr writes of a process not (yet) known to be dying.
 #[repr(C)]
@@ -88,6 +88,8 @@ static SCRATCH: PerCpuArray<[u8; RECORD]> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 fn add_armed(delta: u64) {
     if let Some(slot) = LAST_WORDS_ARMED.get_ptr_mut(0) {
+        // SAFETY: `slot` is the map's only element, valid for the run; the
+        // add is atomic, as other CPUs update it too.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, delta) };
     }
 }
@@ -97,12 +99,14 @@ fn add_armed(delta: u64) {
 pub fn armed() -> bool {
     LAST_WORDS_ARMED
         .get_ptr(0)
+        // SAFETY: `c` is the map's only element, valid for the run.
         .is_some_and(|c| unsafe { core::ptr::read_volatile(c) } != 0)
 }
 
 /// Starts keeping `tgid`'s stderr (once).
 #[inline(always)]
 pub fn arm(tgid: u32) {
+    // SAFETY: the map's value is only tested for presence.
     if unsafe { LAST_WORDS.get(tgid) }.is_some() {
         return;
     }
@@ -140,6 +144,8 @@ pub fn stderr_write(ctx: FEntryContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
     // Offsets from the event's format: fd at 16, buf at 24, count at 32.
+    // SAFETY (the three reads): the helper checks the context address, and
+    // the offsets are inside the event.
     let fd: u64 = unsafe { ctx.read_at(16) }.unwrap_or(u64::MAX);
     if fd == 2 {
         let buf: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
@@ -153,6 +159,8 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
 fn on_stderr_write(buf: u64, asked: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the reference is used within this run, while the value is
+    // valid (values are freed after an RCU grace period).
     if armed()
         && let Some(state) = unsafe { LAST_WORDS.get(tgid) }
     {
@@ -163,9 +171,10 @@ fn on_stderr_write(buf: u64, asked: u64) {
         }
         return;
     }
-    let Some(cfg) = CONFIG.get(0) else { return };
+    let Some(cfg) = config() else { return };
     if cfg.flags & config_flags::STDERR_TAILS == 0
         || asked == 0
+        // SAFETY: the helper takes no arguments.
         || !watched(cfg, unsafe { bpf_get_current_task() }, tgid)
     {
         return;
@@ -191,6 +200,9 @@ fn remember(tgid: u32, buf: u64, asked: u64) {
             t
         }
     };
+    // SAFETY: `tail` is the map's value for `tgid`, valid for this run;
+    // `slot` and `len` are bounded (masked) within its arrays, and the
+    // helper checks the user source.
     unsafe {
         let slot = ((*tail).writes as usize) % STDERR_TAIL_SLOTS;
         let len = asked.min(STDERR_TAIL_BYTES as u64) as u32;
@@ -230,6 +242,7 @@ pub fn doom(tgid: u32, tid: u32) {
 pub fn doom_afresh(tgid: u32, tid: u32) {
     send_tail(tgid, tid);
     match LAST_WORDS.get_ptr_mut(tgid) {
+        // SAFETY: the map's value for `tgid`, valid for this run.
         Some(state) => unsafe { (*state).sent = 0 },
         None => arm(tgid),
     }
@@ -241,6 +254,7 @@ pub fn send_tail(tgid: u32, tid: u32) {
     let Some(tail) = STDERR_TAILS.get_ptr(tgid) else {
         return;
     };
+    // SAFETY: the map's value for `tgid`, valid for this run.
     let writes = unsafe { (*tail).writes };
     let held = writes.min(STDERR_TAIL_SLOTS as u32);
     for i in 0..STDERR_TAIL_SLOTS as u32 {
@@ -248,6 +262,7 @@ pub fn send_tail(tgid: u32, tid: u32) {
             break;
         }
         let slot = (writes.wrapping_sub(held).wrapping_add(i) as usize) % STDERR_TAIL_SLOTS;
+        // SAFETY: as above; `slot` is within the tail's slots.
         unsafe {
             let data = (&raw const (*tail).data[slot]).cast::<u8>();
             send(
@@ -271,6 +286,7 @@ pub fn send_tail(tgid: u32, tid: u32) {
 pub fn keep_from_runtime(pid_tgid: u64, buf: u64, asked: u64) {
     let tgid = (pid_tgid >> 32) as u32;
     if let Some(state) = LAST_WORDS.get_ptr_mut(tgid) {
+        // SAFETY: the map's value for `tgid`, valid for this run.
         unsafe { (*state).from_runtime = 1 };
     }
     keep(pid_tgid, buf, asked);
@@ -284,6 +300,7 @@ pub fn keep(pid_tgid: u64, buf: u64, asked: u64) {
     let Some(state) = LAST_WORDS.get_ptr_mut(tgid) else {
         return;
     };
+    // SAFETY: the map's value for `tgid`, valid for this run.
     let sent = unsafe { (*state).sent };
     if sent >= LAST_WORDS_MAX || asked == 0 {
         return;
@@ -291,6 +308,7 @@ pub fn keep(pid_tgid: u64, buf: u64, asked: u64) {
     let room = (LAST_WORDS_MAX - sent) as u64;
     let len = asked.min(room).min(LAST_WORDS_CHUNK as u64) as usize;
     if send(tgid, pid_tgid as u32, buf, len, asked, 0, true) {
+        // SAFETY: as above.
         unsafe { (*state).sent = sent + len as u32 };
     }
 }
@@ -302,6 +320,9 @@ fn send(tgid: u32, tid: u32, from: u64, len: usize, asked: u64, flags: u32, user
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
+    // SAFETY: `scratch` is this CPU's element of SCRATCH, RECORD bytes,
+    // valid for the run; `len` is masked and checked so that header and
+    // text stay inside it, and the helpers check the source.
     unsafe {
         let record = scratch.cast::<u8>();
         let header = record.cast::<LastWordsHeader>();

@@ -14,58 +14,65 @@ use core::ffi::c_void;
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
-        generated::{bpf_get_attach_cookie, bpf_get_func_ip, bpf_probe_read_user_str},
+        bpf_get_current_pid_tgid, bpf_get_current_task,
+        generated::{bpf_get_attach_cookie, bpf_get_func_ip, bpf_probe_read_user},
     },
     macros::uprobe,
     programs::ProbeContext,
 };
-use tracer_common::{EVIDENCE_TEXT, EvidenceEvent, evidence_source, kind, loss};
+use tracer_common::evidence_source;
 
-use crate::{CONFIG, EVENTS, LOSSES, count, watched};
+use crate::{
+    cxx, lastwords,
+    probe::{self, copy_str},
+    shared::config,
+};
 
 #[uprobe]
 pub fn libc_abort(ctx: ProbeContext) -> u32 {
-    let Some(e) = start(evidence_source::ABORT) else {
+    let Some(e) = probe::start(evidence_source::ABORT) else {
         return 0;
     };
-    unsafe {
-        let delta = bpf_get_attach_cookie(ctx.as_ptr());
-        let func = bpf_get_func_ip(ctx.as_ptr());
-        if delta != 0 && func != 0 {
-            // `__abort_msg` is a pointer to `{ unsigned int size; char msg[]; }`.
-            let slot = func.wrapping_add(delta);
-            let mut msg: u64 = 0;
-            if aya_ebpf::helpers::generated::bpf_probe_read_user(
-                (&raw mut msg).cast(),
-                8,
-                slot as *const c_void,
-            ) == 0
-                && msg != 0
-            {
-                copy_str(&e, 0, msg + 4);
-            }
-        }
-        if let Some(exception) = crate::cxx::find(ctx.regs) {
-            copy_str(&e, 1, exception.type_name);
-            copy_str(&e, 2, exception.message);
-            (*e.0).code = exception.what;
+    // SAFETY: the context pointer is the program's own.
+    let (delta, func) = unsafe {
+        (
+            bpf_get_attach_cookie(ctx.as_ptr()),
+            bpf_get_func_ip(ctx.as_ptr()),
+        )
+    };
+    if delta != 0 && func != 0 {
+        // `__abort_msg` is a pointer to `{ unsigned int size; char msg[]; }`.
+        let slot = func.wrapping_add(delta);
+        let mut msg: u64 = 0;
+        // SAFETY: the destination is `msg`, 8 bytes; the helper checks
+        // the source.
+        let rc = unsafe { bpf_probe_read_user((&raw mut msg).cast(), 8, slot as *const c_void) };
+        if rc == 0 && msg != 0 {
+            copy_str(&e, 0, msg + 4);
         }
     }
-    finish(e);
+    if let Some(exception) = cxx::find(ctx.regs) {
+        copy_str(&e, 1, exception.type_name);
+        copy_str(&e, 2, exception.message);
+        // SAFETY: `e.0` is the reservation's memory, writable until it is
+        // submitted.
+        unsafe { (*e.0).code = exception.what };
+    }
+    probe::finish(e);
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // What it printed before calling abort(), and anything it prints after
     // (C++'s "terminate called after throwing ...").
-    crate::lastwords::doom(tgid, pid_tgid as u32);
+    lastwords::doom(tgid, pid_tgid as u32);
     // C code a Go program called through cgo: the Go runtime will catch the
     // SIGABRT on its signal stack, far from these frames, so they are
     // captured now.
+    // SAFETY: the helper takes no arguments.
     let task = unsafe { bpf_get_current_task() };
-    if crate::golang::is_go_process(task)
-        && let Some(cfg) = CONFIG.get(0)
+    if probe::is_go_process(task)
+        && let Some(cfg) = config()
     {
-        crate::golang::doom_and_capture(
+        probe::doom_and_capture(
             ctx.as_ptr(),
             cfg.snapshot_bytes,
             task,
@@ -74,59 +81,4 @@ pub fn libc_abort(ctx: ProbeContext) -> u32 {
         );
     }
     0
-}
-
-/// A reserved, initialized evidence record for a watched process.
-pub(crate) struct Reserved(
-    pub(crate) *mut EvidenceEvent,
-    aya_ebpf::maps::ring_buf::RingBufEntry<EvidenceEvent>,
-);
-
-#[inline(always)]
-pub(crate) fn start(source: u32) -> Option<Reserved> {
-    let cfg = CONFIG.get(0)?;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let task = unsafe { bpf_get_current_task() };
-    if !watched(cfg, task, tgid) {
-        return None;
-    }
-    let Some(mut entry) = EVENTS.reserve::<EvidenceEvent>(0) else {
-        count(&LOSSES, loss::RINGBUF_EVIDENCE);
-        return None;
-    };
-    let e = entry.as_mut_ptr();
-    unsafe {
-        (*e).kind = kind::EVIDENCE;
-        (*e).source = source;
-        (*e).boot_ns = bpf_ktime_get_boot_ns();
-        (*e).tgid = tgid;
-        (*e).tid = pid_tgid as u32;
-        (*e).line = 0;
-        (*e)._pad = 0;
-        (*e).code = 0;
-        for i in 0..3 {
-            (*e).texts[i][0] = 0;
-        }
-    }
-    Some(Reserved(e, entry))
-}
-
-#[inline(always)]
-pub(crate) fn copy_str(e: &Reserved, index: usize, from: u64) {
-    if from == 0 || index >= 3 {
-        return;
-    }
-    unsafe {
-        bpf_probe_read_user_str(
-            (&raw mut (*e.0).texts[index]).cast(),
-            EVIDENCE_TEXT as u32,
-            from as *const c_void,
-        );
-    }
-}
-
-#[inline(always)]
-pub(crate) fn finish(e: Reserved) {
-    e.1.submit(0);
 }

@@ -1,24 +1,36 @@
-//! crashtrace's kernel side.
+//! crashtrace's kernel side: this file lists the programs; the work of each
+//! lives in the modules named.
 //!
-//! - `signal_generate` (tp_btf) sees every signal the kernel generates. It
-//!   drops everything that cannot kill (not in the configured set, ignored,
-//!   or caught by a handler) after a few loads, records a signal whose
-//!   default action will end the process, and counts signals per process
-//!   (`activity`).
+//! - `signal_generate` (tp_btf, `signal`) sees every signal the kernel
+//!   generates. It drops everything that cannot kill (not in the
+//!   configured set, ignored, or caught by a handler) after a few loads,
+//!   records a signal whose default action will end the process, and
+//!   counts signals per process (`activity`). `signal_empty`, on the same
+//!   tracepoint, does nothing: the benchmark's yardstick, never attached
+//!   otherwise.
 //! - The dying thread's registers, stack, mappings and executable are
-//!   captured where its memory map still exists: at `sched_process_exit`
-//!   from Linux 6.16, at the entry of `do_exit` (`exit_capture`, fentry)
-//!   before; `sched_process_exit` reports the group's exit status.
-//! - `sched_process_fork` follows descendants in `record` mode,
-//!   `sched_process_exec` reports new executables for the runtime probes.
-//! - `mark_victim` (`oom`) records the OOM killer's victim.
-//! - Uprobes: libc's `abort` (`libc`), Go's and Rust's fatal paths
-//!   (`golang`, `rust`); `lastwords` keeps what a dying process writes.
+//!   captured (`state`, `vma`, `path`, `process`) where its memory map still
+//!   exists: at `sched_process_exit` from Linux 6.16, at the entry of
+//!   `do_exit` (`exit_capture`, fentry) before; `sched_process_exit`
+//!   reports the group's exit status.
+//! - `sched_process_fork` follows descendants in `record` mode;
+//!   `sched_process_exec` (`exec`) reports new executables for the runtime
+//!   probes.
+//! - `mark_victim` and `mark_victim_pid` (`oom`) record the OOM killer's
+//!   victim.
+//! - Uprobes: `libc_abort` on libc's `abort` (`libc`, `cxx`),
+//!   `runtime_fatal` on Go's and Rust's fatal paths (`golang`, `rust`);
+//!   what they share is in `probe`. `stderr_write` (fentry on
+//!   `ksys_write`) or `sys_enter_write` (`lastwords`) keeps what a dying
+//!   process writes.
 //! - Programs named `*_legacy` do the same without `bpf_loop`,
 //!   `bpf_find_vma`, `bpf_task_pt_regs` and `bpf_get_current_task_btf`
 //!   (kernels 5.10 to 5.16); the loader picks one of each pair from the
-//!   running kernel's BTF.
+//!   running kernel's BTF. Helpers stay `#[inline(always)]`: 6.1's verifier
+//!   refuses subprograms that take stack pointers.
 //!
+//! Maps and checks every program shares are in `shared`, kernel reads in
+//! `kernel`; no module imports `main.rs` or a sibling that imports it back.
 //! Register offsets are x86_64's `pt_regs` (userspace refuses to build for
 //! any other architecture). Nothing here allocates on the BPF stack beyond
 //! a few words: events are built in place inside their ring-buffer
@@ -36,90 +48,30 @@ mod kernel;
 mod lastwords;
 mod libc;
 mod oom;
+mod path;
+mod probe;
 mod process;
 mod rust;
+mod shared;
 mod signal;
 mod state;
 mod vma;
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns},
-    macros::{btf_tracepoint, fentry, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, FEntryContext},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
+        generated::bpf_get_attach_cookie,
+    },
+    macros::{btf_tracepoint, fentry, uprobe},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use tracer_common::{COMM_LEN, Config, Doom, ExitEvent, config_flags, kind, loss};
+use tracer_common::{ExitEvent, config_flags, go_probe, kind, loss};
 
-use crate::kernel::{off, read};
-
-/// Records for userspace. Resized by the loader (`--ring-buffer-size`).
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
-
-/// Element 0 is the [`Config`].
-#[map]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
-
-/// Thread groups watched in `record` mode (`TRACED_ONLY`).
-#[map]
-static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
-
-/// Comms watched with `COMM_FILTER`.
-#[map]
-static COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0);
-
-/// Thread groups with a captured killing signal whose exit is still due.
-/// LRU so that a survivor can never fill it.
-#[map]
-static DOOMED: LruHashMap<u32, Doom> = LruHashMap::with_max_entries(16384, 0);
-
-/// Per-CPU counters of lost or degraded events, indexed by [`loss`].
-#[map]
-static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::COUNT, 0);
-
-/// Per-CPU counts of watched signals that were skipped because the target
-/// handles them (the cheap path), indexed by signal number.
-#[map]
-static HANDLED: PerCpuArray<u64> = PerCpuArray::with_max_entries(65, 0);
-
-#[inline(always)]
-fn count(map: &PerCpuArray<u64>, index: u32) {
-    if let Some(slot) = map.get_ptr_mut(index) {
-        unsafe { *slot += 1 };
-    }
-}
-
-#[inline(always)]
-fn config() -> Option<&'static Config> {
-    CONFIG.get(0)
-}
-
-#[inline(always)]
-fn watched(cfg: &Config, task: u64, tgid: u32) -> bool {
-    if tgid == cfg.self_tgid {
-        return false;
-    }
-    if cfg.flags & config_flags::TRACED_ONLY != 0 && unsafe { TRACED.get(tgid) }.is_none() {
-        return false;
-    }
-    if cfg.flags & config_flags::COMM_FILTER != 0 {
-        let mut comm: [u8; COMM_LEN] = read(task, off!(task_comm));
-        // Kernels before 5.18 copy a new comm with strlcpy, which leaves
-        // the old name's bytes after the NUL: the key ends at the NUL.
-        let mut ended = false;
-        for byte in comm.iter_mut() {
-            ended |= *byte == 0;
-            if ended {
-                *byte = 0;
-            }
-        }
-        if unsafe { COMMS.get(comm) }.is_none() {
-            return false;
-        }
-    }
-    true
-}
+use crate::{
+    kernel::{off, read},
+    shared::{DOOMED, EVENTS, LOSSES, TRACED, config, count},
+};
 
 #[btf_tracepoint(function = "signal_generate")]
 pub fn signal_generate(ctx: BtfTracePointContext) -> u32 {
@@ -131,6 +83,15 @@ pub fn signal_generate(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "signal_generate")]
 pub fn signal_generate_legacy(ctx: BtfTracePointContext) -> u32 {
     signal::on_signal::<true>(&ctx);
+    0
+}
+
+/// Does nothing. The loader attaches it beside `signal_generate` only when
+/// `CRASHTRACE_EMPTY_SIGNAL_PROGRAM=1` (`cargo xtask bench` sets it), so
+/// that the kernel's statistics give, in the same runs, the price of any
+/// program on this tracepoint next to `signal_generate`'s.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_empty(_ctx: BtfTracePointContext) -> u32 {
     0
 }
 
@@ -182,14 +143,15 @@ fn on_exit<const LEGACY: bool, const CAPTURE: bool>(ctx: &BtfTracePointContext) 
         }
     }
     let Some(doom) = doom else { return 0 };
-    unsafe {
-        if CAPTURE
-            && (*doom).captured == 0
-            && ((*doom).tid == 0 || (*doom).tid == tid || group_dead)
-        {
-            (*doom).captured = 1;
-            state::capture::<LEGACY>(ctx.as_ptr(), task, cfg.snapshot_bytes);
-        }
+    // SAFETY: `doom` points to the map's value for `tgid`, valid for this
+    // run (an LRU map frees values only after an RCU grace period).
+    let capture = unsafe {
+        CAPTURE && (*doom).captured == 0 && ((*doom).tid == 0 || (*doom).tid == tid || group_dead)
+    };
+    if capture {
+        // SAFETY: as above.
+        unsafe { (*doom).captured = 1 };
+        state::capture::<LEGACY>(ctx.as_ptr(), task, cfg.snapshot_bytes);
     }
     if !group_dead {
         return 0;
@@ -206,6 +168,7 @@ fn on_exit<const LEGACY: bool, const CAPTURE: bool>(ctx: &BtfTracePointContext) 
     entry.write(ExitEvent {
         kind: kind::EXIT,
         _pad: 0,
+        // SAFETY: the helper takes no arguments.
         boot_ns: unsafe { bpf_ktime_get_boot_ns() },
         tgid,
         tid,
@@ -244,15 +207,19 @@ fn on_do_exit<const LEGACY: bool>(ctx: &FEntryContext) -> u32 {
         return 0;
     };
     let Some(cfg) = config() else { return 0 };
+    // SAFETY: the helper takes no arguments.
     let task = unsafe { bpf_get_current_task() };
     let signal: u64 = read(task, off!(task_signal));
     // `live` still counts this thread: it is decremented after this point.
     let last = read::<i32>(signal, off!(signal_live)) <= 1;
-    unsafe {
-        if (*doom).captured == 0 && ((*doom).tid == 0 || (*doom).tid == tid || last) {
-            (*doom).captured = 1;
-            state::capture::<LEGACY>(ctx.as_ptr(), task, cfg.snapshot_bytes);
-        }
+    // SAFETY: `doom` points to the map's value for `tgid`, valid for this
+    // run (an LRU map frees values only after an RCU grace period).
+    let capture =
+        unsafe { (*doom).captured == 0 && ((*doom).tid == 0 || (*doom).tid == tid || last) };
+    if capture {
+        // SAFETY: as above.
+        unsafe { (*doom).captured = 1 };
+        state::capture::<LEGACY>(ctx.as_ptr(), task, cfg.snapshot_bytes);
     }
     0
 }
@@ -267,11 +234,30 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
     let child: u64 = ctx.arg(1);
     let parent_tgid: u32 = read(parent, off!(task_tgid));
     let child_tgid: u32 = read(child, off!(task_tgid));
+    // SAFETY: the map's value is only tested for presence.
     if parent_tgid == child_tgid || unsafe { TRACED.get(parent_tgid) }.is_none() {
         return 0;
     }
     if TRACED.insert(child_tgid, 1, 0).is_err() {
         count(&LOSSES, loss::TRACED_FULL);
+    }
+    0
+}
+
+/// One uprobe program for every language runtime's fatal-path probes; the
+/// attach cookie ([`go_probe`]) says which function it sits on: Go's
+/// (`golang`) or Rust's (`rust`).
+#[uprobe]
+pub fn runtime_fatal(ctx: ProbeContext) -> u32 {
+    // SAFETY: the context pointer is the program's own.
+    match unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } {
+        go_probe::RUST_PANIC => {
+            let _ = rust::on_panic(&ctx);
+        }
+        go_probe::RUST_STDERR => rust::on_stderr(&ctx),
+        which => {
+            let _ = golang::on_fatal(&ctx, which);
+        }
     }
     0
 }

@@ -25,10 +25,8 @@ use aya_ebpf::{
 use tracer_common::{OomEvent, PATH_BUF, PATH_COMPONENT_MAX, kind, loss, oom_flags};
 
 use crate::{
-    CONFIG, EVENTS, LOSSES, count,
     kernel::{off, read},
-    signal::fill_identity,
-    watched,
+    shared::{EVENTS, LOSSES, config, count, fill_identity, watched},
 };
 
 /// `enum mm_counter`: MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES.
@@ -64,6 +62,8 @@ pub static KERNEL_KILLS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(64,
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim_pid(ctx: BtfTracePointContext) -> u32 {
     let pid: u32 = ctx.arg(0);
+    // SAFETY: the value is copied out at once, while the lookup's
+    // reference is valid (values are freed after an RCU grace period).
     if let Some(&task) = unsafe { KERNEL_KILLS.get(pid) } {
         let _ = KERNEL_KILLS.remove(pid);
         let _ = record_victim(task);
@@ -73,7 +73,7 @@ pub fn mark_victim_pid(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn record_victim(victim: u64) -> Option<()> {
-    let cfg = CONFIG.get(0)?;
+    let cfg = config()?;
     let tgid: u32 = read(victim, off!(task_tgid));
     if !watched(cfg, victim, tgid) {
         return None;
@@ -83,6 +83,8 @@ fn record_victim(victim: u64) -> Option<()> {
         return None;
     };
     let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reservation's memory, writable until it is
+    // submitted; it is zeroed before anything else is written.
     unsafe {
         core::ptr::write_bytes(e, 0, 1);
         (*e).kind = kind::OOM;
@@ -129,6 +131,10 @@ fn rss(mm: u64, member: u64) -> u64 {
 
 /// Finds the victim's nearest memory cgroup (itself or an ancestor) whose
 /// usage has reached its limit and records it; returns the flags to set.
+///
+/// # Safety
+///
+/// `e` must point to a writable [`OomEvent`].
 #[inline(always)]
 unsafe fn limited_memcg(e: *mut OomEvent, victim: u64) -> u32 {
     let cset: u64 = read(victim, off!(task_cgroups));
@@ -144,6 +150,7 @@ unsafe fn limited_memcg(e: *mut OomEvent, victim: u64) -> u32 {
         if max < PAGE_COUNTER_MAX && usage + AT_LIMIT_SLACK >= max {
             let cgroup: u64 = read(css, off!(css_cgroup));
             let kn: u64 = read(cgroup, off!(cgroup_kn));
+            // SAFETY: the caller's contract.
             unsafe {
                 (*e).memcg_max = max;
                 (*e).memcg_usage = usage;
@@ -163,12 +170,17 @@ unsafe fn limited_memcg(e: *mut OomEvent, victim: u64) -> u32 {
 /// Writes the kernfs names from `kn` up to (not including) the hierarchy's
 /// root, innermost first, each NUL-terminated. Returns true when it stopped
 /// before reaching the root.
+///
+/// # Safety
+///
+/// `e` must point to a writable [`OomEvent`].
 #[inline(always)]
 unsafe fn cgroup_path(e: *mut OomEvent, mut kn: u64) -> bool {
     let mut len: usize = 0;
     for _ in 0..CGROUP_DEPTH_MAX {
         let parent: u64 = read(kn, off!(kn_parent));
         if parent == 0 {
+            // SAFETY: the caller's contract.
             unsafe { (*e).cgroup_path_len = len as u32 };
             return false;
         }
@@ -176,6 +188,7 @@ unsafe fn cgroup_path(e: *mut OomEvent, mut kn: u64) -> bool {
             break;
         }
         let name: u64 = read(kn, off!(kn_name));
+        // SAFETY: the caller's contract, and the bound below.
         let copied = unsafe {
             // `len` is below `PATH_BUF - PATH_COMPONENT_MAX` here, so the
             // compiler would drop this mask; older verifiers (6.1) lose that
@@ -190,6 +203,7 @@ unsafe fn cgroup_path(e: *mut OomEvent, mut kn: u64) -> bool {
         len += copied as usize;
         kn = parent;
     }
+    // SAFETY: the caller's contract.
     unsafe { (*e).cgroup_path_len = len as u32 };
     true
 }

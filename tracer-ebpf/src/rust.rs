@@ -24,11 +24,16 @@ use aya_ebpf::{
 };
 use tracer_common::evidence_source;
 
-use crate::{CONFIG, DOOMED, golang, lastwords, libc, watched};
+use crate::{
+    lastwords, probe,
+    shared::{DOOMED, config, watched},
+};
 
 #[inline(always)]
 fn read_user<T: Copy + Default>(addr: u64) -> T {
     let mut out = T::default();
+    // SAFETY: the destination is `out`, of the size given; the helper
+    // checks the source.
     let rc = unsafe {
         bpf_probe_read_user(
             (&raw mut out).cast(),
@@ -41,28 +46,33 @@ fn read_user<T: Copy + Default>(addr: u64) -> T {
 
 #[inline(always)]
 pub fn on_panic(ctx: &ProbeContext) -> Option<()> {
-    let cfg = CONFIG.get(0)?;
+    let cfg = config()?;
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the helper takes no arguments.
     let task = unsafe { bpf_get_current_task() };
+    // SAFETY: the map's value is only tested for presence.
     if !watched(cfg, task, tgid) || unsafe { DOOMED.get(tgid) }.is_some() {
         return None;
     }
     lastwords::doom_afresh(tgid, pid_tgid as u32);
-    if let Some(e) = libc::start(evidence_source::RUST_PANIC) {
+    if let Some(e) = probe::start(evidence_source::RUST_PANIC) {
         // PanicInfo { message: &Arguments, location: &Location, .. };
         // Location { file: &str, line: u32, col: u32 }.
+        // SAFETY: `regs` is the probe's own saved user registers.
         let info = unsafe { (*ctx.regs).rdi };
         let location: u64 = read_user(info + 8);
         if location != 0 {
             let file: u64 = read_user(location);
             let len: u64 = read_user(location + 8);
-            golang::copy_go_string(e.0, 1, file, len);
+            probe::copy_counted(&e, 1, file, len);
+            // SAFETY: `e.0` is the reservation's memory, writable until it
+            // is submitted.
             unsafe { (*e.0).line = read_user(location + 16) };
         }
-        libc::finish(e);
+        probe::finish(e);
     }
-    golang::doom_and_capture(
+    probe::doom_and_capture(
         ctx.as_ptr(),
         cfg.snapshot_bytes,
         task,
@@ -78,6 +88,7 @@ pub fn on_stderr(ctx: &ProbeContext) {
     if !lastwords::armed() {
         return;
     }
+    // SAFETY: `regs` is the probe's own saved user registers.
     let (ptr, len) = unsafe { ((*ctx.regs).rsi, (*ctx.regs).rdx) };
     lastwords::keep_from_runtime(bpf_get_current_pid_tgid(), ptr, len);
 }

@@ -1,11 +1,20 @@
 //! `signal_generate`: the cheap decision, and the small signal record.
 //!
-//! This runs for every signal on the host, under the target's siglock. A
-//! signal outside the configured set costs one map lookup and a compare; a
-//! signal the target will handle (a JVM's implicit null checks, Go's
-//! recoverable panics, a sigsetjmp loop) costs a per-CPU counter increment.
-//! Only a signal whose default action will end the process is recorded, and
-//! the thread's heavy state is captured later, when it exits.
+//! This runs for every signal on the host, under the target's siglock, so
+//! the checks come cheapest first and the frequent cases leave early:
+//! - a signal outside the configured set: the configuration (an array
+//!   element the verifier inlines), signal activity counting (`activity`)
+//!   and one compare;
+//! - a signal the target handles (a JVM's implicit null checks, Go's
+//!   recoverable panics, a sigsetjmp loop), beyond that: two direct loads
+//!   for the handler through the BTF-typed task pointer and, for a
+//!   process's own signal, one pid compare; no further map lookup;
+//! - only a signal whose default action will end the process is recorded
+//!   (the watched-process filter runs for those), and the thread's heavy
+//!   state is captured later, when it exits.
+//!
+//! The `LEGACY` variant, for kernels 5.10 to 5.16, reads the handler
+//! through `bpf_probe_read_kernel` instead of direct loads.
 
 use core::ffi::c_void;
 
@@ -19,19 +28,19 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use tracer_common::{
-    COMM_LEN, Doom, SENDER_STACK_MAX, SignalEvent, TaskIdentity, config_flags, kind, loss,
-    signal_flags,
+    Config, Doom, SENDER_STACK_MAX, SignalEvent, config_flags, kind, loss, signal_flags,
 };
 
 use crate::{
-    CONFIG, DOOMED, EVENTS, HANDLED, LOSSES, activity, count,
-    kernel::{off, read},
-    lastwords, process,
+    activity,
+    kernel::{field, off, read},
+    lastwords, oom, process,
+    shared::{DOOMED, EVENTS, LOSSES, config, count, fill_identity, watched},
     vma::summarize_vma,
-    watched,
 };
 
 const SIGKILL: i32 = 9;
+const SIGSEGV: i32 = 11;
 /// Signals whose default action is to ignore or stop, not to terminate.
 const DEFAULT_NOT_FATAL: u64 =
     (1 << 17) | (1 << 18) | (1 << 19) | (1 << 20) | (1 << 21) | (1 << 22) | (1 << 23) | (1 << 28);
@@ -50,18 +59,15 @@ const SI_TKILL: i32 = -6;
 #[inline(always)]
 pub fn on_signal<const LEGACY: bool>(ctx: &BtfTracePointContext) -> Option<()> {
     let sig: i32 = ctx.arg(0);
-    let info: u64 = ctx.arg(1);
     let task: *mut c_void = ctx.arg(2);
-    let group: i32 = ctx.arg(3);
-    let result: i32 = ctx.arg(4);
     if !(1..64).contains(&sig) {
         return None;
     }
-    let cfg = CONFIG.get(0)?;
-    // `task` is the tracepoint's trusted `task_struct *` and the offsets are
-    // constants of the read-only data, so the verifier turns these into
-    // checked direct loads: a few nanoseconds each instead of a helper
-    // call. Every signal on the host passes here.
+    let cfg = config()?;
+    // SAFETY: `task` is the tracepoint's BTF-typed `task_struct *` and the
+    // offset is one of the kernel's own (read-only data, checked by the
+    // verifier against the type): a direct load, a few nanoseconds instead
+    // of a helper call. Every signal on the host passes here.
     let tgid: u32 = unsafe { field(task, off!(task_tgid)) };
     if let Some(column) = cfg.activity_column(sig as u32) {
         activity::count_signal(task as u64, tgid, column, cfg.activity_second);
@@ -70,49 +76,52 @@ pub fn on_signal<const LEGACY: bool>(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     // 1 ignored, 3 queue overflow: nothing will be delivered.
-    if result == 1 || result == 3 {
+    let result: i32 = ctx.arg(4);
+    if result == 1 || result == 3 || tgid == cfg.self_tgid {
         return None;
     }
+    let info: u64 = ctx.arg(1);
+
+    // Will the default action run? A handled signal (a JVM's implicit null
+    // checks, Go's recoverable panics, a sigsetjmp loop: the frequent case)
+    // leaves here, after the handler's load and, at most, a pid compare,
+    // before any map lookup. A forced fault on a blocked or ignored signal
+    // has already been reset to SIG_DFL by the kernel at this point.
+    let fatal_default = DEFAULT_NOT_FATAL & (1u64 << sig) == 0;
+    let handler = if sig == SIGKILL {
+        SIG_DFL
+    } else {
+        sa_handler::<LEGACY>(task, sig)
+    };
+    let mut handled = handler != SIG_DFL || !fatal_default;
+    if handled && (handler == SIG_IGN || !handled_wanted(cfg, info, fatal_default, tgid)) {
+        return None;
+    }
+
     let task_addr = task as u64;
     if !watched(cfg, task_addr, tgid) {
         return None;
     }
+    // SAFETY: as for `task_tgid` above.
     if unsafe { field::<u64>(task, off!(task_mm)) } == 0 {
         return None; // kernel thread
     }
     if sig == SIGKILL && info == SEND_SIG_PRIV {
         // Perhaps the OOM killer's: its record may name only the pid.
+        // SAFETY: as for `task_tgid` above.
         let tid: u32 = unsafe { field(task, off!(task_pid)) };
-        let _ = crate::oom::KERNEL_KILLS.insert(tid, task_addr, 0);
+        let _ = oom::KERNEL_KILLS.insert(tid, task_addr, 0);
     }
-
-    // Will the default action run? A forced fault on a blocked or ignored
-    // signal has already been reset to SIG_DFL by the kernel at this point.
-    let handler = sa_handler(task_addr, sig);
-    let fatal_default = DEFAULT_NOT_FATAL & (1u64 << sig) == 0;
     // A blocked signal that is not a fault stays pending for signalfd or
     // sigwait (how many services take SIGTERM): it does not kill either.
+    // SAFETY: as for `task_tgid` above.
     let blocked_mask: u64 = unsafe { field(task, off!(task_blocked)) };
     let blocked = blocked_mask & (1u64 << (sig - 1)) != 0;
-    let code_hint: i32 = if info > SEND_SIG_PRIV {
-        read(info, 8)
-    } else {
-        SI_USER
-    };
-    let waited_for = blocked && code_hint <= 0;
-    let handled = sig != SIGKILL && (handler != SIG_DFL || !fatal_default || waited_for);
-    if handled {
-        count(&HANDLED, sig as u32);
-        // A deadly signal another process sent is recorded even when
-        // caught: a handler that re-raises it (the Go runtime does, for
-        // SIGQUIT and SIGABRT) dies of its own raise, and the sender is
-        // the cause. Such kills are rare; they cost a small record.
-        let sent_by_other =
-            code_hint <= 0 && fatal_default && (bpf_get_current_pid_tgid() >> 32) as u32 != tgid;
-        let wanted = cfg.flags & config_flags::INCLUDE_HANDLED != 0 || sent_by_other;
-        if !wanted || handler == SIG_IGN {
+    if !handled && sig != SIGKILL && blocked && code_hint(info) <= 0 {
+        if !handled_wanted(cfg, info, fatal_default, tgid) {
             return None;
         }
+        handled = true;
     }
 
     let Some(mut entry) = EVENTS.reserve::<SignalEvent>(0) else {
@@ -120,8 +129,12 @@ pub fn on_signal<const LEGACY: bool>(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     };
     let e = entry.as_mut_ptr();
+    // SAFETY: the helper takes no arguments.
     let boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     let tid: u32 = read(task_addr, off!(task_pid));
+    // SAFETY: `e` is the reservation's memory, writable until it is
+    // submitted below; the stack and path copies are bounded by their
+    // buffers' sizes.
     unsafe {
         (*e).kind = kind::SIGNAL;
         (*e).boot_ns = boot_ns;
@@ -171,8 +184,10 @@ pub fn on_signal<const LEGACY: bool>(ctx: &BtfTracePointContext) -> Option<()> {
             core::mem::zeroed()
         };
     }
-    let thread_directed =
-        group == 0 || unsafe { (*e).code } > 0 || unsafe { (*e).code } == SI_TKILL;
+    let group: i32 = ctx.arg(3);
+    // SAFETY: as above, before the submit.
+    let code = unsafe { (*e).code };
+    let thread_directed = group == 0 || code > 0 || code == SI_TKILL;
     entry.submit(0);
 
     if !handled {
@@ -182,6 +197,7 @@ pub fn on_signal<const LEGACY: bool>(ctx: &BtfTracePointContext) -> Option<()> {
             captured: 0,
         };
         // Keep the first signal's target thread if one is already recorded.
+        // SAFETY: the map's value is only tested for presence.
         if unsafe { DOOMED.get(tgid) }.is_none() && DOOMED.insert(tgid, doom, 0).is_err() {
             count(&LOSSES, loss::DOOMED_FULL);
         }
@@ -190,25 +206,71 @@ pub fn on_signal<const LEGACY: bool>(ctx: &BtfTracePointContext) -> Option<()> {
     Some(())
 }
 
-/// A field of a BTF-typed kernel object the program was given, loaded
-/// directly (the verifier checks the offset against the type).
+/// Whether a signal the target handles (or that does not kill by default)
+/// is recorded anyway: with `--include-survived`, or when another process
+/// sent a deadly one. A handler that re-raises it (the Go runtime does, for
+/// SIGQUIT and SIGABRT) dies of its own raise, and the sender is the cause.
+/// Such kills are rare; they cost a small record. The sender's pid is
+/// compared before the siginfo is read: a process's own signals (its
+/// faults, its `kill(getpid())`) cost one helper call here, and the
+/// cheapest one.
 #[inline(always)]
-unsafe fn field<T: Copy>(object: *mut c_void, offset: u64) -> T {
-    unsafe { core::ptr::read_volatile(object.cast::<u8>().add(offset as usize).cast::<T>()) }
+fn handled_wanted(cfg: &Config, info: u64, fatal_default: bool, tgid: u32) -> bool {
+    cfg.flags & config_flags::INCLUDE_HANDLED != 0
+        || (fatal_default
+            && (bpf_get_current_pid_tgid() >> 32) as u32 != tgid
+            && code_hint(info) <= 0)
+}
+
+/// The signal's `si_code` when it has a siginfo, else `SI_USER` (<= 0:
+/// sent by a process, or by the kernel without one), without filling a
+/// record. (A direct load is refused here: the verifier does not type
+/// this argument as a pointer it follows.)
+#[inline(always)]
+fn code_hint(info: u64) -> i32 {
+    if info > SEND_SIG_PRIV {
+        read(info, 8)
+    } else {
+        SI_USER
+    }
 }
 
 /// `task->sighand->action[sig - 1].sa.sa_handler`.
+///
+/// SIGSEGV's slot, at a constant offset, is loaded directly through the
+/// BTF-typed task pointer and its `sighand` (a JVM, Go and `sigsetjmp`
+/// loops handle SIGSEGV by the thousand), where the verifier follows BTF
+/// pointers (every kernel with the full helper set). Any other signal's
+/// slot is at an offset the verifier cannot check on such a pointer
+/// (6.1's refuses the arithmetic), so both reads take the probe-read
+/// helper, as everything does in the programs for older kernels.
 #[inline(always)]
-fn sa_handler(task: u64, sig: i32) -> u64 {
-    let sighand: u64 = read(task, off!(task_sighand));
+fn sa_handler<const LEGACY: bool>(task: *mut c_void, sig: i32) -> u64 {
+    if !LEGACY && sig == SIGSEGV {
+        // SAFETY: `task` is the tracepoint's BTF-typed pointer and
+        // `sighand` a BTF-typed field of it; the target's siglock, held
+        // around this tracepoint, keeps it from being freed, and the
+        // verifier checks the constant offsets against the types (a bad
+        // address reads as zero).
+        let sighand: *mut c_void = unsafe { field(task, off!(task_sighand)) };
+        let slot = off!(sighand_action) + (SIGSEGV as u64 - 1) * off!(k_sigaction_size);
+        // SAFETY: as above.
+        return unsafe { field(sighand, slot) };
+    }
+    let sighand: u64 = read(task as u64, off!(task_sighand));
     let slot = off!(sighand_action) + (sig as u64 - 1) * off!(k_sigaction_size);
     read(sighand, slot)
 }
 
 /// Reads `kernel_siginfo` at the userspace `siginfo_t` offsets (the kernel
 /// keeps them identical).
+///
+/// # Safety
+///
+/// `e` must point to a writable [`SignalEvent`].
 #[inline(always)]
 unsafe fn fill_siginfo(e: *mut SignalEvent, sig: i32, info: u64) {
+    // SAFETY: the caller's contract.
     unsafe {
         (*e).fault_addr = 0;
         (*e).si_pid = 0;
@@ -232,18 +294,5 @@ unsafe fn fill_siginfo(e: *mut SignalEvent, sig: i32, info: u64) {
                 }
             }
         }
-    }
-}
-
-#[inline(always)]
-pub unsafe fn fill_identity(dst: *mut TaskIdentity, task: u64) {
-    unsafe {
-        (*dst).tgid = read(task, off!(task_tgid));
-        (*dst).tid = read(task, off!(task_pid));
-        let parent: u64 = read(task, off!(task_real_parent));
-        (*dst).ppid = read(parent, off!(task_tgid));
-        let cred: u64 = read(task, off!(task_real_cred));
-        (*dst).uid = read(cred, off!(cred_uid));
-        (*dst).comm = read::<[u8; COMM_LEN]>(task, off!(task_comm));
     }
 }

@@ -26,10 +26,9 @@ use tracer_common::{
 };
 
 use crate::{
-    EVENTS, LOSSES, count,
     kernel::{off, read},
     process,
-    signal::fill_identity,
+    shared::{EVENTS, LOSSES, count, fill_identity},
     vma::{StackWords, capture_modules, summarize_vma},
 };
 
@@ -81,6 +80,8 @@ pub fn capture<const LEGACY: bool>(ctx: *mut c_void, task: u64, snapshot_bytes: 
         return;
     };
     let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reservation's memory, writable until it is
+    // submitted or discarded below.
     unsafe {
         (*e).kind = kind::STATE;
         (*e).boot_ns = bpf_ktime_get_boot_ns();
@@ -164,8 +165,14 @@ pub fn capture<const LEGACY: bool>(ctx: *mut c_void, task: u64, snapshot_bytes: 
 /// below its mapping); after the first readable page, an unreadable one
 /// (the end of the stack, or a page not resident) ends the copy. Returns
 /// true when the copy is shorter than asked.
+///
+/// # Safety
+///
+/// `e` must point to a writable [`StateEvent`] whose registers are set.
 #[inline(always)]
 unsafe fn snapshot_stack(e: *mut StateEvent, want_above_sp: u32) -> bool {
+    // SAFETY: the caller's contract; copies are bounded by the stack
+    // buffer's size, and the helper checks the user source.
     unsafe {
         let sp = (*e).regs[REG_SP];
         let first = sp & !(PAGE - 1);
@@ -197,11 +204,17 @@ unsafe fn snapshot_stack(e: *mut StateEvent, want_above_sp: u32) -> bool {
 
 /// Gives the executable's mappings its path, already walked for `exe`:
 /// the fallback capture walks no module paths.
+///
+/// # Safety
+///
+/// `e` must point to a writable [`StateEvent`].
 #[inline(always)]
 unsafe fn exe_module_paths(e: *mut StateEvent, mm: u64) {
     let exe_file: u64 = read(mm, off!(mm_exe_file));
     let inode: u64 = read(exe_file, off!(file_inode));
     let ino: u64 = read(inode, off!(inode_ino));
+    // SAFETY: the caller's contract; module indexes are bounded by
+    // MODULES_MAX.
     unsafe {
         if ino == 0 || (*e).exe_len == 0 {
             return;
@@ -225,8 +238,13 @@ unsafe fn exe_module_paths(e: *mut StateEvent, mm: u64) {
 
 /// The executable's path and command line: both are gone once the
 /// process has exited.
+///
+/// # Safety
+///
+/// `e` must point to a writable [`StateEvent`].
 #[inline(always)]
 unsafe fn capture_process<const LEGACY: bool>(e: *mut StateEvent, mm: u64) {
+    // SAFETY: the caller's contract.
     unsafe {
         (*e).exe_len = process::exe_path::<LEGACY>(&raw mut (*e).exe, mm);
         (*e).cmdline_len = process::cmdline(&raw mut (*e).cmdline, mm);

@@ -22,19 +22,19 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::generated::{
         bpf_find_vma, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str, bpf_probe_read_user,
+        bpf_probe_read_user,
     },
     macros::map,
     maps::PerCpuArray,
 };
 use tracer_common::{
-    KSTACK_MAX, MODULES_MAX, Module, PATH_BUF, PATH_COMPONENT_MAX, PATH_DEPTH_MAX,
-    STACK_SNAPSHOT_MAX, VmaSummary, loss, module_flags,
+    KSTACK_MAX, MODULES_MAX, Module, STACK_SNAPSHOT_MAX, VmaSummary, loss, module_flags,
 };
 
 use crate::{
-    LOSSES, count,
     kernel::{off, read},
+    path::walk_path,
+    shared::{LOSSES, count},
 };
 
 /// What the `bpf_find_vma` callback copies out of the VMA.
@@ -98,6 +98,11 @@ fn find_vma_rb(mm: u64, addr: u64) -> Result<VmaOut, i64> {
 }
 
 /// The mapping of `addr` in the current task (`mm` is its memory map).
+///
+/// # Safety
+///
+/// Must run in a program where `bpf_find_vma` may be called (not under
+/// `signal_generate`'s lock more than once per run, see the module docs).
 #[inline(always)]
 unsafe fn lookup<const LEGACY: bool>(mm: u64, addr: u64) -> Result<VmaOut, i64> {
     if LEGACY {
@@ -110,6 +115,12 @@ unsafe fn lookup<const LEGACY: bool>(mm: u64, addr: u64) -> Result<VmaOut, i64> 
 
 const VM_EXEC: u64 = 0x4;
 
+/// The mapping of `addr` in `task`, through `bpf_find_vma`.
+///
+/// # Safety
+///
+/// `task` must be a BTF-typed `task_struct *` (the verifier refuses
+/// anything else), with the caveat of [`lookup`].
 #[inline(always)]
 pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Result<VmaOut, i64> {
     let mut out = VmaOut {
@@ -119,6 +130,8 @@ pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Result<VmaOut, i64> {
         file: 0,
         flags: 0,
     };
+    // SAFETY: the callback writes only the `VmaOut` passed as its context,
+    // `out`, which outlives the call; the caller's contract for `task`.
     let rc = unsafe {
         bpf_find_vma(
             task as *mut _,
@@ -133,6 +146,10 @@ pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Result<VmaOut, i64> {
 
 /// The mapping holding `addr` in `task` (whose memory map is `mm`);
 /// `found == 0` when none does (or `addr` is 0).
+///
+/// # Safety
+///
+/// As [`find_vma`], unless `LEGACY`.
 #[inline(always)]
 pub unsafe fn summarize_vma<const LEGACY: bool>(
     task: *mut c_void,
@@ -145,6 +162,7 @@ pub unsafe fn summarize_vma<const LEGACY: bool>(
     let found = if LEGACY {
         find_vma_rb(mm, addr)
     } else {
+        // SAFETY: the caller's contract.
         unsafe { find_vma(task, addr) }
     };
     match found {
@@ -220,6 +238,11 @@ pub struct StackWords {
 /// return addresses for the userspace unwinder) into `modules`. Returns how
 /// many were filled and whether some did not fit. Runs in the exiting
 /// thread's context (`current` owns the addresses).
+///
+/// # Safety
+///
+/// `modules` must be writable (inside a reservation) and `kstack` readable,
+/// `KSTACK_MAX` words.
 #[inline(always)]
 pub unsafe fn capture_modules<const LEGACY: bool>(
     modules: *mut [Module; MODULES_MAX],
@@ -232,6 +255,9 @@ pub unsafe fn capture_modules<const LEGACY: bool>(
     let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else {
         return (0, false);
     };
+    // SAFETY: `scratch` is this CPU's element of MODULE_SCRATCH, valid for
+    // the run; indexes into it and into `modules` are bounded by the loops
+    // and masks below; the caller's contract for `modules` and `kstack`.
     unsafe {
         (*scratch).addrs[0] = ip;
         bpf_probe_read_kernel(
@@ -322,11 +348,16 @@ const VMAS_MAX: u32 = 256;
 /// in address order, walking `mm->mmap` (kernels before 6.1, which keep
 /// VMAs in a list as well as a tree). The body is kept to one branch: the
 /// 5.10 verifier walks every iteration.
+///
+/// # Safety
+///
+/// `scratch` must be this CPU's element of `MODULE_SCRATCH`.
 #[inline(always)]
 unsafe fn collect_exec_vmas(scratch: *mut ModuleScratch, mm: u64) {
     if off!(mm_mmap) == 0 && off!(vma_next) == 0 {
         return;
     }
+    // SAFETY: the caller's contract; indexes are bounded by the loop.
     unsafe {
         let vdso = (*scratch).vdso;
         let first = (*scratch).raw[0].start;
@@ -361,8 +392,14 @@ unsafe fn collect_exec_vmas(scratch: *mut ModuleScratch, mm: u64) {
 }
 
 /// Step `index` of the module capture loop; non-zero ends the loop.
+///
+/// # Safety
+///
+/// `scratch` must be this CPU's element of `MODULE_SCRATCH`.
 #[inline(always)]
 unsafe fn module_step_at<const LEGACY: bool>(scratch: *mut ModuleScratch, index: u64) -> i64 {
+    // SAFETY: the caller's contract; `index` and the module count are
+    // masked into the arrays' bounds.
     unsafe {
         let i = index as usize;
         let n_addrs = (*scratch).n_addrs as usize;
@@ -448,8 +485,13 @@ unsafe fn module_step_at<const LEGACY: bool>(scratch: *mut ModuleScratch, index:
 
 /// Fills `m` from `vma`; its path too, except in `LEGACY` mode, where the
 /// caller walks it afterwards.
+///
+/// # Safety
+///
+/// `m` must point to a writable [`Module`].
 #[inline(always)]
 unsafe fn describe_module<const LEGACY: bool>(m: *mut Module, vma: &VmaOut, vdso: u64) {
+    // SAFETY: the caller's contract.
     unsafe {
         (*m).start = vma.start;
         (*m).end = vma.end;
@@ -480,105 +522,4 @@ unsafe fn describe_module<const LEGACY: bool>(m: *mut Module, vma: &VmaOut, vdso
         }
         (*m).flags = flags;
     }
-}
-
-/// State of one path walk, stepped by `bpf_loop` so that the verifier
-/// checks one step instead of every combination of mount crossings.
-#[repr(C)]
-pub struct PathScratch {
-    dentry: u64,
-    mount: u64,
-    len: u64,
-    /// 0 walking, 1 reached the root, 2 gave up.
-    state: u64,
-    buf: [u8; PATH_BUF],
-}
-
-#[map]
-static PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
-
-/// Writes the file's path components into `buf` (`PATH_BUF` bytes), file
-/// name first, each NUL-terminated, crossing mount points up to the root of
-/// the task's mount tree. Returns the bytes used and whether the walk reached
-/// the root.
-#[inline(always)]
-pub unsafe fn walk_path<const LEGACY: bool>(buf: *mut u8, file: u64) -> (u32, bool) {
-    let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else {
-        return (0, false);
-    };
-    unsafe {
-        let path = file + off!(file_path);
-        (*w).dentry = read(path, off!(path_dentry));
-        (*w).mount = read::<u64>(path, off!(path_mnt)) - off!(mount_mnt);
-        (*w).len = 0;
-        (*w).state = 0;
-        if LEGACY {
-            for _ in 0..PATH_DEPTH_MAX {
-                if path_step_at(w) != 0 {
-                    break;
-                }
-            }
-        } else {
-            bpf_loop(
-                PATH_DEPTH_MAX,
-                path_step as *mut c_void,
-                core::ptr::null_mut(),
-                0,
-            );
-        }
-        bpf_probe_read_kernel(buf.cast(), PATH_BUF as u32, (&raw const (*w).buf).cast());
-        (((*w).len as u32).min(PATH_BUF as u32), (*w).state == 1)
-    }
-}
-
-/// One step of [`walk_path`]: one component, or one mount crossing.
-extern "C" fn path_step(_index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(w) = PATH_SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: the per-CPU scratch, which only this program uses.
-    unsafe { path_step_at(w) }
-}
-
-/// One step of a path walk; non-zero ends it.
-#[inline(always)]
-unsafe fn path_step_at(w: *mut PathScratch) -> i64 {
-    unsafe {
-        let dentry = (*w).dentry;
-        let mount = (*w).mount;
-        let mnt_root: u64 = read(mount + off!(mount_mnt), off!(vfsmount_root));
-        if dentry == mnt_root {
-            let parent: u64 = read(mount, off!(mount_parent));
-            if parent == mount || parent == 0 {
-                (*w).state = 1;
-                return 1;
-            }
-            (*w).dentry = read(mount, off!(mount_mountpoint));
-            (*w).mount = parent;
-            return 0;
-        }
-        let parent: u64 = read(dentry, off!(dentry_parent));
-        if parent == dentry || parent == 0 {
-            (*w).state = 1;
-            return 1;
-        }
-        let name: u64 = read(dentry + off!(dentry_name), off!(qstr_name));
-        let len = (*w).len;
-        if len >= PATH_COMPONENT_MAX as u64 {
-            (*w).state = 2;
-            return 1;
-        }
-        let dst = (&raw mut (*w).buf)
-            .cast::<u8>()
-            .add((len & (PATH_COMPONENT_MAX as u64 - 1)) as usize);
-        let copied =
-            bpf_probe_read_kernel_str(dst.cast(), PATH_COMPONENT_MAX as u32, name as *const _);
-        if copied <= 0 {
-            (*w).state = 2;
-            return 1;
-        }
-        (*w).len = len + copied as u64;
-        (*w).dentry = parent;
-    }
-    0
 }

@@ -13,12 +13,26 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// crashtrace's BPF programs, by the names the kernel knows them by.
-pub const PROGRAMS: [&str; 3] = [
+/// crashtrace's BPF programs, by the names the kernel knows them by. The
+/// last, [`EMPTY_PROGRAM`], is there only when the bench asked for it.
+pub const PROGRAMS: [&str; 4] = [
     "signal_generate",
     "sched_process_exit",
     "sched_process_fork",
+    "signal_empty",
 ];
+
+/// The index in [`PROGRAMS`] of `signal_empty`: a program that does
+/// nothing, on the same tracepoint as `signal_generate`, which
+/// `crashtrace` attaches only when [`EMPTY_PROGRAM_ENV`] is set. Its run
+/// time is the price of any BPF program there (and of the statistics
+/// themselves), so `signal_generate`'s minus it is what crashtrace's own
+/// code costs per signal.
+pub const EMPTY_PROGRAM: usize = 3;
+
+/// The environment variable that makes `crashtrace` attach `signal_empty`
+/// (tracer-user's loader reads the same name).
+pub const EMPTY_PROGRAM_ENV: &str = "CRASHTRACE_EMPTY_SIGNAL_PROGRAM";
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 const STATS_SYSCTL_C: &CStr = c"/proc/sys/kernel/bpf_stats_enabled";
@@ -149,10 +163,11 @@ pub enum Matched {
     Name,
 }
 
-/// The kernel ids of one tracer process's programs, in [`PROGRAMS`] order.
+/// The kernel ids of one tracer process's programs, in [`PROGRAMS`] order
+/// (0: not loaded, which only [`EMPTY_PROGRAM`] may be).
 #[derive(Clone, Debug)]
 pub struct TracerPrograms {
-    pub ids: [u64; 3],
+    pub ids: [u64; PROGRAMS.len()],
     pub matched: Matched,
 }
 
@@ -161,9 +176,9 @@ impl TracerPrograms {
     pub fn find(pid: u32) -> Result<Self> {
         let progs = bpftool_progs()?;
         let fd_ids = fdinfo_prog_ids(pid);
-        let mut ids = [0; 3];
+        let mut ids = [0; PROGRAMS.len()];
         let mut matched = Matched::Name;
-        for (slot, name) in ids.iter_mut().zip(PROGRAMS) {
+        for (index, (slot, name)) in ids.iter_mut().zip(PROGRAMS).enumerate() {
             let named: Vec<&Prog> = progs.iter().filter(|p| p.name == name).collect();
             let by_pids: Vec<&Prog> = named
                 .iter()
@@ -184,6 +199,7 @@ impl TracerPrograms {
             };
             match found.as_slice() {
                 [prog] => *slot = prog.id,
+                [] if index == EMPTY_PROGRAM => continue,
                 [] => bail!("no BPF program {name} loaded by pid {pid}"),
                 _ => bail!(
                     "{} BPF programs named {name} and no way to tell which pid {pid} loaded",
@@ -196,10 +212,13 @@ impl TracerPrograms {
     }
 
     /// The programs' current counters, in [`PROGRAMS`] order.
-    pub fn read(&self) -> Result<[ProgStats; 3]> {
+    pub fn read(&self) -> Result<[ProgStats; PROGRAMS.len()]> {
         let progs = bpftool_progs()?;
-        let mut stats = [ProgStats::default(); 3];
+        let mut stats = [ProgStats::default(); PROGRAMS.len()];
         for ((slot, id), name) in stats.iter_mut().zip(self.ids).zip(PROGRAMS) {
+            if id == 0 {
+                continue;
+            }
             let prog = progs
                 .iter()
                 .find(|p| p.id == id)

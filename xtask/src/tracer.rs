@@ -18,6 +18,8 @@ use anyhow::{Context, Result, bail};
 pub struct Tracer {
     pub program: OsString,
     pub args: Vec<OsString>,
+    /// Environment variables set for the tracer, besides the inherited ones.
+    pub env: Vec<(OsString, OsString)>,
     /// Whether the tracer is known to print a ready line ("watching" on
     /// stderr). If so, not printing it within [`READY_TIMEOUT`] is an error;
     /// otherwise the tracer is given [`UNKNOWN_READY_WAIT`] to attach.
@@ -34,6 +36,7 @@ impl Tracer {
         Tracer {
             program: crate::crashtrace_bin().into(),
             args: args.into_iter().collect(),
+            env: Vec::new(),
             prints_ready: true,
         }
     }
@@ -71,6 +74,7 @@ impl TracerProcess {
             .join(" ");
         let mut cmd = Command::new(&tracer.program);
         cmd.args(&tracer.args)
+            .envs(tracer.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

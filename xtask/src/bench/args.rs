@@ -13,9 +13,16 @@ Figures:
                       /dev/null` running, started and ready before the clock
                       starts), their ratio traced/untraced, and the target:
                       the highest acceptable ratio. Workloads (sources in
-                      xtask/bench/):
+                      xtask/bench/), and for signal loops the wall time
+                      added per signal (ns/signal):
+                        segv_longjmp   200,000 SIGSEGVs left with siglongjmp,
+                                       SA_NODEFER and no mask to restore: the
+                                       cheapest handled SIGSEGV
+                        sigusr1_kill   300,000 kill(getpid(), SIGUSR1), empty
+                                       SA_NODEFER handler: the cheapest
+                                       handled SIGUSR1
                         segv_recover   200,000 SIGSEGVs, each recovered with
-                                       siglongjmp
+                                       siglongjmp (the mask restored each time)
                         sigusr1_self   300,000 handled SIGUSR1s sent to itself
                         stderr_writes  1,000,000 write(2) calls to /dev/null
                         syscall_loop   2,000,000 getppid() system calls
@@ -40,7 +47,16 @@ Figures:
                       runs, which adds some nanoseconds to each program run
                       and so to the traced wall time; the previous setting is
                       restored afterwards, also on Ctrl-C. --no-bpf-stats
-                      leaves them off.
+                      leaves them off. With statistics on, crashtrace also
+                      attaches signal_empty, a program that does nothing,
+                      to signal_generate's tracepoint
+                      (CRASHTRACE_EMPTY_SIGNAL_PROGRAM=1), which adds its
+                      own cost to the traced wall time: take wall-time
+                      ratios from --no-bpf-stats runs.
+  Handled signals     For the signal loops: signal_generate's mean run time
+                      next to signal_empty's, both from the same traced
+                      runs, and the difference (added): what crashtrace's
+                      own code costs per handled signal, target 40 ns.
   record /bin/true    Median wall time of `crashtrace record -- /bin/true`:
                       the fixed cost of tracing one command, loading and
                       attaching included.

@@ -23,7 +23,9 @@ use anyhow::{Context, Result, bail};
 
 pub use args::BenchArgs;
 use args::Selection;
-use tables::{Row, print_bpf_table, print_storm, print_summary, print_table};
+use tables::{
+    Row, print_bpf_table, print_handled_signal_table, print_storm, print_summary, print_table,
+};
 pub use workload::compile_c;
 use workload::{run_traced, run_untraced, time_record_true};
 
@@ -33,13 +35,14 @@ pub use crate::tracer::Tracer;
 use crate::{membench, symbench};
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let tracer = match (&args.tracer_cmd, args.untraced) {
+    let mut tracer = match (&args.tracer_cmd, args.untraced) {
         (Some(line), _) => {
             let mut words = line.split_whitespace().map(OsString::from);
             let program = words.next().context("--tracer-cmd is empty")?;
             Some(Tracer {
                 program,
                 args: words.collect(),
+                env: Vec::new(),
                 prints_ready: false,
             })
         }
@@ -89,6 +92,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         eprintln!("bench: warning: bpftool cannot be run; no BPF program table");
         collect_stats = false;
+    }
+    // With statistics on, crashtrace also attaches an empty program to
+    // `signal_generate`, whose run time is read in the same runs.
+    if let Some(tracer) = tracer.as_mut().filter(|_| collect_stats && uses_crashtrace) {
+        tracer
+            .env
+            .push((bpfstats::EMPTY_PROGRAM_ENV.into(), "1".into()));
     }
 
     let mut rows = Vec::new();
@@ -140,6 +150,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if let Some(matched) = matched {
         print_bpf_table(&rows, matched);
+        print_handled_signal_table(&rows);
     }
 
     let mut record = None;

@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{ms, workload::Workload};
-use crate::bpfstats::{Matched, PROGRAMS, ProgStats};
+use super::{
+    ms,
+    workload::{HANDLED_SIGNAL_TARGET_NS, Workload},
+};
+use crate::bpfstats::{EMPTY_PROGRAM, Matched, PROGRAMS, ProgStats};
 use crate::storm::{self, StormResult};
 
 /// The figures of one workload.
@@ -15,13 +18,32 @@ pub(super) struct Row<'a> {
     pub(super) untraced: Option<Duration>,
     pub(super) traced: Option<Duration>,
     /// BPF program counters per traced run, summed over `stats_runs` runs.
-    pub(super) stats: [ProgStats; 3],
+    pub(super) stats: [ProgStats; PROGRAMS.len()],
     pub(super) stats_runs: u32,
 }
 
 impl Row<'_> {
     pub(super) fn ratio(&self) -> Option<f64> {
         Some(self.traced?.as_secs_f64() / self.untraced?.as_secs_f64())
+    }
+
+    /// Wall time the tracer added per signal of a signal loop, in ns.
+    fn added_per_signal(&self) -> Option<f64> {
+        let signals = self.workload.signals;
+        let added = self.traced?.as_secs_f64() - self.untraced?.as_secs_f64();
+        (signals > 0).then(|| added * 1e9 / signals as f64)
+    }
+
+    /// For a signal loop measured with the empty program beside
+    /// `signal_generate`: (signal_generate's mean ns, the empty program's,
+    /// the difference).
+    fn handled_signal_cost(&self) -> Option<(f64, f64, f64)> {
+        if self.workload.signals == 0 || self.stats_runs == 0 {
+            return None;
+        }
+        let ours = self.stats[0].mean_ns()?;
+        let empty = self.stats[EMPTY_PROGRAM].mean_ns()?;
+        Some((ours, empty, ours - empty))
     }
 }
 
@@ -33,10 +55,13 @@ pub(super) fn print_table(rows: &[Row]) {
         .unwrap_or(0)
         .max("workload".len());
     println!(
-        "{:<width$} | untraced ms | traced ms | ratio | target",
+        "{:<width$} | untraced ms | traced ms | ratio | target | ns/signal",
         "workload"
     );
-    println!("{:-<width$}-+-------------+-----------+-------+-------", "");
+    println!(
+        "{:-<width$}-+-------------+-----------+-------+--------+----------",
+        ""
+    );
     let mut within = 0;
     for row in rows {
         let (traced_ms, ratio) = match (row.traced, row.ratio()) {
@@ -47,8 +72,11 @@ pub(super) fn print_table(rows: &[Row]) {
             _ => ("-".into(), "-".into()),
         };
         let untraced_ms = row.untraced.map_or("-".into(), |d| format!("{:.1}", ms(d)));
+        let per_signal = row
+            .added_per_signal()
+            .map_or("-".into(), |ns| format!("{ns:+.0}"));
         println!(
-            "{:<width$} | {untraced_ms:>11} | {traced_ms:>9} | {ratio:>5} | {:>6.2}",
+            "{:<width$} | {untraced_ms:>11} | {traced_ms:>9} | {ratio:>5} | {:>6.2} | {per_signal:>9}",
             row.workload.name, row.workload.target
         );
     }
@@ -81,7 +109,10 @@ pub(super) fn print_bpf_table(rows: &[Row], matched: Matched) {
         "", ""
     );
     for row in rows.iter().filter(|r| r.stats_runs > 0) {
-        for (program, stats) in PROGRAMS.iter().zip(row.stats) {
+        for (index, (program, stats)) in PROGRAMS.iter().zip(row.stats).enumerate() {
+            if index == EMPTY_PROGRAM && stats.run_cnt == 0 {
+                continue;
+            }
             let runs = stats.run_cnt as f64 / f64::from(row.stats_runs);
             let total_ms = stats.run_time_ns as f64 / 1e6 / f64::from(row.stats_runs);
             let mean = stats.mean_ns().map_or("-".into(), |ns| format!("{ns:.0}"));
@@ -90,6 +121,39 @@ pub(super) fn print_bpf_table(rows: &[Row], matched: Matched) {
                 row.workload.name
             );
         }
+    }
+}
+
+/// Per signal loop: `signal_generate`'s mean run time next to the empty
+/// program's on the same tracepoint, in the same runs, and the difference:
+/// what crashtrace's code costs per handled signal.
+pub(super) fn print_handled_signal_table(rows: &[Row]) {
+    let costs: Vec<_> = rows
+        .iter()
+        .filter_map(|r| Some((r.workload.name, r.handled_signal_cost()?)))
+        .collect();
+    if costs.is_empty() {
+        return;
+    }
+    let width = costs
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0)
+        .max("workload".len());
+    println!("\nsignal_generate per handled signal, next to an empty program (mean ns per run)");
+    println!(
+        "{:<width$} | signal_generate | signal_empty | added | target",
+        "workload"
+    );
+    println!(
+        "{:-<width$}-+-----------------+--------------+-------+-------",
+        ""
+    );
+    for (name, (ours, empty, added)) in costs {
+        println!(
+            "{name:<width$} | {ours:>15.1} | {empty:>12.1} | {added:>5.1} | {HANDLED_SIGNAL_TARGET_NS:>6.0}"
+        );
     }
 }
 
@@ -145,6 +209,14 @@ pub(super) fn print_summary(
                 format!("{ratio:.3}"),
                 format!("<= {:.2}", row.workload.target),
                 Some(ratio <= row.workload.target),
+            ));
+        }
+        if let Some((_, _, added)) = row.handled_signal_cost() {
+            lines.push((
+                format!("{} BPF ns/signal over empty", row.workload.name),
+                format!("{added:.1}"),
+                format!("<= {HANDLED_SIGNAL_TARGET_NS:.0}"),
+                Some(added <= HANDLED_SIGNAL_TARGET_NS),
             ));
         }
     }

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use super::median;
-use crate::bpfstats::{Matched, ProgStats, StatsEnabled, TracerPrograms};
+use crate::bpfstats::{Matched, PROGRAMS, ProgStats, StatsEnabled, TracerPrograms};
 use crate::tracer::{Tracer, TracerProcess};
 
 pub enum Lang {
@@ -34,50 +34,79 @@ pub struct Workload {
     pub target: f64,
     /// Whether its stderr goes to /dev/null (otherwise it is shown).
     pub stderr_to_null: bool,
+    /// For a loop of handled signals, how many it raises: the overhead is
+    /// then also given per signal, and `signal_generate`'s cost is held to
+    /// [`HANDLED_SIGNAL_TARGET_NS`] over an empty program's.
+    pub signals: u64,
 }
 
+/// Highest acceptable run time of `signal_generate` for a handled signal,
+/// in nanoseconds above that of an empty program on the same tracepoint.
+pub const HANDLED_SIGNAL_TARGET_NS: f64 = 40.0;
+
 pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "segv_longjmp",
+        lang: Lang::C,
+        target: 1.05,
+        stderr_to_null: false,
+        signals: 200_000,
+    },
+    Workload {
+        name: "sigusr1_kill",
+        lang: Lang::C,
+        target: 1.05,
+        stderr_to_null: false,
+        signals: 300_000,
+    },
     Workload {
         name: "segv_recover",
         lang: Lang::C,
         target: 1.15,
         stderr_to_null: false,
+        signals: 200_000,
     },
     Workload {
         name: "sigusr1_self",
         lang: Lang::C,
         target: 1.05,
         stderr_to_null: false,
+        signals: 300_000,
     },
     Workload {
         name: "stderr_writes",
         lang: Lang::C,
         target: 1.15,
         stderr_to_null: true,
+        signals: 0,
     },
     Workload {
         name: "syscall_loop",
         lang: Lang::C,
         target: 1.05,
         stderr_to_null: false,
+        signals: 0,
     },
     Workload {
         name: "npe_loop",
         lang: Lang::Java { class: "NpeLoop" },
         target: 1.10,
         stderr_to_null: false,
+        signals: 0,
     },
     Workload {
         name: "go_recover",
         lang: Lang::Go,
         target: 1.15,
         stderr_to_null: false,
+        signals: 0,
     },
     Workload {
         name: "spawn_true",
         lang: Lang::C,
         target: 1.10,
         stderr_to_null: false,
+        signals: 0,
     },
 ];
 
@@ -191,7 +220,7 @@ pub fn run_traced(
 
 /// What a tracer's BPF programs did, in [`PROGRAMS`] order.
 pub struct TracerStats {
-    pub programs: [ProgStats; 3],
+    pub programs: [ProgStats; PROGRAMS.len()],
     /// How the tracer's programs were told apart from others.
     pub matched: Matched,
 }
@@ -216,7 +245,7 @@ fn measure_with_stats<T>(
     let after = programs.read();
     drop(enabled);
     let stats = after.map(|after| {
-        let mut delta = [ProgStats::default(); 3];
+        let mut delta = [ProgStats::default(); PROGRAMS.len()];
         for ((d, a), b) in delta.iter_mut().zip(after).zip(before) {
             *d = a.saturating_sub(b);
         }
