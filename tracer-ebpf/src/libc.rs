@@ -33,11 +33,18 @@ pub fn libc_abort(ctx: ProbeContext) -> u32 {
     let Some(e) = probe::start(evidence_source::ABORT) else {
         return 0;
     };
-    // SAFETY: the context pointer is the program's own.
+    // SAFETY: the context pointer is the program's own; `ctx.regs` points
+    // at the probed thread's saved registers.
     let (delta, func) = unsafe {
         (
             bpf_get_attach_cookie(ctx.as_ptr()),
-            bpf_get_func_ip(ctx.as_ptr()),
+            // Before Linux 6.5 the helper answers 0 in a uprobe; there the
+            // saved instruction pointer is the probed address (the kernel
+            // rewinds it over the breakpoint before the handlers run).
+            match bpf_get_func_ip(ctx.as_ptr()) {
+                0 => (*ctx.regs).rip,
+                ip => ip,
+            },
         )
     };
     if delta != 0 && func != 0 {
