@@ -10,9 +10,9 @@
 //! goroutine 7 [chan receive, 3 minutes, locked to thread]:
 //! goroutine 1 gp=0xc0000061c0 m=0 mp=0x51fb00 [running]:   (1.22+, GOTRACEBACK=system)
 //! main.worker(0xc000012345)
-//! 	/src/main.go:42 +0x4e fp=0x… sp=0x… pc=0x…
+//!     /src/main.go:42 +0x4e fp=0x… sp=0x… pc=0x…   (a tab first)
 //! created by main.main in goroutine 1                       (" in goroutine N": 1.21+)
-//! 	/src/main.go:30 +0x65
+//!     /src/main.go:30 +0x65
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -57,8 +57,7 @@ pub fn parse(text: &str, first: Option<u64>) -> Vec<Goroutine> {
     // The function line whose `\tfile:line` is expected next, and whether
     // it is the `created by` line.
     let mut pending: Option<(GoFrame, bool)> = None;
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         if let Some(g) = header(line) {
             flush(&mut current, &mut pending, &mut out);
             if out.len() >= MAX_GOROUTINES {
