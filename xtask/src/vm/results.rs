@@ -112,7 +112,31 @@ impl Results {
     }
 
     /// Replaces the results of the kernel lines in `new`, keeps the others.
+    /// Takes a run's kernels. A kernel's tests that the run did not run
+    /// (a filtered run) keep their earlier results: each test shows its
+    /// latest result.
     pub fn merge(&mut self, new: Vec<KernelResult>) {
+        let mut new = new;
+        for k in &mut new {
+            if let Some(old) = self.kernels.iter().find(|old| old.line == k.line) {
+                // In the earlier order, the run's results in place.
+                let mut tests: Vec<TestResult> = old
+                    .tests
+                    .iter()
+                    .map(|t| {
+                        let newer = k.tests.iter().find(|n| n.name == t.name);
+                        newer.unwrap_or(t).clone()
+                    })
+                    .collect();
+                let added = k
+                    .tests
+                    .iter()
+                    .filter(|n| !tests.iter().any(|t| t.name == n.name));
+                let added: Vec<TestResult> = added.cloned().collect();
+                tests.extend(added);
+                k.tests = tests;
+            }
+        }
         self.kernels
             .retain(|old| !new.iter().any(|k| k.line == old.line));
         self.kernels.extend(new);
