@@ -163,7 +163,7 @@ pub fn write_readme(readme: &Path, results: &Results) -> Result<()> {
 
 fn short_table(results: &Results) -> String {
     let mut s = String::from(
-        "\n| Kernel | Shipped by | Capture at | Helpers | Last words | Tests in CI's VM |\n\
+        "\n| Kernel | Shipped by | Capture at | Helpers | Last words | Tests in the VM matrix |\n\
          |---|---|---|---|---|---|\n",
     );
     for k in &results.kernels {
