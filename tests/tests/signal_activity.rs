@@ -100,7 +100,8 @@ fn watch_signals_prints_a_profilers_rate() {
         total >= handled && total <= handled + handled / 10 + 2,
         "rates {rates:?} (total {total}) vs {handled} handled\n{context}"
     );
-    assert!(handled >= 150, "{context}");
+    // Two CPU seconds at 100 Hz; a loaded host merges some expiries.
+    assert!(handled >= 100, "{context}");
 }
 
 #[test]
