@@ -29,6 +29,8 @@ pub struct Case {
     pub message: &'static str,
     /// The user function the frames must show (None: runtime-only stack).
     pub function: Option<&'static str>,
+    /// A line the runtime prints before its fatal error that explains it.
+    pub explained_by: Option<&'static str>,
 }
 
 /// Records `crashy MODE` built by `toolchain` in mode `build` and checks
@@ -62,6 +64,14 @@ pub fn check_case_with(harness: &Harness, case: &Case, toolchain: &Toolchain, bu
         words.contains(case.message),
         "the last words hold the runtime's text\n{context}"
     );
+    // What the runtime printed before its fatal call explains it.
+    if let Some(before) = case.explained_by {
+        let (at, fatal) = (words.find(before), words.find("fatal error:"));
+        assert!(
+            at.is_some() && at < fatal,
+            "the last words hold {before:?} before the fatal error\n{context}"
+        );
+    }
     if let Some(function) = case.function {
         let name = format!("main.{function}");
         let (index, frame) = find_frame(report, &name)
@@ -112,66 +122,77 @@ pub const CASES: &[Case] = &[
         class: "null-pointer-dereference",
         message: "nil pointer dereference",
         function: Some("nilDeref"),
+        explained_by: None,
     },
     Case {
         mode: "nil-map",
         class: "nil-map-write",
         message: "assignment to entry in nil map",
         function: Some("nilMapWrite"),
+        explained_by: None,
     },
     Case {
         mode: "index",
         class: "index-out-of-range",
         message: "index out of range",
         function: Some("indexOutOfRange"),
+        explained_by: None,
     },
     Case {
         mode: "closed-channel",
         class: "closed-channel-operation",
         message: "send on closed channel",
         function: Some("sendOnClosed"),
+        explained_by: None,
     },
     Case {
         mode: "divide",
         class: "divide-by-zero",
         message: "integer divide by zero",
         function: Some("divide"),
+        explained_by: None,
     },
     Case {
         mode: "panic",
         class: "go-panic",
         message: "config missing: database url",
         function: Some("loadConfig"),
+        explained_by: None,
     },
     Case {
         mode: "out-of-memory",
         class: "out-of-memory",
         message: "out of memory",
         function: Some("outOfMemory"),
+        explained_by: None,
     },
     Case {
         mode: "deadlock",
         class: "deadlock",
         message: "all goroutines are asleep - deadlock!",
         function: None,
+        explained_by: None,
     },
     Case {
         mode: "stack-overflow",
         class: "stack-overflow",
         message: "stack overflow",
         function: None,
+        explained_by: Some("runtime: goroutine stack exceeds 1000000000-byte limit"),
     },
     Case {
         mode: "fatal",
         class: "go-fatal-error",
         message: "unlock of unlocked mutex",
         function: None,
+        explained_by: None,
     },
     Case {
         mode: "concurrent-map",
         class: "concurrent-map-access",
         message: "concurrent map writes",
         function: Some("concurrentMapWrites.func1"),
+        explained_by: None,
     },
 ];
 

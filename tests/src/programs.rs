@@ -55,6 +55,12 @@ const RECIPES: &[Recipe] = &[
         after: &["-pthread"],
     },
     Recipe {
+        output: "mmap_storm",
+        source: "mmap_storm.c",
+        before: &["-pthread"],
+        after: &["-pthread"],
+    },
+    Recipe {
         output: "dlopen_crash",
         source: "dlopen_crash.c",
         before: &[],

@@ -86,6 +86,7 @@ fn stripped_binary() {
             class: "nil-map-write",
             message: "assignment to entry in nil map",
             function: Some("nilMapWrite"),
+            explained_by: None,
         },
         true,
     );

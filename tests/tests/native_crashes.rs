@@ -196,6 +196,30 @@ fn crash_in_named_thread() {
     assert_eq!(str_at(&report, "/comm"), "worker-crash");
 }
 
+/// Other threads hold the mmap lock for writing, or wait for it, most of
+/// the time (a Go runtime growing its heap does the same) when the process
+/// is killed: the mappings are still captured, run after run, and the
+/// stack is symbolized to the line. Without the wait for the lock, most
+/// runs lost every mapping.
+#[test]
+fn killed_while_other_threads_remap_memory() {
+    require_bpf!();
+    let harness = harness();
+    let program = harness.program("mmap_storm");
+    let line = crashtrace_tests::programs::crash_line("mmap_storm.c");
+    for _ in 0..4 {
+        let recording = harness.record(&program, &[]);
+        let report = recording.only_crash();
+        let frames = describe_frames(report);
+        assert_eq!(str_at(report, "/class"), "killed-by-signal", "{frames}");
+        assert_eq!(report["unwind_error"], Value::Null, "{frames}");
+        let (index, frame) = expect_frame(report, "kill_self_during_mmap_storm");
+        assert_eq!(frame["line"].as_u64(), Some(line), "{frames}");
+        let (caller, _) = expect_frame(report, "main");
+        assert_eq!(caller, index + 1, "{frames}");
+    }
+}
+
 #[test]
 fn crash_in_dlopened_library() {
     require_bpf!();

@@ -73,6 +73,9 @@ pub mod signal_flags {
     pub const MODULES_TRUNCATED: u32 = 1 << 5;
     /// The target was blocking the signal (a forced fault still kills).
     pub const BLOCKED: u32 = 1 << 6;
+    /// Some mapping lookup was refused because the process's mmap lock
+    /// stayed busy (another thread was changing its mappings).
+    pub const MAPPINGS_BUSY: u32 = 1 << 7;
 }
 
 /// Flags in [`Module::flags`].
@@ -101,6 +104,10 @@ pub mod config_flags {
     /// A hook on `write(2)` keeps every watched process's latest stderr
     /// writes (`STDERR_TAILS`), so they can be sent if it dies.
     pub const STDERR_TAILS: u32 = 1 << 4;
+    /// No `write(2)` hook keeps tails: a runtime's print path (Go's
+    /// `gwrite`) keeps what it prints before the process is known to be
+    /// dying, such as the line that explains a fatal error.
+    pub const RUNTIME_TAILS: u32 = 1 << 5;
 }
 
 /// Causes of lost or degraded events, indices into the `LOSSES` per-CPU array.
@@ -284,7 +291,8 @@ pub struct SignalEvent {
 #[derive(Clone, Copy, Debug)]
 pub struct StateEvent {
     pub kind: u32,
-    /// [`signal_flags`] (`REGS_VALID`, `SNAPSHOT_SHORT`, `MODULES_TRUNCATED`).
+    /// [`signal_flags`] (`REGS_VALID`, `SNAPSHOT_SHORT`, `MODULES_TRUNCATED`,
+    /// `MAPPINGS_BUSY`).
     pub flags: u32,
     pub boot_ns: u64,
     pub thread: TaskIdentity,

@@ -13,7 +13,9 @@
 //! - Go's runtime prints everything fatal through `runtime.gwrite`, and
 //!   Rust's standard library its panic message through its raw stderr
 //!   writer; both are probed in each executable of that language, on paths
-//!   a healthy process does not take.
+//!   a healthy process does not take. Where no `write(2)` hook keeps
+//!   tails, `gwrite` keeps the Go runtime's tail: the line it prints just
+//!   before a fatal error is the one that explains it.
 //! - `ksys_write` with fentry, where the kernel has function hooks: every
 //!   write on the host passes it, and its cost for anything but fd 2 is one
 //!   compare.
@@ -44,16 +46,22 @@ use tracer_common::{
 use crate::shared::{EVENTS, LOSSES, config, count, watched};
 
 /// The latest stderr writes of a process not (yet) known to be dying.
+/// Small writes that follow each other share a slot while it has room:
+/// a runtime printing a line piece by piece (Go's `print`) still leaves
+/// the whole line.
 #[repr(C)]
 pub struct StderrTail {
-    /// Bytes each write asked for.
+    /// Bytes the writes of each slot asked for.
     asked: [u64; STDERR_TAIL_SLOTS],
-    /// Bytes kept of each write (its end).
+    /// Bytes kept in each slot (the end of its last write, or whole writes).
     lens: [u32; STDERR_TAIL_SLOTS],
-    /// Writes seen; the next goes to slot `writes % STDERR_TAIL_SLOTS`.
+    /// Slots started; the next goes to slot `writes % STDERR_TAIL_SLOTS`.
     writes: u32,
     _pad: u32,
     data: [[u8; STDERR_TAIL_BYTES]; STDERR_TAIL_SLOTS],
+    /// Room the verifier can see for an append at a variable offset into
+    /// the last slot (an append never reaches it: it is checked to fit).
+    _spill: [u8; STDERR_TAIL_BYTES],
 }
 
 /// Stderr tails by tgid. Sized by the loader: one entry when no hook
@@ -201,10 +209,28 @@ fn remember(tgid: u32, buf: u64, asked: u64) {
         }
     };
     // SAFETY: `tail` is the map's value for `tgid`, valid for this run;
-    // `slot` and `len` are bounded (masked) within its arrays, and the
-    // helper checks the user source.
+    // `slot`, `at` and `len` are bounded (masked) within its arrays (an
+    // append's end within `_spill`), and the helper checks the user source.
     unsafe {
-        let slot = ((*tail).writes as usize) % STDERR_TAIL_SLOTS;
+        // Appended to the latest slot when whole writes fit there.
+        let writes = (*tail).writes;
+        if writes > 0 && asked < STDERR_TAIL_BYTES as u64 {
+            let last = (writes.wrapping_sub(1) as usize) % STDERR_TAIL_SLOTS;
+            let used = (*tail).lens[last];
+            if (*tail).asked[last] == used as u64 && used as u64 + asked <= STDERR_TAIL_BYTES as u64
+            {
+                let at = (used as usize) & (STDERR_TAIL_BYTES - 1);
+                let len = (asked as u32) & (STDERR_TAIL_BYTES as u32 - 1);
+                let dst = (&raw mut (*tail).data[last]).cast::<u8>().add(at);
+                if len == 0 || bpf_probe_read_user(dst.cast(), len, buf as *const c_void) != 0 {
+                    return;
+                }
+                (*tail).lens[last] = used + len;
+                (*tail).asked[last] += asked;
+                return;
+            }
+        }
+        let slot = (writes as usize) % STDERR_TAIL_SLOTS;
         let len = asked.min(STDERR_TAIL_BYTES as u64) as u32;
         // Masked so the verifier sees the bound; `len` never exceeds it.
         let len = len & (STDERR_TAIL_BYTES as u32 * 2 - 1);
@@ -218,7 +244,7 @@ fn remember(tgid: u32, buf: u64, asked: u64) {
         }
         (*tail).lens[slot] = len;
         (*tail).asked[slot] = asked;
-        (*tail).writes = (*tail).writes.wrapping_add(1);
+        (*tail).writes = writes.wrapping_add(1);
     }
 }
 
@@ -281,13 +307,28 @@ pub fn send_tail(tgid: u32, tid: u32) {
 
 /// Sends what a runtime's own print path (Go's `gwrite`, Rust's stderr
 /// writer) is about to write, and marks the process so that the
-/// `write(2)` hook does not keep the same bytes again.
+/// `write(2)` hook does not keep the same bytes again. Before the process
+/// is known to be dying, the bytes go to its tail instead, where no
+/// `write(2)` hook keeps tails (`config_flags::RUNTIME_TAILS`).
 #[inline(always)]
 pub fn keep_from_runtime(pid_tgid: u64, buf: u64, asked: u64) {
     let tgid = (pid_tgid >> 32) as u32;
-    if let Some(state) = LAST_WORDS.get_ptr_mut(tgid) {
+    match LAST_WORDS.get_ptr_mut(tgid) {
         // SAFETY: the map's value for `tgid`, valid for this run.
-        unsafe { (*state).from_runtime = 1 };
+        Some(state) => unsafe { (*state).from_runtime = 1 },
+        None => {
+            // Not dying yet: the runtime may be explaining what comes next
+            // ("goroutine stack exceeds ... limit" before "fatal error:
+            // stack overflow"). Where no write hook keeps tails, this one
+            // does.
+            if asked != 0
+                && let Some(cfg) = config()
+                && cfg.flags & config_flags::RUNTIME_TAILS != 0
+            {
+                remember(tgid, buf, asked);
+            }
+            return;
+        }
     }
     keep(pid_tgid, buf, asked);
 }

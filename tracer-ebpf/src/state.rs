@@ -29,7 +29,7 @@ use crate::{
     kernel::{off, read},
     process,
     shared::{EVENTS, LOSSES, count, fill_identity},
-    vma::{StackWords, capture_modules, summarize_vma},
+    vma::{StackWords, capture_modules, summarize_vma, wait_for_mmap_lock},
 };
 
 /// x86_64 `pt_regs` word indices.
@@ -125,6 +125,9 @@ pub fn capture<const LEGACY: bool>(ctx: *mut c_void, task: u64, snapshot_bytes: 
         } else {
             bpf_get_current_task_btf().cast()
         };
+        if !LEGACY {
+            wait_for_mmap_lock(current, (*e).regs[REG_SP]);
+        }
         (*e).sp_vma = summarize_vma::<LEGACY>(current, mm, (*e).regs[REG_SP]);
         // Scan from SP up: words below it are dead and would only spend the
         // lookup budget.
@@ -140,7 +143,7 @@ pub fn capture<const LEGACY: bool>(ctx: *mut c_void, task: u64, snapshot_bytes: 
             count: ((snapshot_end - scan_from) / 8) as u32,
             stack: (*e).sp_vma,
         };
-        let (n, truncated) = capture_modules::<LEGACY>(
+        let (n, truncated, refused) = capture_modules::<LEGACY>(
             &raw mut (*e).modules,
             (*e).regs[REG_IP],
             &raw const (*e).kstack,
@@ -154,6 +157,9 @@ pub fn capture<const LEGACY: bool>(ctx: *mut c_void, task: u64, snapshot_bytes: 
         }
         if truncated {
             flags |= signal_flags::MODULES_TRUNCATED;
+        }
+        if refused {
+            flags |= signal_flags::MAPPINGS_BUSY;
         }
         (*e).flags = flags;
     }

@@ -144,6 +144,65 @@ pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Result<VmaOut, i64> {
     if rc == 0 { Ok(out) } else { Err(rc) }
 }
 
+const EBUSY: i64 = 16;
+/// Most lookups tried while waiting for the mmap lock (each failed trylock
+/// costs tens of nanoseconds: at most about half a millisecond, spent only
+/// on the path to death).
+const LOCK_SPIN_MAX: u32 = 16 * 1024;
+
+/// What [`lock_spin_step`] works on.
+#[repr(C)]
+struct LockSpin {
+    task: *mut c_void,
+    addr: u64,
+    rc: i64,
+}
+
+extern "C" fn lock_spin_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let spin = ctx as *mut LockSpin;
+    // SAFETY: `ctx` is the `LockSpin` on `wait_for_mmap_lock`'s stack, whose
+    // `task` satisfies `find_vma`'s contract.
+    unsafe {
+        (*spin).rc = match find_vma((*spin).task, (*spin).addr) {
+            Ok(_) => 0,
+            Err(rc) => rc,
+        };
+        ((*spin).rc != -EBUSY) as i64
+    }
+}
+
+/// Waits, boundedly, until a lookup of `addr` in `task` is not refused
+/// for a busy mmap lock. `bpf_find_vma` only try-locks, so a thread of the
+/// same process inside `mmap` or `munmap` (a Go runtime growing its heap)
+/// would otherwise cost the whole capture its mappings. When the lock
+/// stays busy, the next [`capture_modules`] reports it.
+///
+/// # Safety
+///
+/// As [`find_vma`].
+#[inline(always)]
+pub unsafe fn wait_for_mmap_lock(task: *mut c_void, addr: u64) {
+    let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let mut spin = LockSpin {
+        task,
+        addr,
+        rc: -EBUSY,
+    };
+    // SAFETY: the callback touches only `spin`, which outlives the call;
+    // `scratch` is this CPU's element of MODULE_SCRATCH.
+    unsafe {
+        bpf_loop(
+            LOCK_SPIN_MAX,
+            lock_spin_step as *mut c_void,
+            (&raw mut spin).cast(),
+            0,
+        );
+        (*scratch).busy = (spin.rc == -EBUSY) as u32;
+    }
+}
+
 /// The mapping holding `addr` in `task` (whose memory map is `mm`);
 /// `found == 0` when none does (or `addr` is 0).
 ///
@@ -211,6 +270,9 @@ pub struct ModuleScratch {
     /// The stack's own range, never code.
     stack_start: u64,
     stack_end: u64,
+    /// A lookup was refused because the mmap lock was busy (set by
+    /// [`wait_for_mmap_lock`] before the capture, and by the capture).
+    busy: u32,
     skip: [[u64; 2]; SKIP_MAX],
     modules: [Module; MODULES_MAX],
     /// `LEGACY`: the mappings found, described (and their paths walked)
@@ -236,7 +298,8 @@ pub struct StackWords {
 /// Describes the mapping of `ip`, of every frame-pointer return address and
 /// of every stack word that points into executable memory (candidate
 /// return addresses for the userspace unwinder) into `modules`. Returns how
-/// many were filled and whether some did not fit. Runs in the exiting
+/// many were filled, whether some did not fit and whether some lookup was
+/// refused for a busy mmap lock. Runs in the exiting
 /// thread's context (`current` owns the addresses).
 ///
 /// # Safety
@@ -251,9 +314,9 @@ pub unsafe fn capture_modules<const LEGACY: bool>(
     kstack_len: u32,
     words: &StackWords,
     mm: u64,
-) -> (u32, bool) {
+) -> (u32, bool, bool) {
     let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else {
-        return (0, false);
+        return (0, false, false);
     };
     // SAFETY: `scratch` is this CPU's element of MODULE_SCRATCH, valid for
     // the run; indexes into it and into `modules` are bounded by the loops
@@ -268,6 +331,9 @@ pub unsafe fn capture_modules<const LEGACY: bool>(
         (*scratch).n_addrs = kstack_len.min(KSTACK_MAX as u32) + 1;
         (*scratch).n_modules = 0;
         (*scratch).truncated = 0;
+        if LEGACY {
+            (*scratch).busy = 0;
+        }
         (*scratch).n_skip = 0;
         // Empty ranges, so lookups can scan every slot without consulting
         // the counts (which keeps the verifier's state space small).
@@ -324,6 +390,7 @@ pub unsafe fn capture_modules<const LEGACY: bool>(
         (
             (*scratch).n_modules.min(MODULES_MAX as u32),
             (*scratch).truncated != 0,
+            (*scratch).busy != 0,
         )
     }
 }
@@ -461,6 +528,9 @@ unsafe fn module_step_at<const LEGACY: bool>(scratch: *mut ModuleScratch, index:
                 // lock was contended) loses a mapping that existed.
                 if rc != -ENOENT {
                     count(&LOSSES, loss::VMA_LOOKUP);
+                }
+                if rc == -EBUSY {
+                    (*scratch).busy = 1;
                 }
                 return 0;
             }

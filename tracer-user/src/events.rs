@@ -111,6 +111,8 @@ pub struct StateRecord {
     pub sp_region: Option<Region>,
     pub mappings: Vec<Mapping>,
     pub mappings_truncated: bool,
+    /// Some mapping lookup was refused for a busy mmap lock.
+    pub mappings_busy: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,6 +350,7 @@ fn decode_state(e: &StateEvent) -> StateRecord {
         sp_region: region(&e.sp_vma),
         mappings: e.modules[..modules_len].iter().map(mapping).collect(),
         mappings_truncated: flags & signal_flags::MODULES_TRUNCATED != 0,
+        mappings_busy: flags & signal_flags::MAPPINGS_BUSY != 0,
     }
 }
 

@@ -204,8 +204,15 @@ impl Tracer {
                 self.config.flags |= config_flags::STDERR_TAILS;
                 self.write_config()?;
             }
-            Ok(false) => {}
-            Err(e) => self.degraded.push(e),
+            Ok(false) => {
+                self.config.flags |= config_flags::RUNTIME_TAILS;
+                self.write_config()?;
+            }
+            Err(e) => {
+                self.degraded.push(e);
+                self.config.flags |= config_flags::RUNTIME_TAILS;
+                self.write_config()?;
+            }
         }
         Ok(())
     }

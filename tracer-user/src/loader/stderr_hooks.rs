@@ -52,10 +52,12 @@ impl fmt::Display for LastWordsMode {
 }
 
 impl LastWordsMode {
-    /// Entries of the kernel's stderr-tail map: one when nothing fills it.
+    /// Entries of the kernel's stderr-tail map: few when only runtime
+    /// print paths fill it (a healthy Go process rarely prints through
+    /// its runtime).
     pub fn tail_entries(self) -> u32 {
         match self {
-            Self::Runtime => 1,
+            Self::Runtime => 256,
             Self::Auto | Self::Syscalls => 2048,
         }
     }

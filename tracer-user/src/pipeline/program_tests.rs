@@ -96,6 +96,7 @@ fn run(name: &str, flags: &[&str], mode: &str) -> Capture {
         sp_region,
         mappings,
         mappings_truncated: false,
+        mappings_busy: false,
     };
     Capture { state, files, dir }
 }
@@ -382,6 +383,7 @@ fn without_a_snapshot_the_kernel_walk_is_used() {
         sp_region: None,
         mappings: Vec::new(),
         mappings_truncated: false,
+        mappings_busy: false,
     };
     let unwound = Unwinder::new().unwind(&state, &[]);
     let addrs: Vec<u64> = unwound.frames.iter().map(|f| f.address).collect();

@@ -76,6 +76,7 @@ impl Unwinder {
         else {
             return Lookup::NoMapping {
                 list_full: state.mappings_truncated,
+                lock_busy: state.mappings_busy,
             };
         };
         let mapping = &state.mappings[index];
@@ -226,6 +227,7 @@ mod tests {
             sp_region: None,
             mappings: Vec::new(),
             mappings_truncated: false,
+            mappings_busy: false,
         }
     }
 

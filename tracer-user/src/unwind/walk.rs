@@ -33,9 +33,11 @@ pub enum Lookup {
     /// The address is code, but no CFI describes it; why.
     NoCfi(String),
     /// No captured mapping holds the address; `list_full` when the kernel
-    /// had more mappings to report than it had room for.
+    /// had more mappings to report than it had room for, `lock_busy` when
+    /// some lookup was refused because the process's mmap lock was busy.
     NoMapping {
         list_full: bool,
+        lock_busy: bool,
     },
     /// The mapping holding the address is not executable.
     NotCode,
@@ -116,7 +118,14 @@ pub fn walk(
                 match first.then(|| bad_call(&regs, stack, find)).flatten() {
                     Some(caller) => Ok((caller, false)),
                     None => Err(match lookup {
-                        Lookup::NoMapping { list_full: true } => format!(
+                        Lookup::NoMapping {
+                            lock_busy: true, ..
+                        } => format!(
+                            "no mapping captured for {pc:#x} (the process's mmap lock stayed busy: another thread was changing its mappings)"
+                        ),
+                        Lookup::NoMapping {
+                            list_full: true, ..
+                        } => format!(
                             "no mapping captured for {pc:#x} (the kernel's list of mappings was full)"
                         ),
                         Lookup::NoMapping { .. } => format!("no mapping captured for {pc:#x}"),
@@ -242,7 +251,10 @@ mod tests {
         if (0x1000..0x10000).contains(&addr) {
             Lookup::NoCfi("test".into())
         } else {
-            Lookup::NoMapping { list_full: false }
+            Lookup::NoMapping {
+                list_full: false,
+                lock_busy: false,
+            }
         }
     }
 
@@ -335,7 +347,10 @@ mod tests {
             0x2344 => row(0, FrameKind::SigPanic),
             0x3456 => row(8, FrameKind::Normal),
             0x4566 => row(0, FrameKind::Outermost),
-            _ => Lookup::NoMapping { list_full: false },
+            _ => Lookup::NoMapping {
+                list_full: false,
+                lock_busy: false,
+            },
         };
         let base = 0x7000;
         let bytes = stack_with(
