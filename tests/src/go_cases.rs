@@ -31,6 +31,14 @@ pub struct Case {
     pub function: Option<&'static str>,
     /// A line the runtime prints before its fatal error that explains it.
     pub explained_by: Option<&'static str>,
+    /// The signal the report names, with its code and fault address, as
+    /// the runtime printed them.
+    pub signal: Option<(&'static str, i64, Option<&'static str>)>,
+    /// A user function the parsed goroutine dump must show (at its marked
+    /// line when the flag says so: a stack overflow is reported at the
+    /// function's entry), and the summary must name, where the captured
+    /// frames stop at the runtime's stack switch.
+    pub dumped_function: Option<(&'static str, bool)>,
 }
 
 /// Records `crashy MODE` built by `toolchain` in mode `build` and checks
@@ -64,6 +72,33 @@ pub fn check_case_with(harness: &Harness, case: &Case, toolchain: &Toolchain, bu
         words.contains(case.message),
         "the last words hold the runtime's text\n{context}"
     );
+    if let Some((name, code, fault)) = case.signal {
+        let signal = &report["signal"];
+        assert_eq!(signal["name"], name, "{context}");
+        assert_eq!(signal["code"], code, "{context}");
+        assert_eq!(signal["fault_address"].as_str(), fault, "{context}");
+        assert_eq!(signal["from_runtime_output"], true, "{context}");
+    }
+    if let Some((function, at_marked_line)) = case.dumped_function {
+        let name = format!("main.{function}");
+        let first = &report["goroutines"][0];
+        let printed = first["frames"]
+            .as_array()
+            .and_then(|frames| frames.iter().find(|f| f["function"] == name.as_str()))
+            .unwrap_or_else(|| panic!("no {name} in the parsed goroutine\n{context}"));
+        if at_marked_line {
+            assert_eq!(
+                printed["line"].as_u64(),
+                Some(go_crash_line("crashy", function)),
+                "{context}"
+            );
+        }
+        let summary = report["summary"].as_str().unwrap_or_default();
+        assert!(
+            summary.contains(&format!("{name} at ")),
+            "the summary names {name}: {summary}\n{context}"
+        );
+    }
     // What the runtime printed before its fatal call explains it.
     if let Some(before) = case.explained_by {
         let (at, fatal) = (words.find(before), words.find("fatal error:"));
@@ -118,11 +153,22 @@ pub fn check_case_with(harness: &Harness, case: &Case, toolchain: &Toolchain, bu
 /// Every class of the Go table that `crashy` can produce.
 pub const CASES: &[Case] = &[
     Case {
+        mode: "breakpoint",
+        class: "breakpoint",
+        message: "SIGTRAP: trace trap",
+        function: None,
+        explained_by: None,
+        signal: Some(("SIGTRAP", 128, None)),
+        dumped_function: Some(("breakpoint", true)),
+    },
+    Case {
         mode: "nil-deref",
         class: "null-pointer-dereference",
         message: "nil pointer dereference",
         function: Some("nilDeref"),
         explained_by: None,
+        signal: Some(("SIGSEGV", 1, Some("0x0"))),
+        dumped_function: None,
     },
     Case {
         mode: "nil-map",
@@ -130,6 +176,8 @@ pub const CASES: &[Case] = &[
         message: "assignment to entry in nil map",
         function: Some("nilMapWrite"),
         explained_by: None,
+        signal: None,
+        dumped_function: None,
     },
     Case {
         mode: "index",
@@ -137,6 +185,8 @@ pub const CASES: &[Case] = &[
         message: "index out of range",
         function: Some("indexOutOfRange"),
         explained_by: None,
+        signal: None,
+        dumped_function: None,
     },
     Case {
         mode: "closed-channel",
@@ -144,6 +194,8 @@ pub const CASES: &[Case] = &[
         message: "send on closed channel",
         function: Some("sendOnClosed"),
         explained_by: None,
+        signal: None,
+        dumped_function: None,
     },
     Case {
         mode: "divide",
@@ -151,6 +203,8 @@ pub const CASES: &[Case] = &[
         message: "integer divide by zero",
         function: Some("divide"),
         explained_by: None,
+        signal: None,
+        dumped_function: None,
     },
     Case {
         mode: "panic",
@@ -158,6 +212,8 @@ pub const CASES: &[Case] = &[
         message: "config missing: database url",
         function: Some("loadConfig"),
         explained_by: None,
+        signal: None,
+        dumped_function: None,
     },
     Case {
         mode: "out-of-memory",
@@ -165,6 +221,8 @@ pub const CASES: &[Case] = &[
         message: "out of memory",
         function: Some("outOfMemory"),
         explained_by: None,
+        signal: None,
+        dumped_function: None,
     },
     Case {
         mode: "deadlock",
@@ -172,6 +230,8 @@ pub const CASES: &[Case] = &[
         message: "all goroutines are asleep - deadlock!",
         function: None,
         explained_by: None,
+        signal: None,
+        dumped_function: Some(("deadlock", true)),
     },
     Case {
         mode: "stack-overflow",
@@ -179,6 +239,8 @@ pub const CASES: &[Case] = &[
         message: "stack overflow",
         function: None,
         explained_by: Some("runtime: goroutine stack exceeds 1000000000-byte limit"),
+        signal: None,
+        dumped_function: Some(("recurse", false)),
     },
     Case {
         mode: "fatal",
@@ -186,6 +248,8 @@ pub const CASES: &[Case] = &[
         message: "unlock of unlocked mutex",
         function: None,
         explained_by: None,
+        signal: None,
+        dumped_function: None,
     },
     Case {
         mode: "concurrent-map",
@@ -193,6 +257,8 @@ pub const CASES: &[Case] = &[
         message: "concurrent map writes",
         function: Some("concurrentMapWrites.func1"),
         explained_by: None,
+        signal: None,
+        dumped_function: None,
     },
 ];
 

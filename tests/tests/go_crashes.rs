@@ -59,6 +59,7 @@ go_cases! {
     deadlock: "deadlock";
     stack_overflow: "stack-overflow";
     other_fatal_error: "fatal";
+    breakpoint: "breakpoint";
 }
 
 #[test]
@@ -87,6 +88,8 @@ fn stripped_binary() {
             message: "assignment to entry in nil map",
             function: Some("nilMapWrite"),
             explained_by: None,
+            signal: None,
+            dumped_function: None,
         },
         true,
     );

@@ -33,6 +33,17 @@ pub struct GoClassification {
     pub classification: Classification,
     pub goroutine: Option<u64>,
     pub tags: Vec<String>,
+    /// The signal the runtime said it died of, when it printed one.
+    pub printed_signal: Option<PrintedSignal>,
+}
+
+/// A signal as the Go runtime printed it: `SIGTRAP: trace trap` then
+/// `PC=… m=0 sigcode=128`, or `[signal SIGSEGV: … code=0x1 addr=0x0 …]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrintedSignal {
+    pub name: String,
+    pub code: Option<i32>,
+    pub fault_addr: Option<u64>,
 }
 
 /// Whether the records show the Go runtime's fatal path.
@@ -103,6 +114,13 @@ pub fn classify_go(facts: &GoFacts) -> GoClassification {
             tags.push("cgo".to_string());
             cgo_crash(facts, &text, m)
         }
+        // Only a dump: the runtime caught a signal it could not turn into
+        // a panic (`runtime.Breakpoint`, a fault outside Go code's reach).
+        (Some(m), _, _)
+            if thrown.is_none() && text.fatal_error.is_none() && text.panic.is_none() =>
+        {
+            by_signal(m, &text)
+        }
         (Some(m), _, _) => by_message(m, &text, panicked && !fatal),
         (None, true, _) => Classification::new("go-panic"),
         (None, false, true) => Classification::new("go-fatal-error"),
@@ -126,10 +144,42 @@ pub fn classify_go(facts: &GoFacts) -> GoClassification {
     if c.message.is_none() {
         c.message = message;
     }
+    let printed_signal = text.signal_name.clone().map(|name| PrintedSignal {
+        name,
+        code: text.signal_code,
+        fault_addr: text.fault_addr,
+    });
     GoClassification {
         classification: c,
         goroutine: text.goroutine,
         tags,
+        printed_signal,
+    }
+}
+
+/// A fatal signal the runtime caught and died of, from its dump.
+fn by_signal(dump: &str, text: &Printed) -> Classification {
+    signal_class(text.signal_name.as_deref(), text.fault_addr)
+        .because(format!("the runtime caught {dump:?} and died of it"))
+}
+
+/// The class of a fatal signal the runtime printed, by name and address.
+fn signal_class(name: Option<&str>, fault_addr: Option<u64>) -> Classification {
+    match (name, fault_addr) {
+        (Some("SIGTRAP"), _) => Classification::new("breakpoint").because(
+            "a breakpoint or trap instruction ran with no debugger attached (runtime.Breakpoint)",
+        ),
+        (Some("SIGSEGV"), Some(addr)) if addr < NULL_PAGE_LIMIT => {
+            Classification::new("null-pointer-dereference")
+                .because(format!("SIGSEGV at address {addr:#x}, in the NULL page"))
+        }
+        (Some("SIGSEGV"), Some(addr)) => Classification::new("invalid-memory-access")
+            .because(format!("SIGSEGV at address {addr:#x}")),
+        (Some("SIGBUS"), _) => Classification::new("bus-error"),
+        (Some("SIGILL"), _) => Classification::new("illegal-instruction"),
+        (Some("SIGFPE"), _) => Classification::new("arithmetic-error"),
+        (Some("SIGABRT"), _) => Classification::new("abort"),
+        _ => Classification::new("go-fatal-error"),
     }
 }
 
@@ -181,18 +231,7 @@ fn cgo_crash(facts: &GoFacts, text: &Printed, message: &str) -> Classification {
     let mut c = if facts.evidence.iter().any(|e| e.source == source::ABORT) {
         abort_path(facts.evidence, None)
     } else {
-        match (name, text.fault_addr) {
-            (Some("SIGSEGV"), Some(addr)) if addr < NULL_PAGE_LIMIT => {
-                Classification::new("null-pointer-dereference")
-                    .because(format!("SIGSEGV at address {addr:#x}, in the NULL page"))
-            }
-            (Some("SIGSEGV"), Some(addr)) => Classification::new("invalid-memory-access")
-                .because(format!("SIGSEGV at address {addr:#x}")),
-            (Some("SIGABRT"), _) => Classification::new("abort"),
-            (Some("SIGFPE"), _) => Classification::new("arithmetic-error"),
-            (Some("SIGBUS"), _) => Classification::new("bus-error"),
-            _ => Classification::new("go-fatal-error"),
-        }
+        signal_class(name, text.fault_addr)
     };
     c = c.because(format!(
         "the runtime said {:?}: the signal arrived while C code called through cgo ran",
@@ -350,5 +389,56 @@ mod tests {
         });
         assert_eq!(c.classification.class, "null-pointer-dereference");
         assert_eq!(c.tags, ["cgo"]);
+    }
+
+    #[test]
+    fn a_caught_trap_is_a_breakpoint_with_the_printed_signal() {
+        let e = [said(source::GO_STARTPANIC, None)];
+        let words = "SIGTRAP: trace trap\nPC=0x46a3c1 m=0 sigcode=128\n\ngoroutine 1 gp=0xc000002380 m=0 mp=0x54f6a0 [running]:\nruntime.breakpoint()\n";
+        let c = classify_go(&GoFacts {
+            evidence: &e,
+            last_words: words,
+            signal: None,
+        });
+        assert_eq!(c.classification.class, "breakpoint");
+        assert_eq!(
+            c.classification.message.as_deref(),
+            Some("SIGTRAP: trace trap")
+        );
+        assert_eq!(
+            c.printed_signal,
+            Some(PrintedSignal {
+                name: "SIGTRAP".into(),
+                code: Some(128),
+                fault_addr: None,
+            })
+        );
+        assert_eq!(c.goroutine, Some(1));
+    }
+
+    #[test]
+    fn printed_signals_keep_code_and_address() {
+        let words = "SIGABRT: abort\nPC=0x7f0e8682eeec m=0 sigcode=18446744073709551610\nsignal arrived during cgo execution\n";
+        let c = classify_go(&GoFacts {
+            evidence: &[said(source::GO_STARTPANIC, None)],
+            last_words: words,
+            signal: None,
+        });
+        assert_eq!(c.printed_signal.and_then(|p| p.code), Some(-6));
+        let words = "panic: runtime error: invalid memory address or nil pointer dereference\n[signal SIGSEGV: segmentation violation code=0x2 addr=0x18 pc=0x45a1b2]\n";
+        let c = classify_go(&GoFacts {
+            evidence: &[said(source::GO_FATALPANIC, None)],
+            last_words: words,
+            signal: None,
+        });
+        assert_eq!(c.classification.class, "null-pointer-dereference");
+        assert_eq!(
+            c.printed_signal,
+            Some(PrintedSignal {
+                name: "SIGSEGV".into(),
+                code: Some(2),
+                fault_addr: Some(0x18),
+            })
+        );
     }
 }

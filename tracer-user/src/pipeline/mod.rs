@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 use crate::{
     classify::{
-        Classification, Facts, GoFacts, WhatFunction, classify, classify_go, classify_rust,
-        is_go_death, native_last_words, panic_site,
+        Classification, Facts, GoFacts, PrintedSignal, WhatFunction, classify, classify_go,
+        classify_rust, is_go_death, native_last_words, panic_site,
     },
     events::{SignalRecord, StateRecord, reg},
     report::{
@@ -44,6 +44,8 @@ pub struct Pipeline {
 struct Verdict {
     classification: Classification,
     goroutine: Option<u64>,
+    /// The signal a Go runtime said it died of.
+    printed_signal: Option<PrintedSignal>,
     tags: Vec<String>,
     runtime: &'static str,
     site: Option<Frame>,
@@ -78,14 +80,22 @@ impl Pipeline {
         let outcome = report::outcome(death, &mut diagnostics);
         // The task current when the kernel generates a signal (the one
         // that invoked the OOM killer, say) did not send it.
-        let signal = death.cause().map(|s| {
-            let sender = s
-                .sender
+        let signal = match death.cause() {
+            Some(s) => {
+                let sender = s
+                    .sender
+                    .as_ref()
+                    .filter(|_| !s.from_kernel)
+                    .map(|t| describe_sender(&mut self.symbolizer, s, t, &mut diagnostics));
+                Some(report::signal_info(s, sender))
+            }
+            // A signal the Go runtime handled and then died of is not a
+            // kernel record; its printout names it.
+            None => verdict
+                .printed_signal
                 .as_ref()
-                .filter(|_| !s.from_kernel)
-                .map(|t| describe_sender(&mut self.symbolizer, s, t, &mut diagnostics));
-            report::signal_info(s, sender)
-        });
+                .and_then(report::printed_signal_info),
+        };
         report::assemble(
             death,
             Findings {
@@ -137,6 +147,7 @@ impl Pipeline {
         let mut rust = false;
         let sent_by_other = cause.is_some_and(|c| c.sender.is_some() && c.code <= 0);
         let oom_kill = death.oom.as_ref().and_then(|o| oom::classify(o, cause));
+        let mut printed_signal = None;
         let (mut classification, goroutine, mut tags) = if let Some(c) = oom_kill {
             (c, None, Vec::new())
         } else if go && !sent_by_other {
@@ -145,6 +156,7 @@ impl Pipeline {
                 last_words: last_words.unwrap_or(""),
                 signal: cause,
             });
+            printed_signal = g.printed_signal;
             (g.classification, g.goroutine, g.tags)
         } else if let Some(c) = classify_rust(&death.evidence, frames, last_words.unwrap_or(""))
             .filter(|_| !sent_by_other)
@@ -187,14 +199,27 @@ impl Pipeline {
                 .or_else(|| crash_site(classification.class, frames)),
             _ => crash_site(classification.class, frames),
         };
+        // Captured frames that never leave the runtime (a signal it caught,
+        // a stack it switched away from): the goroutine's own frame is in
+        // the trace the runtime printed.
+        let printed_site = go
+            .then(|| printed_site(site, last_words, goroutine))
+            .flatten();
+        let site = printed_site.as_ref().or(site);
         if let Some(f) = site {
+            let from = if printed_site.is_some() {
+                " (from the runtime's printed trace)"
+            } else {
+                ""
+            };
             classification
                 .evidence
-                .push(format!("crashing frame: {}", describe(f)));
+                .push(format!("crashing frame: {}{from}", describe(f)));
         }
         Verdict {
             classification,
             goroutine,
+            printed_signal,
             tags,
             runtime: if go {
                 "go"
@@ -312,6 +337,33 @@ fn go_signal_evidence(c: &mut Classification, cause: Option<&SignalRecord>, word
             c.message = words.and_then(|w| w.lines().next()).map(str::to_string);
         }
     }
+}
+
+/// The first frame outside the Go runtime of the crashing goroutine's
+/// printed trace, when the captured site is the runtime's own.
+fn printed_site(
+    site: Option<&Frame>,
+    last_words: Option<&str>,
+    goroutine: Option<u64>,
+) -> Option<Frame> {
+    let runtime_site = site
+        .and_then(|f| f.function.as_deref())
+        .is_none_or(crate::support::golang::is_runtime_function);
+    if !runtime_site {
+        return None;
+    }
+    let dumped = crate::classify::parse_goroutines(last_words?, goroutine);
+    let crashed = goroutine?;
+    let first = dumped.first().filter(|g| g.id == crashed)?;
+    let frame = first.frames.iter().find(|f| {
+        !crate::support::golang::is_runtime_function(&f.function) && f.function != "panic"
+    })?;
+    Some(Frame {
+        function: Some(frame.function.clone()),
+        file: frame.file.clone(),
+        line: frame.line,
+        ..Frame::unknown(0)
+    })
 }
 
 /// A Go crash's frames without the runtime's panic and throw machinery on

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use super::{CrashReport, Frame, Outcome, OutcomeKind, SCHEMA, Sender, SignalInfo, oom, time};
 use crate::{
-    classify::Classification,
+    classify::{Classification, PrintedSignal},
     events::{SignalRecord, StateRecord},
     support::{
         frame::{describe, on_abort_path},
-        signals::{code_name, signal_name},
+        signals::{code_name, parse_signal, signal_name},
     },
     tracker::Death,
 };
@@ -140,7 +140,30 @@ pub fn signal_info(s: &SignalRecord, sender: Option<Sender>) -> SignalInfo {
         fault_address: fault.then(|| format!("{:#x}", s.fault_addr)),
         sender,
         sent_by_kernel: s.from_kernel,
+        from_runtime_output: false,
     }
+}
+
+/// The report's view of a signal known only from a Go runtime's printout
+/// (`SIGTRAP: trace trap`, `PC=… sigcode=128`); None for a name that is
+/// not a signal's.
+pub fn printed_signal_info(p: &PrintedSignal) -> Option<SignalInfo> {
+    let number = parse_signal(&p.name)?;
+    let code = p.code.unwrap_or(0);
+    Some(SignalInfo {
+        number,
+        name: signal_name(number),
+        code,
+        code_name: code_name(number, code),
+        errno: 0,
+        fault_address: p
+            .fault_addr
+            .filter(|_| number == libc::SIGSEGV || number == libc::SIGBUS)
+            .map(|a| format!("{a:#x}")),
+        sender: None,
+        sent_by_kernel: false,
+        from_runtime_output: true,
+    })
 }
 
 fn summarize(class: &str, cause: Option<&SignalRecord>, site: Option<&Frame>) -> String {

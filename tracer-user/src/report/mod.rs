@@ -14,7 +14,7 @@ pub mod time;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use build::{Findings, assemble, fingerprint, outcome, signal_info};
+pub use build::{Findings, assemble, fingerprint, outcome, printed_signal_info, signal_info};
 pub use text::render_text;
 
 pub use crate::support::frame::Frame;
@@ -85,6 +85,10 @@ pub struct SignalInfo {
     /// could not describe, a resource limit, the OOM killer.
     #[serde(default)]
     pub sent_by_kernel: bool,
+    /// Known from what a Go runtime printed as it died of a signal it had
+    /// caught (`SIGTRAP: trace trap`), not from a kernel record.
+    #[serde(default)]
+    pub from_runtime_output: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

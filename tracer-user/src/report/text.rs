@@ -78,6 +78,9 @@ pub fn render_text(r: &CrashReport, color: bool) -> String {
         if sig.sent_by_kernel {
             line.push_str(", sent by the kernel");
         }
+        if sig.from_runtime_output {
+            line.push_str(", caught by the Go runtime, as it printed");
+        }
         if let Some(sender) = &sig.sender {
             let _ = write!(
                 line,

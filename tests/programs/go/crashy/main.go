@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -99,6 +100,11 @@ func loadConfig() {
 }
 
 //go:noinline
+func breakpoint() {
+	runtime.Breakpoint() // CRASH-LINE
+}
+
+//go:noinline
 func recoverOnce(s *server) (ok bool) {
 	defer func() {
 		if recover() != nil {
@@ -144,6 +150,8 @@ func main() {
 		fmt.Println(divide(10, len(os.Getenv("CRASHY_UNSET_VARIABLE"))))
 	case "fatal":
 		unlockUnlocked()
+	case "breakpoint":
+		breakpoint()
 	case "panic":
 		loadConfig()
 	case "recovered":

@@ -45,6 +45,8 @@ pub struct Printed {
     /// `[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=...]`
     pub signal_line: Option<String>,
     pub signal_name: Option<String>,
+    /// `code=0x1` of the signal line, or `sigcode=128` after a dump.
+    pub signal_code: Option<i32>,
     pub fault_addr: Option<u64>,
     /// From the first `goroutine N [...]:` line.
     pub goroutine: Option<u64>,
@@ -141,16 +143,25 @@ impl Printed {
                     .is_some_and(|(name, _)| name.chars().all(|c| c.is_ascii_uppercase()))
             {
                 out.signal_dump = Some(line.to_string());
+                // `PC=0x45b2a1 m=0 sigcode=128` (and ` addr=0x…` for
+                // SIGSEGV and SIGBUS) follows the dump's headline.
+                if let Some(pc) = lines.peek().filter(|l| l.starts_with("PC=")) {
+                    out.signal_name = line.split(':').next().map(str::to_string);
+                    out.signal_code = field(pc, "sigcode=");
+                    out.fault_addr = hex_field(pc, "addr=0x");
+                    lines.next();
+                }
             } else if out.signal_line.is_none() && line.starts_with("[signal ") {
                 out.signal_line = Some(line.trim_matches(['[', ']']).to_string());
                 out.signal_name = line
                     .strip_prefix("[signal ")
                     .and_then(|r| r.split([':', ' ']).next())
                     .map(str::to_string);
-                out.fault_addr = line
+                out.fault_addr = hex_field(line, "addr=0x");
+                out.signal_code = line
                     .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr=0x"))
-                    .and_then(|h| u64::from_str_radix(h, 16).ok());
+                    .find_map(|w| w.strip_prefix("code=0x"))
+                    .and_then(|h| i32::from_str_radix(h, 16).ok());
             } else if out.goroutine.is_none()
                 && let Some(rest) = line.strip_prefix("goroutine ")
                 && line.ends_with("]:")
@@ -160,6 +171,28 @@ impl Printed {
         }
         out
     }
+}
+
+/// The decimal value of the word of `line` that starts with `prefix`. The
+/// runtime prints a negative `sigcode` as its unsigned 64-bit pattern
+/// (`SI_TKILL` is `18446744073709551610`).
+fn field(line: &str, prefix: &str) -> Option<i32> {
+    let word = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix))?;
+    let value = word
+        .parse::<i64>()
+        .ok()
+        .or_else(|| word.parse::<u64>().ok().map(|v| v as i64))?;
+    i32::try_from(value).ok()
+}
+
+/// The hexadecimal value of the word of `line` that starts with `prefix`
+/// (which ends in `0x`).
+fn hex_field(line: &str, prefix: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix))
+        .and_then(|h| u64::from_str_radix(h.trim_end_matches(']'), 16).ok())
 }
 
 #[cfg(test)]
