@@ -266,3 +266,49 @@ fn daemon_records_go_panics() {
         "{report:#}"
     );
 }
+
+/// The first run of a Go executable the host has never seen panics at
+/// once, before the daemon can have probed it: it is still stored, with
+/// its class and message from what the runtime printed.
+#[test]
+fn daemon_records_a_first_run_go_panic() {
+    require_bpf!();
+    let dir = ScratchDir::new("daemon-first-run");
+    let crashy = crashtrace_tests::go_programs::build(
+        harness().root(),
+        "crashy",
+        crashtrace_tests::go_programs::GoBuild::Normal,
+    );
+    let mut daemon = Daemon::start(dir.path(), &config_in(dir.path(), "", ""), &[]);
+    if daemon.log().contains("no function hook on write(2)") {
+        // This kernel keeps no stderr tails by default; the tracepoint does.
+        drop(daemon);
+        let config = config_in(dir.path(), "", "[capture]\nlast_words = \"syscalls\"");
+        daemon = Daemon::start(dir.path(), &config, &[]);
+    }
+    // A fresh copy: a file the kernel has never reported.
+    let program = dir.copy_program(&crashy, "crashy_first");
+    let mut child = Command::new(&program)
+        .arg("panic")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("running crashy");
+    let pid = child.id();
+    assert_eq!(child.wait().ok().and_then(|s| s.code()), Some(2));
+    let ack = daemon.wait_ack(pid, ACK_TIMEOUT);
+    assert_eq!(ack.class, "go-panic", "{}", daemon.log());
+    let report = query_json(&daemon.store, &["show", &ack.id.to_string(), "--json"]);
+    let report = &report[0];
+    assert_eq!(report["runtime"], "go", "{report:#}");
+    assert_eq!(
+        report["message"], "config missing: database url",
+        "{report:#}"
+    );
+    assert!(
+        report["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("main.loadConfig at ")),
+        "{report:#}"
+    );
+}

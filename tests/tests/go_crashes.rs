@@ -294,6 +294,72 @@ fn watch_reports_every_go_class() {
     }
 }
 
+/// The first run of a Go executable nobody has seen (a new inode) panics
+/// at once, before `watch` can have probed it: it is still reported, with
+/// its class, message and the goroutine's own function, from what the
+/// runtime printed. A first run that exits 2 without a Go crash (bad
+/// usage, as `flag` exits) is not a crash and is not reported.
+#[test]
+fn first_run_panic_is_reported_under_watch() {
+    require_bpf!();
+    let dir = harness().root().join("first-run-watch");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut watch = Watch::start(
+        harness().root(),
+        "first-run",
+        &["crashy-usage", "crashy-first"],
+    );
+    if watch.context().contains("no function hook on write(2)") {
+        // This kernel keeps no stderr tails by default; the tracepoint does.
+        drop(watch);
+        watch = Watch::start_with(
+            harness().root(),
+            "first-run",
+            &["crashy-usage", "crashy-first"],
+            &["--last-words", "syscalls"],
+        );
+    }
+    let run = |copy: &str, mode: &str| {
+        // A fresh copy: a file the kernel has never reported.
+        let program = dir.join(copy);
+        std::fs::copy(crashy(false), &program).unwrap();
+        let mut child = Command::new(&program)
+            .arg(mode)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running crashy");
+        let pid = child.id();
+        let code = child.wait().ok().and_then(|s| s.code());
+        assert_eq!(code, Some(2), "{mode}");
+        pid
+    };
+    let usage = run("crashy-usage", "no-such-mode");
+    let panicked = run("crashy-first", "panic");
+    let report = watch.wait_for_pid(panicked);
+    let context = watch.context();
+    check_shape(&report);
+    assert_eq!(report["class"], "go-panic", "{report:#}\n{context}");
+    assert_eq!(report["runtime"], "go", "{report:#}");
+    assert!(
+        report["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("config missing")),
+        "{report:#}"
+    );
+    let summary = report["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("main.loadConfig at "), "{report:#}");
+    assert_eq!(report["goroutines"][0]["id"], 1, "{report:#}");
+    assert!(
+        watch
+            .crashes()
+            .iter()
+            .all(|r| r["pid"].as_u64() != Some(u64::from(usage))),
+        "a usage exit was reported\n{context}"
+    );
+}
+
 fn crash_reports(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

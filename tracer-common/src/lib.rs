@@ -464,6 +464,12 @@ pub struct Doom {
     pub tid: u32,
     /// 1 once a [`StateEvent`] was sent for this group.
     pub captured: u32,
+    /// 1 while the process is only on probation: the first run of an
+    /// executable whose runtime probes userspace has not attached yet. Its
+    /// exit is captured and reported only when it exits with a non-zero
+    /// status; a signal or a runtime probe makes it a real doom.
+    pub provisional: u32,
+    pub _pad: u32,
 }
 
 /// The last thread of a thread group that had a captured signal exited.
@@ -477,7 +483,15 @@ pub struct ExitEvent {
     pub tid: u32,
     /// Wait status: exit code in bits 8..16, signal in 0..7, core dump 0x80.
     pub exit_code: u32,
-    pub _pad2: u32,
+    /// [`exit_flags`].
+    pub flags: u32,
+}
+
+/// Flags in [`ExitEvent::flags`].
+pub mod exit_flags {
+    /// The process was on probation ([`super::Doom::provisional`]): the
+    /// first run of an executable not yet probed, which exited non-zero.
+    pub const PROVISIONAL: u32 = 1 << 0;
 }
 
 /// Offsets into kernel structures, resolved from the running kernel's BTF by

@@ -3,18 +3,22 @@
 //!
 //! Each executable file is reported once while it stays in `KNOWN_EXES`:
 //! a host that starts `/bin/true` a thousand times pays one record and
-//! 999 map lookups.
+//! 999 map lookups. The process of that first run is put on probation
+//! (a provisional entry in `DOOMED`) until userspace has probed the file:
+//! if it exits non-zero meanwhile, its state and stderr tail are kept, so
+//! a Go program that panics at once on its first run is still reported.
 
+use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
     maps::LruHashMap,
     programs::BtfTracePointContext,
 };
-use tracer_common::{ExecEvent, FileId, config_flags, kind, loss};
+use tracer_common::{Doom, ExecEvent, FileId, config_flags, kind, loss};
 
 use crate::{
     kernel::{off, read},
-    shared::{EVENTS, LOSSES, config, count, watched},
+    shared::{DOOMED, EVENTS, LOSSES, config, count, watched},
 };
 
 /// Executables already reported.
@@ -68,5 +72,18 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
         _pad: 0,
     });
     entry.submit(0);
+    // Until userspace has probed this new executable, a runtime that dies
+    // at once (a Go panic in main on a first run) would pass unseen: the
+    // process is on probation, and a non-zero exit is captured.
+    const BPF_NOEXIST: u64 = 1;
+    let probation = Doom {
+        // SAFETY: the helper takes no arguments.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        tid: 0,
+        captured: 0,
+        provisional: 1,
+        _pad: 0,
+    };
+    let _ = DOOMED.insert(tgid, probation, BPF_NOEXIST);
     0
 }

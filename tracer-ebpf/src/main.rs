@@ -66,7 +66,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, uprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use tracer_common::{ExitEvent, config_flags, go_probe, kind, loss};
+use tracer_common::{ExitEvent, config_flags, exit_flags, go_probe, kind, loss};
 
 use crate::{
     kernel::{off, read},
@@ -133,9 +133,16 @@ fn on_exit<const LEGACY: bool, const CAPTURE: bool>(ctx: &BtfTracePointContext) 
     }
     let signal: u64 = read(task, off!(task_signal));
     let group_dead = read::<i32>(signal, off!(signal_live)) == 0;
+    let exit_code: u32 = read(task, off!(task_exit_code));
+    // SAFETY: `doom` points to the map's value for `tgid`, valid for this
+    // run (an LRU map frees values only after an RCU grace period).
+    let provisional = doom.is_some_and(|d| unsafe { (*d).provisional } != 0);
     if group_dead {
         lastwords::disarm(tgid);
-        if tails {
+        if provisional && exit_code != 0 {
+            // Its words before dying are all there is of them.
+            lastwords::send_tail(tgid, tid);
+        } else if tails {
             lastwords::forget_tail(tgid);
         }
         if traced {
@@ -143,6 +150,13 @@ fn on_exit<const LEGACY: bool, const CAPTURE: bool>(ctx: &BtfTracePointContext) 
         }
     }
     let Some(doom) = doom else { return 0 };
+    if provisional && exit_code == 0 {
+        // A first run that ended well: nothing to report.
+        if group_dead {
+            let _ = DOOMED.remove(tgid);
+        }
+        return 0;
+    }
     // SAFETY: `doom` points to the map's value for `tgid`, valid for this
     // run (an LRU map frees values only after an RCU grace period).
     let capture = unsafe {
@@ -172,8 +186,12 @@ fn on_exit<const LEGACY: bool, const CAPTURE: bool>(ctx: &BtfTracePointContext) 
         boot_ns: unsafe { bpf_ktime_get_boot_ns() },
         tgid,
         tid,
-        exit_code: read(task, off!(task_exit_code)),
-        _pad2: 0,
+        exit_code,
+        flags: if provisional {
+            exit_flags::PROVISIONAL
+        } else {
+            0
+        },
     });
     entry.submit(0);
     0
@@ -206,6 +224,13 @@ fn on_do_exit<const LEGACY: bool>(ctx: &FEntryContext) -> u32 {
     let Some(doom) = DOOMED.get_ptr_mut(tgid) else {
         return 0;
     };
+    // A process on probation is captured only on its way to a non-zero
+    // exit (`do_exit`'s code is the wait status).
+    let code: i64 = ctx.arg(0);
+    // SAFETY: as below.
+    if unsafe { (*doom).provisional } != 0 && code == 0 {
+        return 0;
+    }
     let Some(cfg) = config() else { return 0 };
     // SAFETY: the helper takes no arguments.
     let task = unsafe { bpf_get_current_task() };

@@ -137,12 +137,15 @@ pub fn doom_and_capture(
             }
             (*doom).captured = 1;
             (*doom).tid = tid;
+            (*doom).provisional = 0;
         },
         None => {
             let doom = Doom {
                 boot_ns: now,
                 tid,
                 captured: 1,
+                provisional: 0,
+                _pad: 0,
             };
             if DOOMED.insert(tgid, doom, 0).is_err() {
                 count(&LOSSES, loss::DOOMED_FULL);

@@ -191,15 +191,30 @@ pub fn on_signal<const LEGACY: bool>(ctx: &BtfTracePointContext) -> Option<()> {
     entry.submit(0);
 
     if !handled {
-        let doom = Doom {
-            boot_ns,
-            tid: if thread_directed { tid } else { 0 },
-            captured: 0,
-        };
-        // Keep the first signal's target thread if one is already recorded.
-        // SAFETY: the map's value is only tested for presence.
-        if unsafe { DOOMED.get(tgid) }.is_none() && DOOMED.insert(tgid, doom, 0).is_err() {
-            count(&LOSSES, loss::DOOMED_FULL);
+        let target = if thread_directed { tid } else { 0 };
+        // Keep the first signal's target thread if one is already recorded;
+        // a process on probation becomes really doomed.
+        match DOOMED.get_ptr_mut(tgid) {
+            // SAFETY: the map's value for `tgid`, valid for this run.
+            Some(doom) => unsafe {
+                if (*doom).provisional != 0 {
+                    (*doom).provisional = 0;
+                    (*doom).boot_ns = boot_ns;
+                    (*doom).tid = target;
+                }
+            },
+            None => {
+                let doom = Doom {
+                    boot_ns,
+                    tid: target,
+                    captured: 0,
+                    provisional: 0,
+                    _pad: 0,
+                };
+                if DOOMED.insert(tgid, doom, 0).is_err() {
+                    count(&LOSSES, loss::DOOMED_FULL);
+                }
+            }
         }
         lastwords::send_tail(tgid, tid);
     }

@@ -14,7 +14,7 @@ use abort::abort_path;
 pub use abort::{WhatFunction, native_last_words};
 
 pub use go::goroutines::{GoFrame, Goroutine, parse as parse_goroutines};
-pub use go::{GoClassification, GoFacts, PrintedSignal, classify_go, is_go_death};
+pub use go::{GoClassification, GoFacts, PrintedSignal, classify_go, first_run_crash, is_go_death};
 pub use rust::{classify_rust, panic_site};
 
 use crate::{

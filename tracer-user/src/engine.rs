@@ -32,6 +32,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::loss;
 
 use crate::{
+    classify::first_run_crash,
     events::{Event, decode},
     loader::{LoadError, Tracer, runtimes},
     pipeline::Pipeline,
@@ -266,6 +267,14 @@ impl<S: Sink> Engine<S> {
         for mut death in deaths {
             let note = self.notes.remove(&death.pid);
             death.activity = self.tracer.activity_of(death.pid);
+            if death.provisional() {
+                let words = String::from_utf8_lossy(&death.last_words);
+                let status = death.exit.map_or(0, |e| e.status);
+                if !first_run_crash(&words, status) {
+                    continue;
+                }
+                death.go_first_run = true;
+            }
             if !self.reportable(&death) {
                 continue;
             }

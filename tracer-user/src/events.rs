@@ -122,6 +122,10 @@ pub struct ExitRecord {
     pub tid: u32,
     /// Wait status as `waitpid` reports it.
     pub status: u32,
+    /// The first run of an executable not probed yet, which exited
+    /// non-zero with no signal and no runtime probe seen: a candidate, not
+    /// yet a crash (see `tracer_common::Doom::provisional`).
+    pub provisional: bool,
 }
 
 /// A call into one of libc's fatal paths (see `tracer_common::evidence_source`).
@@ -234,6 +238,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 pid: raw.tgid,
                 tid: raw.tid,
                 status: raw.exit_code,
+                provisional: raw.flags & tracer_common::exit_flags::PROVISIONAL != 0,
             }))
         }
         kind::EVIDENCE => {
@@ -509,7 +514,7 @@ mod tests {
             tgid: 10,
             tid: 11,
             exit_code: 0x8b,
-            _pad2: 0,
+            flags: 0,
         };
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw const raw).cast::<u8>(), size_of::<ExitEvent>())

@@ -58,6 +58,9 @@ pub struct Death {
     pub oom: Option<OomRecord>,
     /// Its recent signal activity, read when the story closed.
     pub activity: Option<crate::support::activity::Activity>,
+    /// A first run that died before its Go probes were attached, shown by
+    /// what it printed to be a Go crash (set by the engine).
+    pub go_first_run: bool,
 }
 
 impl Death {
@@ -85,6 +88,14 @@ impl Death {
 }
 
 impl Death {
+    /// Only a process on probation's non-zero exit: no signal, no runtime
+    /// probe (see `tracer_common::Doom::provisional`).
+    pub fn provisional(&self) -> bool {
+        self.exit.is_some_and(|e| e.provisional)
+            && self.signals.is_empty()
+            && self.evidence.is_empty()
+    }
+
     /// A Rust panic that did not end the process: something caught it (a
     /// thread join, `catch_unwind`), and the process exited on its own
     /// terms, not with a panic's status 101.
@@ -169,6 +180,7 @@ impl Tracker {
                 alive: false,
                 oom: None,
                 activity: None,
+                go_first_run: false,
             },
             since: now,
             first: now,
@@ -314,6 +326,7 @@ mod tests {
             pid,
             tid: pid,
             status: 11,
+            provisional: false,
         })
     }
 

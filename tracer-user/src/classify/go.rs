@@ -26,6 +26,22 @@ pub struct GoFacts<'a> {
     pub last_words: &'a str,
     /// The signal that ended it, if one did (GOTRACEBACK=crash, a kill).
     pub signal: Option<&'a SignalRecord>,
+    /// The first run of an executable that died before its runtime probes
+    /// were attached: what it printed is all there is (see
+    /// [`first_run_crash`]).
+    pub first_run: bool,
+}
+
+/// Whether what a process on probation printed before it exited with
+/// wait status `status` is a Go runtime's crash: exit status 2 (Go's for
+/// every panic and fatal error), a `panic: `, `fatal error: ` or signal
+/// headline, and a goroutine trace. A Go program that exits 2 on its own
+/// (`flag` does on bad usage) prints no trace.
+pub fn first_run_crash(words: &str, status: u32) -> bool {
+    let exited_2 = status & 0x7f == 0 && (status >> 8) & 0xff == 2;
+    let text = Printed::parse(words);
+    let headline = text.panic.is_some() || text.fatal_error.is_some() || text.signal_dump.is_some();
+    exited_2 && headline && text.goroutine.is_some()
 }
 
 /// A Go classification, with what else the report says about Go.
@@ -92,10 +108,12 @@ pub fn classify_go(facts: &GoFacts) -> GoClassification {
         .iter()
         .find(|e| e.source == source::GO_THROW)
         .and_then(|e| e.text.clone());
-    let panicked = facts
+    let probed_panic = facts
         .evidence
         .iter()
         .any(|e| e.source == source::GO_FATALPANIC);
+    let printed_panic = facts.first_run && text.panic.is_some() && text.fatal_error.is_none();
+    let panicked = probed_panic || printed_panic;
     let fatal = thrown.is_some()
         || facts
             .evidence
@@ -127,8 +145,13 @@ pub fn classify_go(facts: &GoFacts) -> GoClassification {
         (None, false, false) => Classification::new("unknown")
             .because("the Go runtime began to crash but said nothing crashtrace saw"),
     };
-    if panicked {
+    if probed_panic {
         c = c.because("runtime.fatalpanic was entered: a panic no deferred recover() stopped");
+    }
+    if facts.first_run {
+        c = c.because(
+            "the first run of this executable exited with status 2 after printing a Go crash, before crashtrace had attached its Go probes: the class comes from what the runtime printed",
+        );
     }
     if let Some(t) = &thrown {
         c = c.because(format!("the runtime threw {t:?} (runtime.throw/fatal)"));
@@ -274,6 +297,7 @@ mod tests {
             evidence,
             last_words: words,
             signal: None,
+            first_run: false,
         });
         (c.classification.class, c.classification.message)
     }
@@ -350,6 +374,7 @@ mod tests {
             evidence: &e,
             last_words: words,
             signal: None,
+            first_run: false,
         });
         assert_eq!(c.classification.class, "concurrent-map-access");
         assert_eq!(c.goroutine, Some(9));
@@ -369,6 +394,7 @@ mod tests {
             evidence: &e,
             last_words: words,
             signal: None,
+            first_run: false,
         });
         assert_eq!(c.classification.class, "double-free");
         assert_eq!(c.tags, ["cgo"]);
@@ -386,6 +412,7 @@ mod tests {
             evidence: &e,
             last_words: words,
             signal: None,
+            first_run: false,
         });
         assert_eq!(c.classification.class, "null-pointer-dereference");
         assert_eq!(c.tags, ["cgo"]);
@@ -399,6 +426,7 @@ mod tests {
             evidence: &e,
             last_words: words,
             signal: None,
+            first_run: false,
         });
         assert_eq!(c.classification.class, "breakpoint");
         assert_eq!(
@@ -423,6 +451,7 @@ mod tests {
             evidence: &[said(source::GO_STARTPANIC, None)],
             last_words: words,
             signal: None,
+            first_run: false,
         });
         assert_eq!(c.printed_signal.and_then(|p| p.code), Some(-6));
         let words = "panic: runtime error: invalid memory address or nil pointer dereference\n[signal SIGSEGV: segmentation violation code=0x2 addr=0x18 pc=0x45a1b2]\n";
@@ -430,6 +459,7 @@ mod tests {
             evidence: &[said(source::GO_FATALPANIC, None)],
             last_words: words,
             signal: None,
+            first_run: false,
         });
         assert_eq!(c.classification.class, "null-pointer-dereference");
         assert_eq!(

@@ -72,7 +72,7 @@ impl Pipeline {
                 Some("the thread's state was not captured".into()),
             ),
         };
-        let go = is_go_death(&death.evidence);
+        let go = is_go_death(&death.evidence) || death.go_first_run;
         let frames = if go { goroutine_frames(frames) } else { frames };
         let last_words = (!death.last_words.is_empty())
             .then(|| String::from_utf8_lossy(&death.last_words).into_owned());
@@ -155,6 +155,7 @@ impl Pipeline {
                 evidence: &death.evidence,
                 last_words: last_words.unwrap_or(""),
                 signal: cause,
+                first_run: death.go_first_run,
             });
             printed_signal = g.printed_signal;
             (g.classification, g.goroutine, g.tags)
@@ -178,6 +179,9 @@ impl Pipeline {
         }
         if go && death.state.is_none() {
             tags.push("state-not-captured".into());
+        }
+        if death.go_first_run {
+            tags.push("first-run".into());
         }
         if !go && !rust {
             in_signal_handler(&mut classification, frames);

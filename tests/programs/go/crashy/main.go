@@ -168,7 +168,9 @@ func main() {
 			time.Sleep(time.Second)
 		}
 	default:
-		fmt.Fprintln(os.Stderr, "unknown mode", mode)
-		os.Exit(64)
+		// Status 2 and a usage line, as the flag package exits on bad
+		// usage: a Go program's exit(2) that is not a crash.
+		fmt.Fprintln(os.Stderr, "usage: crashy MODE [DELAY]: unknown mode", mode)
+		os.Exit(2)
 	}
 }
