@@ -3,10 +3,16 @@
 //! (`go_crashes.rs`) and the release matrix (`go_versions.rs`) so that every
 //! release is held to the same answers.
 
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
 use crate::Harness;
 use crate::go_programs::{GoBuild, Toolchain, build_with, source_dir};
 use crate::report::{check_shape, describe_frames, find_frame};
 use crate::require_bpf;
+use crate::watch::Watch;
 
 /// The line marked CRASH-LINE nearest after `func name(` in a Go program.
 pub fn go_crash_line(program: &str, function: &str) -> u64 {
@@ -55,7 +61,55 @@ pub fn check_case_with(harness: &Harness, case: &Case, toolchain: &Toolchain, bu
         recording.context()
     );
     assert_eq!(recording.exit_code(), Some(2), "{context}");
-    let report = recording.only_crash();
+    check_report(recording.only_crash(), case, &context);
+}
+
+/// Runs every case of [`CASES`] on `crashy` built by `toolchain` in each
+/// of `builds`, under one `crashtrace watch` (one BPF load for them all),
+/// and checks each report as [`check_case_with`] does.
+pub fn check_every_case_under_watch(harness: &Harness, toolchain: &Toolchain, builds: &[GoBuild]) {
+    require_bpf!();
+    let programs: Vec<(GoBuild, PathBuf)> = builds
+        .iter()
+        .map(|&b| (b, build_with(harness.root(), "crashy", b, toolchain)))
+        .collect();
+    let comms: Vec<String> = programs
+        .iter()
+        .map(|(_, p)| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.chars().take(15).collect()
+        })
+        .collect();
+    let comm_refs: Vec<&str> = comms.iter().map(String::as_str).collect();
+    let label = format!("go-every-class-{}", toolchain.version);
+    let watch = Watch::start(harness.root(), &label, &comm_refs);
+    for (build, program) in &programs {
+        for case in CASES {
+            // The delay lets watch probe the executable once it started.
+            let mut child = Command::new(program)
+                .args([case.mode, "300"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("running crashy");
+            let pid = child.id();
+            let code = child.wait().ok().and_then(|s| s.code());
+            let context = format!(
+                "go {} {build:?} {} under watch (pid {pid}): {}",
+                toolchain.version,
+                case.mode,
+                watch.context()
+            );
+            assert_eq!(code, Some(2), "{context}");
+            check_report(&watch.wait_for_pid(pid), case, &context);
+        }
+    }
+}
+
+/// Checks one report of `crashy` against `case`: class, outcome, message,
+/// last words, signal, and the user function first among the frames and
+/// in the printed goroutine, with its file and line.
+pub fn check_report(report: &Value, case: &Case, context: &str) {
     check_shape(report);
     assert_eq!(report["runtime"], "go", "{context}");
     assert_eq!(report["class"], case.class, "{context}");

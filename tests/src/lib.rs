@@ -21,6 +21,7 @@ pub mod expect;
 pub mod gdb;
 pub mod go_cases;
 pub mod go_programs;
+pub mod go_testprog;
 pub mod programs;
 pub mod record;
 pub mod report;

@@ -6,16 +6,20 @@
 //! Each release changes something a reader of Go binaries depends on (Go
 //! 1.26 dropped the text start from the pclntab header, 1.27 moved
 //! `moduledata.gofunc`, 1.24 moved map code to `internal/runtime/maps`), so
-//! each is run for real. What runs where keeps CI time in check (see
-//! docs/go.md): every class on the newest release, and on each release a
-//! panic (`nil-map`), a fatal error thrown by the runtime
-//! (`concurrent-map`), a stripped build and a stripped PIE build of a panic
-//! raised from a signal (`nil-deref`, through `runtime.sigpanic`). Go 1.19
-//! has every class in `go_crashes.rs`.
+//! each is run for real. On each release: every class, built normal and
+//! stripped, under one `crashtrace watch` (one BPF load for all of them),
+//! and under `record` a panic (`nil-map`), a fatal error thrown by the
+//! runtime (`concurrent-map`), a stripped build and a stripped PIE build
+//! of a panic raised from a signal (`nil-deref`, through
+//! `runtime.sigpanic`). Go 1.19 also has every class under `record` in
+//! `go_crashes.rs`. And each release's own `runtime/testdata/testprog`
+//! crash programs, with the words its `crash_test.go` expects
+//! (`go_testprog`).
 
 use crashtrace_tests::Harness;
-use crashtrace_tests::go_cases::{CASES, case, check_case_with};
+use crashtrace_tests::go_cases::{case, check_case_with, check_every_case_under_watch};
 use crashtrace_tests::go_programs::{GoBuild, toolchain};
+use crashtrace_tests::go_testprog::check_testprog_under_watch;
 
 fn harness() -> Harness {
     Harness::new(env!("CARGO_TARGET_TMPDIR"))
@@ -29,11 +33,17 @@ const REPRESENTATIVE: &[(&str, GoBuild)] = &[
     ("nil-deref", GoBuild::StrippedPie),
 ];
 
-fn representative(version: &str) {
+fn release(version: &str) {
     let toolchain = toolchain(version);
     for &(mode, build) in REPRESENTATIVE {
         check_case_with(&harness(), case(mode), &toolchain, build);
     }
+    check_every_case_under_watch(
+        &harness(),
+        &toolchain,
+        &[GoBuild::Normal, GoBuild::Stripped],
+    );
+    check_testprog_under_watch(&harness(), &toolchain);
 }
 
 macro_rules! releases {
@@ -41,7 +51,7 @@ macro_rules! releases {
         $(
             #[test]
             fn $test() {
-                representative($version);
+                release($version);
             }
         )*
     };
@@ -56,16 +66,6 @@ releases! {
     go_1_25: "1.25.5";
     go_1_26: "1.26.6";
     go_1_27: "1.27.3";
-}
-
-/// Every class on the newest release, built normal; the representative
-/// cases cover its stripped and PIE builds.
-#[test]
-fn go_1_27_every_class() {
-    let toolchain = toolchain("1.27.3");
-    for case in CASES {
-        check_case_with(&harness(), case, &toolchain, GoBuild::Normal);
-    }
 }
 
 /// Every release of the list has a test here: a release added to
