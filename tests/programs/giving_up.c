@@ -1,7 +1,9 @@
 // giving_up explains itself on stderr, then calls abort(): glibc leaves no
 // message, so the report's message must come from what it wrote. With
 // "quiet", stderr goes to /dev/null first (the words must still be kept);
-// with "chatty", more writes come first than the kernel keeps.
+// with "chatty", more writes come first than the kernel keeps: thirty
+// lines of 64 bytes (two fill one of the kernel's 128-byte slots), then a
+// line longer than a slot.
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +23,8 @@ int main(int argc, char **argv) {
         dup2(null, 2);
     }
     if (strcmp(mode, "chatty") == 0) {
-        for (int i = 1; i <= 10; i++)
-            fprintf(stderr, "line %d\n", i);
+        for (int i = 1; i <= 30; i++)
+            fprintf(stderr, "line %02d %-55s\n", i, "of start-up chatter");
         char long_line[301];
         memset(long_line, 'x', 299);
         long_line[299] = '\n';

@@ -77,14 +77,17 @@ fn only_the_latest_writes_are_kept_and_a_long_one_by_its_end() {
     let report = recording.only_crash();
     check_explained(report, &context);
     let words = last_words(report);
-    // The last eight writes: "line 6" to "line 10", 299 x's and a newline
-    // (its last 128 bytes), "loading ...", and the last line.
+    // Eight slots of 128 bytes, small writes that follow each other
+    // sharing one: the 64-byte lines two to a slot (the last six slots of
+    // them: lines 19 to 30), the last 128 bytes of the 300-byte line, then
+    // "loading ..." and the last line together.
+    let lines: String = (19..=30)
+        .map(|i| format!("line {i:02} {:<55}\n", "of start-up chatter"))
+        .collect();
     let kept_of_long = format!("…{}\n", "x".repeat(127));
     assert_eq!(
         words,
-        format!(
-            "line 6\nline 7\nline 8\nline 9\nline 10\n{kept_of_long}loading /etc/app.conf\n{SAID}\n"
-        ),
+        format!("{lines}{kept_of_long}loading /etc/app.conf\n{SAID}\n"),
         "{context}"
     );
 }

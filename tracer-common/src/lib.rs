@@ -465,9 +465,9 @@ pub struct Doom {
     /// 1 once a [`StateEvent`] was sent for this group.
     pub captured: u32,
     /// 1 while the process is only on probation: the first run of an
-    /// executable whose runtime probes userspace has not attached yet. Its
-    /// exit is captured and reported only when it exits with a non-zero
-    /// status; a signal or a runtime probe makes it a real doom.
+    /// executable, whose runtime probes userspace attaches while it runs.
+    /// Its exit is captured only when it exits with a non-zero status; a
+    /// signal or a runtime probe makes it a real doom.
     pub provisional: u32,
     pub _pad: u32,
 }
@@ -490,7 +490,8 @@ pub struct ExitEvent {
 /// Flags in [`ExitEvent::flags`].
 pub mod exit_flags {
     /// The process was on probation ([`super::Doom::provisional`]): the
-    /// first run of an executable not yet probed, which exited non-zero.
+    /// first run of an executable, which exited non-zero with no signal
+    /// and no runtime probe seen.
     pub const PROVISIONAL: u32 = 1 << 0;
 }
 

@@ -4,9 +4,12 @@
 //! Each executable file is reported once while it stays in `KNOWN_EXES`:
 //! a host that starts `/bin/true` a thousand times pays one record and
 //! 999 map lookups. The process of that first run is put on probation
-//! (a provisional entry in `DOOMED`) until userspace has probed the file:
-//! if it exits non-zero meanwhile, its state and stderr tail are kept, so
-//! a Go program that panics at once on its first run is still reported.
+//! (a provisional entry in `DOOMED`) for its lifetime: userspace probes
+//! the file while it runs, and cannot know whether the probes were in
+//! place before the process reached its fatal path. If it exits non-zero,
+//! its state and stderr tail are kept, so a Go program that panics at once
+//! on its first run is still reported; a runtime probe or a fatal signal
+//! makes the doom a real one, as for any other process.
 
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use aya_ebpf::{
@@ -72,9 +75,10 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
         _pad: 0,
     });
     entry.submit(0);
-    // Until userspace has probed this new executable, a runtime that dies
-    // at once (a Go panic in main on a first run) would pass unseen: the
-    // process is on probation, and a non-zero exit is captured.
+    // Userspace probes this new executable while the process runs; a
+    // runtime that dies first (a Go panic in main on a first run) would
+    // pass unseen. So the process is on probation: a non-zero exit is
+    // captured.
     const BPF_NOEXIST: u64 = 1;
     let probation = Doom {
         // SAFETY: the helper takes no arguments.

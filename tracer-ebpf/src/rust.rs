@@ -51,8 +51,10 @@ pub fn on_panic(ctx: &ProbeContext) -> Option<()> {
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the helper takes no arguments.
     let task = unsafe { bpf_get_current_task() };
-    // SAFETY: the map's value is only tested for presence.
-    if !watched(cfg, task, tgid) || unsafe { DOOMED.get(tgid) }.is_some() {
+    // Already dying (a process on probation is not, see `exec`).
+    // SAFETY: the map's value is read within this run.
+    let doomed = unsafe { DOOMED.get(tgid) }.is_some_and(|d| d.provisional == 0);
+    if !watched(cfg, task, tgid) || doomed {
         return None;
     }
     lastwords::doom_afresh(tgid, pid_tgid as u32);

@@ -146,9 +146,10 @@ pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Result<VmaOut, i64> {
 
 const EBUSY: i64 = 16;
 /// Most lookups tried while waiting for the mmap lock (each failed trylock
-/// costs tens of nanoseconds: at most about half a millisecond, spent only
-/// on the path to death).
-const LOCK_SPIN_MAX: u32 = 16 * 1024;
+/// costs tens of nanoseconds: a few milliseconds at most, enough for a
+/// writer preempted while holding it to run again, spent only on the path
+/// to death and only while the lock is contended).
+const LOCK_SPIN_MAX: u32 = 128 * 1024;
 
 /// What [`lock_spin_step`] works on.
 #[repr(C)]

@@ -392,26 +392,6 @@ impl Tracer {
         }
     }
 
-    /// Ends the probation of `tgid` (the first run of an executable, now
-    /// probed): from here its runtime's probes see it die. A real doom (a
-    /// signal, a probe) that replaced the provisional one stays.
-    pub fn end_probation(&mut self, tgid: u32) -> Result<(), LoadError> {
-        let map = self
-            .ebpf
-            .map_mut("DOOMED")
-            .ok_or(LoadError::MissingMap("DOOMED"))?;
-        let mut doomed: HashMap<_, u32, tracer_common::Doom> =
-            HashMap::try_from(map).map_err(|e| map_error("DOOMED", e))?;
-        match doomed.get(&tgid, 0) {
-            Ok(doom) if doom.provisional != 0 => match doomed.remove(&tgid) {
-                Err(e) if !absent(&e) => Err(map_error("DOOMED", e)),
-                _ => Ok(()),
-            },
-            Err(e) if !absent(&e) => Err(map_error("DOOMED", e)),
-            _ => Ok(()),
-        }
-    }
-
     fn traced_map(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, LoadError> {
         let map = self
             .ebpf

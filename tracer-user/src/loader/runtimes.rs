@@ -35,9 +35,6 @@ pub fn probe_exec(tracer: &mut Tracer, exec: &ExecRecord) {
         // this the file would never be reported, nor probed, again.
         tracer.forget_exec(exec.ino, exec.dev);
     }
-    if let Err(e) = tracer.end_probation(exec.pid) {
-        eprintln!("crashtrace: warning: {e}");
-    }
 }
 
 /// Puts the libc probe on the libcs `pid` sees that are not probed yet
