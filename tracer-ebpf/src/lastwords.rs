@@ -220,12 +220,16 @@ fn remember(tgid: u32, buf: u64, asked: u64) {
             if (*tail).asked[last] == used as u64 && used as u64 + asked <= STDERR_TAIL_BYTES as u64
             {
                 let at = (used as usize) & (STDERR_TAIL_BYTES - 1);
-                let len = (asked as u32) & (STDERR_TAIL_BYTES as u32 - 1);
                 let dst = (&raw mut (*tail).data[last]).cast::<u8>().add(at);
+                // Bounded right at the call, from a fresh load: the 6.1
+                // verifier loses the bounds of a value the compiler spilled
+                // to the stack and reloaded for the call.
+                let len =
+                    (core::ptr::read_volatile(&asked) as u32) & (STDERR_TAIL_BYTES as u32 - 1);
                 if len == 0 || bpf_probe_read_user(dst.cast(), len, buf as *const c_void) != 0 {
                     return;
                 }
-                (*tail).lens[last] = used + len;
+                (*tail).lens[last] = used + asked as u32;
                 (*tail).asked[last] += asked;
                 return;
             }
