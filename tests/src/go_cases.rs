@@ -45,6 +45,20 @@ pub struct Case {
     /// function's entry), and the summary must name, where the captured
     /// frames stop at the runtime's stack switch.
     pub dumped_function: Option<(&'static str, bool)>,
+    /// `function`'s first frame is at its entry, not at its marked line: a
+    /// stack overflow is found in the function's prologue, and the frames
+    /// beyond the captured part of a deep stack are not there.
+    pub at_entry: bool,
+}
+
+/// The line of `func function(` in a Go program.
+pub fn go_func_line(program: &str, function: &str) -> u64 {
+    let text = std::fs::read_to_string(source_dir(program).join("main.go"))
+        .expect("reading the Go source");
+    let start = text
+        .find(&format!("func {function}("))
+        .unwrap_or_else(|| panic!("no func {function} in {program}"));
+    text[..start].lines().count() as u64 + 1
 }
 
 /// Records `crashy MODE` built by `toolchain` in mode `build` and checks
@@ -152,6 +166,23 @@ pub fn check_report(report: &Value, case: &Case, context: &str) {
             summary.contains(&format!("{name} at ")),
             "the summary names {name}: {summary}\n{context}"
         );
+        if case.class == "deadlock" {
+            // No goroutine runs at a deadlock: the frames go on into the
+            // goroutine that parked last when it is the program's, and the
+            // report says whose it was when it is the runtime's.
+            let said = report["diagnostics"].as_array().is_some_and(|d| {
+                d.iter().any(|d| {
+                    d.as_str().is_some_and(|d| {
+                        d.contains("parked last before runtime.mcall was the runtime's own")
+                    })
+                })
+            });
+            assert!(
+                said || find_frame(report, &name).is_some(),
+                "neither {name} among the frames nor whose goroutine parked last: {}\n{context}",
+                describe_frames(report)
+            );
+        }
     }
     // What the runtime printed before its fatal call explains it.
     if let Some(before) = case.explained_by {
@@ -171,14 +202,18 @@ pub fn check_report(report: &Value, case: &Case, context: &str) {
             "the goroutine's own frame comes first, not the runtime's panic machinery: {}",
             describe_frames(report)
         );
+        // A closure's line is in its enclosing function.
+        let enclosing = function.split('.').next().unwrap_or(function);
+        let line = if case.at_entry {
+            go_func_line("crashy", enclosing)
+        } else {
+            go_crash_line("crashy", enclosing)
+        };
         assert_eq!(
             frame["line"].as_u64(),
-            // A closure's line is in its enclosing function.
-            Some(go_crash_line(
-                "crashy",
-                function.split('.').next().unwrap_or(function)
-            )),
-            "{context}"
+            Some(line),
+            "{context}\n{}",
+            describe_frames(report)
         );
         assert!(
             frame["file"]
@@ -188,7 +223,7 @@ pub fn check_report(report: &Value, case: &Case, context: &str) {
         );
         // A goroutine started by the program ends in runtime.goexit, not
         // under main.main.
-        if !function.contains(".func") {
+        if !function.contains(".func") && !case.at_entry {
             assert!(find_frame(report, "main.main").is_some(), "{context}");
         }
         // The runtime's printed trace, parsed: the crashing goroutine
@@ -210,10 +245,11 @@ pub const CASES: &[Case] = &[
         mode: "breakpoint",
         class: "breakpoint",
         message: "SIGTRAP: trace trap",
-        function: None,
+        function: Some("breakpoint"),
         explained_by: None,
         signal: Some(("SIGTRAP", 128, None)),
         dumped_function: Some(("breakpoint", true)),
+        at_entry: false,
     },
     Case {
         mode: "nil-deref",
@@ -223,6 +259,7 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: Some(("SIGSEGV", 1, Some("0x0"))),
         dumped_function: None,
+        at_entry: false,
     },
     Case {
         mode: "nil-map",
@@ -232,6 +269,7 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: None,
         dumped_function: None,
+        at_entry: false,
     },
     Case {
         mode: "index",
@@ -241,6 +279,7 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: None,
         dumped_function: None,
+        at_entry: false,
     },
     Case {
         mode: "closed-channel",
@@ -250,6 +289,7 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: None,
         dumped_function: None,
+        at_entry: false,
     },
     Case {
         mode: "divide",
@@ -259,6 +299,7 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: None,
         dumped_function: None,
+        at_entry: false,
     },
     Case {
         mode: "panic",
@@ -268,6 +309,7 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: None,
         dumped_function: None,
+        at_entry: false,
     },
     Case {
         mode: "out-of-memory",
@@ -277,6 +319,7 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: None,
         dumped_function: None,
+        at_entry: false,
     },
     Case {
         mode: "deadlock",
@@ -286,15 +329,17 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: None,
         dumped_function: Some(("deadlock", true)),
+        at_entry: false,
     },
     Case {
         mode: "stack-overflow",
         class: "stack-overflow",
         message: "stack overflow",
-        function: None,
+        function: Some("recurse"),
         explained_by: Some("runtime: goroutine stack exceeds 1000000000-byte limit"),
         signal: None,
         dumped_function: Some(("recurse", false)),
+        at_entry: true,
     },
     Case {
         mode: "fatal",
@@ -304,6 +349,7 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: None,
         dumped_function: None,
+        at_entry: false,
     },
     Case {
         mode: "concurrent-map",
@@ -313,6 +359,7 @@ pub const CASES: &[Case] = &[
         explained_by: None,
         signal: None,
         dumped_function: None,
+        at_entry: false,
     },
 ];
 

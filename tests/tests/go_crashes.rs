@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crashtrace_tests::go_cases::{CASES, Case, case, check_case_with};
+use crashtrace_tests::go_cases::{CASES, Case, case, check_case_with, go_func_line};
 use crashtrace_tests::go_programs::{GoBuild, Toolchain, build};
 use crashtrace_tests::report::{check_shape, describe_frames, find_frame};
 use crashtrace_tests::watch::Watch;
@@ -90,6 +90,7 @@ fn stripped_binary() {
             explained_by: None,
             signal: None,
             dumped_function: None,
+            at_entry: false,
         },
         true,
     );
@@ -157,6 +158,70 @@ fn cgo_double_free() {
             describe_frames(report)
         );
     }
+    go_callers_follow_the_c_frames(report, "release_twice", "releaseBuffer", &context);
+}
+
+/// A NULL dereference in C called through cgo: the runtime catches the
+/// SIGSEGV on its signal stack, and the frames still go from the C code
+/// through the cgo call into the Go code that made it.
+#[test]
+fn cgo_null_dereference_shows_its_go_callers() {
+    require_bpf!();
+    for build in [GoBuild::Normal, GoBuild::Stripped] {
+        let program = crashtrace_tests::go_programs::build(harness().root(), "cgocrash", build);
+        let recording = harness().record(&program, &["null"]);
+        let context = format!("{build:?}: {}", recording.context());
+        let report = recording.only_crash();
+        check_shape(report);
+        assert_eq!(report["class"], "null-pointer-dereference", "{context}");
+        // A stripped build keeps only the exported cgo wrapper's name.
+        let c_function = match build {
+            GoBuild::Normal => "read_null",
+            _ => "_Cfunc_read_null",
+        };
+        go_callers_follow_the_c_frames(report, c_function, "readNull", &context);
+    }
+}
+
+/// The C function `c_function` comes first, then the runtime's cgo call,
+/// then the Go function `go_function` that called it, at the line of the
+/// call, and `main.main`: the C frames on the system stack, the Go ones on
+/// the goroutine's, joined where `runtime.asmcgocall` switched.
+fn go_callers_follow_the_c_frames(
+    report: &Value,
+    c_function: &str,
+    go_function: &str,
+    context: &str,
+) {
+    let frames = describe_frames(report);
+    let c = crashtrace_tests::report::frames(report)
+        .iter()
+        .position(|f| {
+            f["function"]
+                .as_str()
+                .is_some_and(|n| n == c_function || n.ends_with(c_function))
+        })
+        .unwrap_or_else(|| panic!("no C frame {c_function}: {frames}\n{context}"));
+    let (switch, _) = find_frame(report, "runtime.asmcgocall")
+        .unwrap_or_else(|| panic!("no runtime.asmcgocall: {frames}\n{context}"));
+    let name = format!("main.{go_function}");
+    let (caller, frame) = find_frame(report, &name)
+        .unwrap_or_else(|| panic!("no {name} past the cgo call: {frames}\n{context}"));
+    let (main, _) = find_frame(report, "main.main")
+        .unwrap_or_else(|| panic!("no main.main: {frames}\n{context}"));
+    assert!(
+        c < switch && switch < caller && caller < main,
+        "{frames}\n{context}"
+    );
+    assert_eq!(
+        frame["line"].as_u64(),
+        Some(go_func_line("cgocrash", go_function) + 1),
+        "{frames}\n{context}"
+    );
+    assert!(
+        report["unwind_error"].is_null(),
+        "the frames end at runtime.goexit: {frames}\n{context}"
+    );
 }
 
 /// Recovered panics are not crashes: a hundred of them, no report.

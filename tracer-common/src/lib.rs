@@ -26,6 +26,9 @@ pub mod kind {
     pub const EXEC: u32 = 6;
     /// An [`crate::OomEvent`].
     pub const OOM: u32 = 7;
+    /// A [`GoStackEvent`]: the goroutine a Go thread was running when the
+    /// runtime left its stack for a fatal path.
+    pub const GO_STACK: u32 = 8;
 }
 
 /// Most frames the kernel's frame-pointer walk records.
@@ -364,6 +367,106 @@ pub mod go_probe {
     /// `fmt::Write` adapter over it): how a panic's message is printed.
     /// `(&mut self, ptr, len)`.
     pub const RUST_STDERR: u64 = 7;
+}
+
+/// A Go runtime probe's attach cookie: the probe kind ([`go_probe`]) in
+/// the low byte and, above it, the offsets of the runtime structures the
+/// goroutine capture reads (`m.curg`, `m.gsignal`, `gobuf.bp`), which
+/// moved between releases. Zero offsets mean the layout is unknown and
+/// nothing is read.
+pub mod go_cookie {
+    /// Offsets in the runtime's structures, as the cookie carries them.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Layout {
+        /// `runtime.m.curg`.
+        pub m_curg: u16,
+        /// `runtime.m.gsignal`.
+        pub m_gsignal: u16,
+        /// `runtime.gobuf.bp`.
+        pub gobuf_bp: u16,
+    }
+
+    /// `runtime.g.m`, the same in every release since Go 1.4.
+    pub const G_M: u64 = 48;
+    /// `runtime.g.sched`, likewise (`g.stack` is at 0, `lo` then `hi`).
+    pub const G_SCHED: u64 = 56;
+
+    const FIELD: u64 = 0xfff;
+
+    pub const fn encode(which: u64, layout: Layout) -> u64 {
+        (which & 0xff)
+            | ((layout.m_curg as u64 & FIELD) << 8)
+            | ((layout.m_gsignal as u64 & FIELD) << 20)
+            | ((layout.gobuf_bp as u64 & FIELD) << 32)
+    }
+
+    pub const fn which(cookie: u64) -> u64 {
+        cookie & 0xff
+    }
+
+    pub const fn layout(cookie: u64) -> Layout {
+        Layout {
+            m_curg: ((cookie >> 8) & FIELD) as u16,
+            m_gsignal: ((cookie >> 20) & FIELD) as u16,
+            gobuf_bp: ((cookie >> 32) & FIELD) as u16,
+        }
+    }
+}
+
+/// Bytes of a goroutine's stack a [`GoStackEvent`] holds.
+pub const GO_STACK_MAX: usize = 8 * 1024;
+
+/// Flags of a [`GoStackEvent`].
+pub mod go_stack_flags {
+    /// The probe ran on the system stack (`g0`): the goroutine's saved
+    /// context (`g.sched`) is where it left its own stack.
+    pub const ON_SYSTEM_STACK: u32 = 1 << 0;
+    /// The probe ran on the signal stack (`gsignal`): the goroutine was
+    /// interrupted, so its context is in the signal frame, and `g.sched`
+    /// holds its last switch (valid only while it is in a cgo call). The
+    /// snapshot is the top of its stack.
+    pub const ON_SIGNAL_STACK: u32 = 1 << 1;
+    /// No goroutine was current (`m.curg` was nil): the goroutine is the one
+    /// `runtime.mcall` parked, read from mcall's argument slot.
+    pub const PARKED: u32 = 1 << 2;
+    /// The stack copy ended early (an unreadable page).
+    pub const SNAPSHOT_SHORT: u32 = 1 << 3;
+}
+
+/// The goroutine a Go thread was running when the runtime left its stack
+/// for a fatal path (`morestack`, `systemstack`, `mcall`, a cgo call or a
+/// signal), sent by the Go runtime probes so that frames can go on past
+/// the switch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoStackEvent {
+    pub kind: u32,
+    /// [`go_stack_flags`].
+    pub flags: u32,
+    pub boot_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// The `g` the probe ran on, and the goroutine's.
+    pub g: u64,
+    pub goroutine: u64,
+    /// The goroutine's `g.sched`.
+    pub sp: u64,
+    pub pc: u64,
+    pub bp: u64,
+    /// The goroutine's `g.stack`.
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    /// Where `snapshot[0]` was copied from.
+    pub snapshot_base: u64,
+    pub snapshot_len: u32,
+    /// Bytes of `system` in use.
+    pub system_len: u32,
+    /// On the signal stack: where `system[0]` was copied from, the system
+    /// stack (`g0`) just below where a cgo call or `systemstack` switched
+    /// to it, for an interrupted thread that was running there.
+    pub system_base: u64,
+    pub snapshot: [u8; GO_STACK_MAX],
+    pub system: [u8; GO_STACK_MAX],
 }
 
 /// Most stderr bytes kept per dying process.

@@ -26,18 +26,19 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
     programs::ProbeContext,
 };
-use tracer_common::{evidence_source, go_probe};
+use tracer_common::{evidence_source, go_cookie, go_probe};
 
 use crate::{
-    lastwords, probe,
+    gostack, lastwords, probe,
     shared::{config, watched},
 };
 
-/// A probe on one of the Go runtime's fatal-path functions, `which` (the
-/// attach cookie, [`go_probe`]), was hit; `runtime_fatal` (`main.rs`)
-/// dispatches here.
+/// A probe on one of the Go runtime's fatal-path functions was hit;
+/// `cookie` is its attach cookie ([`go_cookie`]: which function, and the
+/// runtime's layout). `runtime_fatal` (`main.rs`) dispatches here.
 #[inline(always)]
-pub fn on_fatal(ctx: &ProbeContext, which: u64) -> Option<()> {
+pub fn on_fatal(ctx: &ProbeContext, cookie: u64) -> Option<()> {
+    let which = go_cookie::which(cookie);
     let cfg = config()?;
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -71,5 +72,10 @@ pub fn on_fatal(ctx: &ProbeContext, which: u64) -> Option<()> {
         probe::finish(e);
     }
     lastwords::doom(tgid, tid);
-    probe::doom_and_capture(ctx.as_ptr(), cfg.snapshot_bytes, task, tgid, tid)
+    let captured = probe::doom_and_capture(ctx.as_ptr(), cfg.snapshot_bytes, task, tgid, tid);
+    // Register ABI: R14 holds the current `g` in Go code.
+    // SAFETY: as above.
+    let g = unsafe { (*ctx.regs).r14 };
+    gostack::send(g, cookie, tgid, tid);
+    captured
 }

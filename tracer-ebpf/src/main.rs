@@ -19,7 +19,7 @@
 //! - `mark_victim` and `mark_victim_pid` (`oom`) record the OOM killer's
 //!   victim.
 //! - Uprobes: `libc_abort` on libc's `abort` (`libc`, `cxx`),
-//!   `runtime_fatal` on Go's and Rust's fatal paths (`golang`, `rust`);
+//!   `runtime_fatal` on Go's and Rust's fatal paths (`golang`, `gostack`, `rust`);
 //!   what they share is in `probe`. `stderr_write` (fentry on
 //!   `ksys_write`) or `sys_enter_write` (`lastwords`) keeps what a dying
 //!   process writes.
@@ -44,6 +44,7 @@ mod activity;
 mod cxx;
 mod exec;
 mod golang;
+mod gostack;
 mod kernel;
 mod lastwords;
 mod libc;
@@ -66,7 +67,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, uprobe},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use tracer_common::{ExitEvent, config_flags, exit_flags, go_probe, kind, loss};
+use tracer_common::{ExitEvent, config_flags, exit_flags, go_cookie, go_probe, kind, loss};
 
 use crate::{
     kernel::{off, read},
@@ -275,13 +276,14 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
 #[uprobe]
 pub fn runtime_fatal(ctx: ProbeContext) -> u32 {
     // SAFETY: the context pointer is the program's own.
-    match unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } {
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    match go_cookie::which(cookie) {
         go_probe::RUST_PANIC => {
             let _ = rust::on_panic(&ctx);
         }
         go_probe::RUST_STDERR => rust::on_stderr(&ctx),
-        which => {
-            let _ = golang::on_fatal(&ctx, which);
+        _ => {
+            let _ = golang::on_fatal(&ctx, cookie);
         }
     }
     0

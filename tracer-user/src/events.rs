@@ -5,13 +5,17 @@
 //! buffers (NUL-separated path components, command lines, comm arrays) into
 //! Rust values. A malformed record is an error for that record only.
 
+mod go_stack;
+
 use std::{ffi::OsString, os::unix::ffi::OsStringExt, path::PathBuf};
 
 use tracer_common::{
-    EvidenceEvent, ExecEvent, ExitEvent, LAST_WORDS_CHUNK, LastWordsHeader, Module, OomEvent,
-    REGS_LEN, SignalEvent, StateEvent, TaskIdentity, VmaSummary, kind, last_words_flags,
+    EvidenceEvent, ExecEvent, ExitEvent, GoStackEvent, LAST_WORDS_CHUNK, LastWordsHeader, Module,
+    OomEvent, REGS_LEN, SignalEvent, StateEvent, TaskIdentity, VmaSummary, kind, last_words_flags,
     module_flags, oom_flags, signal_flags,
 };
+
+pub use go_stack::GoStackRecord;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -214,6 +218,7 @@ pub enum Event {
     LastWords(LastWordsRecord),
     Exec(ExecRecord),
     Oom(OomRecord),
+    GoStack(Box<GoStackRecord>),
 }
 
 /// Decodes one ring-buffer record.
@@ -287,6 +292,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::OOM => {
             let raw: Box<OomEvent> = read_boxed(bytes, kind)?;
             Ok(Event::Oom(decode_oom(&raw)))
+        }
+        kind::GO_STACK => {
+            let raw: Box<GoStackEvent> = read_boxed(bytes, kind)?;
+            Ok(Event::GoStack(Box::new(go_stack::decode(&raw))))
         }
         other => Err(DecodeError::UnknownKind(other)),
     }

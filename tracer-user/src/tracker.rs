@@ -23,7 +23,9 @@ use std::{
 use tracer_common::LAST_WORDS_MAX;
 
 use crate::{
-    events::{Event, EvidenceRecord, ExitRecord, OomRecord, SignalRecord, StateRecord},
+    events::{
+        Event, EvidenceRecord, ExitRecord, GoStackRecord, OomRecord, SignalRecord, StateRecord,
+    },
     support::procfs,
 };
 
@@ -32,6 +34,9 @@ use crate::{
 const MAX_PENDING: usize = 4096;
 /// Most signal records kept per process (a signal storm keeps the first).
 const MAX_SIGNALS: usize = 16;
+/// Most goroutine records kept per process: each fatal-path probe off the
+/// goroutine's stack sends one, and the first few say it all.
+const MAX_GO_STACKS: usize = 4;
 /// How long a death by the kernel's SIGKILL waits for the OOM killer's
 /// record, which the kernel emits just after the signal: on another CPU
 /// the victim can exit first.
@@ -45,6 +50,9 @@ pub struct Death {
     pub pid: u32,
     pub signals: Vec<SignalRecord>,
     pub state: Option<Box<StateRecord>>,
+    /// The goroutines Go probes found behind threads that died off their
+    /// own stacks, first ones first.
+    pub go_stacks: Vec<GoStackRecord>,
     pub exit: Option<ExitRecord>,
     /// Calls into libc's or a runtime's fatal paths, in order.
     pub evidence: Vec<EvidenceRecord>,
@@ -161,6 +169,7 @@ impl Tracker {
             Event::Exit(e) => e.pid,
             Event::Evidence(e) => e.pid,
             Event::Oom(o) => o.victim.pid,
+            Event::GoStack(g) => g.pid,
             Event::LastWords(w) => w.pid,
             // Not about a death: the session probes the executable.
             Event::Exec(_) => return done,
@@ -173,6 +182,7 @@ impl Tracker {
                 pid,
                 signals: Vec::new(),
                 state: None,
+                go_stacks: Vec::new(),
                 exit: None,
                 evidence: Vec::new(),
                 last_words: Vec::new(),
@@ -214,6 +224,11 @@ impl Tracker {
                 entry.death.last_words_cut |= (w.cut && !w.from_tail) || take < w.bytes.len();
             }
             Event::Exec(_) => {}
+            Event::GoStack(g) => {
+                if entry.death.go_stacks.len() < MAX_GO_STACKS {
+                    entry.death.go_stacks.push(*g);
+                }
+            }
             Event::Oom(o) => {
                 entry.death.oom.get_or_insert(o);
                 if entry.held_until.is_some()

@@ -6,6 +6,7 @@
 
 mod attach;
 mod btf;
+pub mod go_layout;
 pub mod kernel;
 pub mod kernel_support;
 mod libc_probes;

@@ -33,7 +33,7 @@ use aya::programs::{
     uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
 };
 use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
-use tracer_common::go_probe;
+use tracer_common::{go_cookie, go_probe};
 
 /// Most executables probed at once.
 pub const MAX_PROBED_FILES: usize = 512;
@@ -230,18 +230,28 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
     // pclntab names every function, with or without a symbol table.
     let names: Vec<&str> = TARGETS.iter().map(|&(name, _)| name).collect();
     let entries = go.entries_of(&names);
+    // Where the runtime keeps the goroutine, for frames past a stack
+    // switch; unknown only costs those frames.
+    let layout = match object::File::parse(&*map) {
+        Ok(elf) => super::go_layout::layout(&elf, go.go_version()),
+        Err(e) => Err(e.to_string()),
+    };
     let targets: Vec<Target> = TARGETS
         .iter()
         .zip(&entries)
-        .filter_map(|(&(function, cookie), entry)| {
+        .filter_map(|(&(function, which), entry)| {
+            let runtime = layout.as_ref().map(|(l, _)| *l).unwrap_or_default();
             Some(Target {
                 function,
-                cookie,
+                cookie: go_cookie::encode(which, runtime),
                 file_offset: go.file_offset((*entry)?)?,
             })
         })
         .collect();
-    let fatal = |cookie| cookie == go_probe::FATALPANIC || cookie == go_probe::FATALTHROW;
+    let fatal = |cookie| {
+        let which = go_cookie::which(cookie);
+        which == go_probe::FATALPANIC || which == go_probe::FATALTHROW
+    };
     if !targets.iter().any(|t| fatal(t.cookie)) {
         // Say whether the names are missing or their addresses are wrong
         // (a table layout misread), never just skip the binary.
@@ -267,9 +277,22 @@ pub fn inspect(file: &File, path: &Path) -> Result<Option<RuntimeExecutable>, Ru
         dev: 0,
         ino: 0,
         targets,
-        warning: go
-            .incomplete()
-            .map(|e| format!("Go frames of {} lack inlined calls: {e}", path.display())),
+        warning: {
+            let mut said = Vec::new();
+            if let Some(e) = go.incomplete() {
+                said.push(format!(
+                    "Go frames of {} lack inlined calls: {e}",
+                    path.display()
+                ));
+            }
+            if let Err(e) = &layout {
+                said.push(format!(
+                    "frames of {} stop where its runtime switches stacks: {e}",
+                    path.display()
+                ));
+            }
+            (!said.is_empty()).then(|| said.join("; "))
+        },
     }))
 }
 

@@ -17,7 +17,7 @@ use crate::{
         Classification, Facts, GoFacts, PrintedSignal, WhatFunction, classify, classify_go,
         classify_rust, is_go_death, native_last_words, panic_site,
     },
-    events::{SignalRecord, StateRecord, reg},
+    events::{GoStackRecord, SignalRecord, StateRecord, reg},
     report::{
         self, CrashReport, Findings,
         frames::{locate_file, symbolize_frames},
@@ -65,7 +65,7 @@ impl Pipeline {
         let state = death.state.as_deref();
         let mut diagnostics = Vec::new();
         let (frames, frames_truncated, unwind_error) = match state {
-            Some(s) => self.frames(death.pid, s, &mut diagnostics),
+            Some(s) => self.frames(death.pid, s, &death.go_stacks, &mut diagnostics),
             None => (
                 Vec::new(),
                 false,
@@ -240,6 +240,7 @@ impl Pipeline {
         &mut self,
         pid: u32,
         state: &StateRecord,
+        go_stacks: &[GoStackRecord],
         diagnostics: &mut Vec<String>,
     ) -> (Vec<Frame>, bool, Option<String>) {
         // Held open until the report is built: see `locate`.
@@ -252,16 +253,65 @@ impl Pipeline {
             .iter()
             .map(|l| l.as_ref().map(Located::path))
             .collect();
-        let unwound = self.unwinder.unwind(state, &files);
+        // The goroutine the Go probes found behind the captured thread.
+        let goroutine = go_stacks.iter().find(|g| g.tid == state.thread.tid);
+        let unwound = self.unwinder.unwind_go(state, goroutine, &files);
+        let split = unwound.goroutine_from.unwrap_or(unwound.frames.len());
+        let (own, theirs) = unwound.frames.split_at(split);
+        let (mut truncated, mut error) = (unwound.truncated, unwound.error.clone());
         // One look at each file for all the frames of this stack.
-        let frames = symbolize_frames(
-            &mut self.symbolizer.batch(),
-            &unwound.frames,
-            &state.mappings,
-            &files,
-            diagnostics,
-        );
-        (frames, unwound.truncated, unwound.error)
+        let mut batch = self.symbolizer.batch();
+        let mut frames = symbolize_frames(&mut batch, own, &state.mappings, &files, diagnostics);
+        if let Some(g) = goroutine.filter(|_| unwound.goroutine_from.is_some()) {
+            let switch = frames
+                .last()
+                .and_then(|f| f.function.clone())
+                .unwrap_or_else(|| "the runtime".into());
+            let mut more =
+                symbolize_frames(&mut batch, theirs, &state.mappings, &files, diagnostics);
+            // Go's own traceback hides the placeholder a switch saves as
+            // the goroutine's PC.
+            if more.first().and_then(|f| f.function.as_deref())
+                == Some("runtime.systemstack_switch")
+            {
+                more.remove(0);
+            }
+            let user = |f: &Frame| {
+                f.function
+                    .as_deref()
+                    .is_some_and(|n| !crate::support::golang::is_runtime_function(n))
+            };
+            if g.parked && !more.iter().any(user) {
+                // A deadlock found after the runtime's own goroutine (the
+                // sweeper, say) parked last: its frames explain nothing.
+                const PARKING: &[&str] =
+                    &["runtime.gopark", "runtime.goparkunlock", "runtime.mcall"];
+                let which = more
+                    .iter()
+                    .filter_map(|f| f.function.as_deref())
+                    .find(|n| !PARKING.contains(n))
+                    .unwrap_or("unknown");
+                diagnostics.push(format!(
+                    "the goroutine parked last before {switch} was the runtime's own ({which}); the blocked goroutines are in the runtime's printed trace"
+                ));
+                (truncated, error) = unwound.own_end.clone().unwrap_or_default();
+            } else {
+                let whose = if g.parked {
+                    "those of the goroutine that parked last (no goroutine was current)"
+                } else {
+                    "the goroutine's own"
+                };
+                diagnostics.push(format!(
+                    "frames after {switch} are {whose}, unwound from the context it saved when the runtime switched stacks"
+                ));
+                frames.extend(more);
+            }
+        } else if unwound.switched_stacks && goroutine.is_none() {
+            diagnostics.push(
+                "frames stop at the runtime's stack switch: the Go probes sent no goroutine for this thread (see start-up's warnings for the runtime's layout)".into(),
+            );
+        }
+        (frames, truncated, error)
     }
 
     /// The function at `addr`, a code address the process's evidence

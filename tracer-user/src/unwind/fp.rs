@@ -22,6 +22,10 @@ pub struct Stack<'a> {
     pub bytes: &'a [u8],
     /// The mapping that held SP, when the kernel found it.
     pub region: Option<Region>,
+    /// Copies of other stacks the thread's frames lead to (a Go
+    /// goroutine's, or the system stack, behind the signal stack):
+    /// `(base, bytes)`.
+    pub extra: &'a [(u64, &'a [u8])],
 }
 
 /// Why a read from the snapshot failed.
@@ -45,8 +49,11 @@ impl Stack<'_> {
         if size == 0 || size > 8 {
             return None;
         }
-        let offset = usize::try_from(addr.checked_sub(self.base)?).ok()?;
-        let bytes = self.bytes.get(offset..offset.checked_add(size)?)?;
+        let bytes = within(addr, size, self.base, self.bytes).or_else(|| {
+            self.extra
+                .iter()
+                .find_map(|&(base, bytes)| within(addr, size, base, bytes))
+        })?;
         let mut word = [0u8; 8];
         word[..size].copy_from_slice(bytes);
         Some(u64::from_le_bytes(word))
@@ -82,6 +89,12 @@ impl Stack<'_> {
     pub fn contains(&self, addr: u64) -> bool {
         addr >= self.base && addr < self.end()
     }
+}
+
+/// The `size` bytes at `addr` of a copy made from `base`, if it holds them.
+fn within(addr: u64, size: usize, base: u64, bytes: &[u8]) -> Option<&[u8]> {
+    let offset = usize::try_from(addr.checked_sub(base)?).ok()?;
+    bytes.get(offset..offset.checked_add(size)?)
 }
 
 /// What the frame-pointer rule recovers for the caller.
@@ -151,6 +164,7 @@ mod tests {
             base,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         let s = step(0x7010, 0x7008, &stack).unwrap();
         assert_eq!(
@@ -170,6 +184,7 @@ mod tests {
             base: 0x7000,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         assert_eq!(
             step(0x7000, 0x7008, &stack),
@@ -208,6 +223,7 @@ mod tests {
             base: 0x7000,
             bytes: &bytes,
             region: Some(region),
+            extra: &[],
         };
         assert_eq!(stack.read_sized(0x7001, 2), Some(0x0201));
         assert_eq!(stack.read_sized(0x700f, 2), None);

@@ -23,7 +23,7 @@ mod walk;
 use std::path::{Path, PathBuf};
 
 use crate::{
-    events::{Mapping, StateRecord, reg},
+    events::{GoStackRecord, Mapping, Region, StateRecord, reg},
     support::golang,
 };
 
@@ -51,18 +51,75 @@ impl Unwinder {
     /// Frames of the captured thread, innermost first. `files[i]` is a
     /// readable path for `state.mappings[i]`, when one exists.
     pub fn unwind(&mut self, state: &StateRecord, files: &[Option<PathBuf>]) -> Unwound {
+        self.unwind_go(state, None, files)
+    }
+
+    /// Like [`Unwinder::unwind`], for a Go thread that died off its
+    /// goroutine's stack: `goroutine` is what the Go probes found. Its
+    /// stack copy serves the reads the thread's frames make there (an
+    /// interrupted goroutine, below the signal frame), and where the walk
+    /// stops at the runtime's stack switch, it goes on from the goroutine's
+    /// saved context (`g.sched`), as Go's own traceback does.
+    pub fn unwind_go(
+        &mut self,
+        state: &StateRecord,
+        goroutine: Option<&GoStackRecord>,
+        files: &[Option<PathBuf>],
+    ) -> Unwound {
         let Some(regs) = state.regs.filter(|_| !state.snapshot.is_empty()) else {
             return unwind(state);
         };
+        let extra: Vec<(u64, &[u8])> = goroutine
+            .map(|g| {
+                vec![
+                    (g.snapshot_base, g.snapshot.as_slice()),
+                    (g.system_base, g.system.as_slice()),
+                ]
+            })
+            .unwrap_or_default();
         let stack = fp::Stack {
             base: state.snapshot_base,
             bytes: &state.snapshot,
             region: state.sp_region,
+            extra: &extra,
         };
         // The files of one stack are looked at once each, however many
         // frames they hold.
         self.cache.identities.start_batch();
-        let unwound = walk::walk(&regs, &stack, &mut |addr| self.lookup(state, files, addr));
+        let mut unwound = walk::walk(&regs, &stack, &mut |addr| self.lookup(state, files, addr));
+        if let Some(g) = goroutine.filter(|g| unwound.switched_stacks && g.sp != 0 && g.pc != 0) {
+            let mut regs = [0u64; tracer_common::REGS_LEN];
+            (regs[reg::IP], regs[reg::SP], regs[reg::BP]) = (g.pc, g.sp, g.bp);
+            let stack = fp::Stack {
+                base: g.snapshot_base,
+                bytes: &g.snapshot,
+                region: Some(Region {
+                    start: g.stack_lo,
+                    end: g.stack_hi,
+                    vm_flags: 0,
+                    has_file: false,
+                }),
+                extra: &[],
+            };
+            let theirs = walk::walk(&regs, &stack, &mut |addr| self.lookup(state, files, addr));
+            unwound.goroutine_from = Some(unwound.frames.len());
+            unwound.own_end = Some((unwound.truncated, unwound.error.take()));
+            unwound.frames.extend(theirs.frames);
+            unwound.truncated = theirs.truncated;
+            unwound.switched_stacks = false;
+            let copied_to = g.snapshot_base + g.snapshot.len() as u64;
+            unwound.error = theirs.error.map(|e| {
+                if e.contains("outside the captured stack") && copied_to < g.stack_hi {
+                    format!(
+                        "the goroutine's stack goes on past the {} bytes captured ({} bytes in use)",
+                        g.snapshot.len(),
+                        g.stack_hi.saturating_sub(g.sp)
+                    )
+                } else {
+                    format!("on the goroutine's stack: {e}")
+                }
+            });
+        }
         self.cache.identities.end_batch();
         unwound
     }
@@ -162,6 +219,14 @@ pub struct Unwound {
     pub frames: Vec<RawFrame>,
     pub truncated: bool,
     pub error: Option<String>,
+    /// The walk stopped where the Go runtime switched stacks.
+    pub switched_stacks: bool,
+    /// Where frames on the goroutine's own stack begin, when the walk went
+    /// on there from its saved context.
+    pub goroutine_from: Option<usize>,
+    /// With `goroutine_from`: how the thread's own walk ended
+    /// (`truncated`, `error`), before it went on.
+    pub own_end: Option<(bool, Option<String>)>,
 }
 
 /// Frames from the kernel's frame-pointer walk, innermost first.

@@ -279,6 +279,7 @@ mod tests {
             base,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         let r = row(
             Cfa::RegisterOffset {
@@ -302,6 +303,7 @@ mod tests {
             base: 0x7000,
             bytes: &[],
             region: None,
+            extra: &[],
         };
         let r = row(
             Cfa::RegisterOffset {
@@ -332,6 +334,7 @@ mod tests {
             base,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         let cfa = Cfa::Expression(expr(&[0x77, 8, 0x06]));
         let r = row(cfa.clone(), vec![(16, Rule::Offset(-8))]);
@@ -368,6 +371,7 @@ mod tests {
             base: 0x7000,
             bytes: &[],
             region: None,
+            extra: &[],
         };
         let r = row(
             Cfa::RegisterOffset {

@@ -84,6 +84,7 @@ pub fn walk(
         }
         let first = out.frames.len() == 1;
         let probe = if exact { pc } else { pc.saturating_sub(1) };
+        let mut switched = false;
         let outcome = match find(probe) {
             Lookup::Row(row) => {
                 // A signal trampoline is entered by the kernel, not called:
@@ -99,9 +100,10 @@ pub fn walk(
             }
             // Above runtime.sigpanic and runtime.sigtramp the caller is at
             // an interrupted instruction, as above a signal frame.
-            Lookup::Go(row) => {
-                go_step(&row, &regs, stack).map_err(|e| format!("cannot unwind {pc:#x}: {e}"))
-            }
+            Lookup::Go(row) => go_step(&row, &regs, stack).map_err(|e| {
+                switched = matches!(e, golang::StepError::SwitchesStack { .. });
+                format!("cannot unwind {pc:#x}: {e}")
+            }),
             Lookup::NoCfi(reason) => match fp_step(&regs, stack) {
                 Ok(caller) => Ok((caller, false)),
                 // A zero rbp ends the frame-pointer chain, except at the
@@ -139,6 +141,7 @@ pub fn walk(
             Ok((Caller::None, _)) => return out,
             Err(reason) => {
                 stop(&mut out, reason);
+                out.switched_stacks = switched;
                 return out;
             }
         };
@@ -279,6 +282,7 @@ mod tests {
             base,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         let u = walk(&pt_regs(0x1234, 0x7008, 0x7010), &stack, &mut no_cfi);
         assert_eq!(addrs(&u), vec![0x1234, 0x2aaa, 0x3bbb]);
@@ -294,6 +298,7 @@ mod tests {
             base,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         let u = walk(&pt_regs(0x1234, 0x7008, 0x7010), &stack, &mut no_cfi);
         assert_eq!(addrs(&u), vec![0x1234, 0x2aaa]);
@@ -312,6 +317,7 @@ mod tests {
             base,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         // A jump to 0: the caller is recovered from [rsp], then rbp.
         let u = walk(&pt_regs(0, 0x7008, 0x7010), &stack, &mut no_cfi);
@@ -322,6 +328,7 @@ mod tests {
             base,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         let u = walk(&pt_regs(0x1234, 0x7008, 0x7010), &stack, &mut no_cfi);
         assert_eq!(addrs(&u), vec![0x1234, 0x20_0000]);
@@ -367,6 +374,7 @@ mod tests {
             base,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         let u = walk(&pt_regs(0x1234, 0x7008, 0x1), &stack, &mut find);
         assert_eq!(addrs(&u), vec![0x1234, 0x2345, 0x3456, 0x4567]);
@@ -396,6 +404,7 @@ mod tests {
             base,
             bytes: &bytes,
             region: None,
+            extra: &[],
         };
         let u = walk(&pt_regs(0x1234, base, base), &stack, &mut no_cfi);
         assert_eq!(u.frames.len(), MAX_FRAMES);

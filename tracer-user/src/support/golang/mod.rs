@@ -39,7 +39,7 @@ mod symtab;
 #[cfg(test)]
 mod synthetic_tests;
 #[cfg(test)]
-mod test_toolchains;
+pub(crate) mod test_toolchains;
 #[cfg(test)]
 mod tests;
 mod unwind;
