@@ -615,6 +615,8 @@ pub struct KernelOffsets {
     pub task_exit_code: u32,
     pub task_mm: u32,
     pub mm_exe_file: u32,
+    /// `mm_struct.mmap_lock`, a `rw_semaphore` whose `count` comes first.
+    pub mm_mmap_lock: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     /// `mm_struct.context.vdso`: start of the vDSO mapping.

@@ -126,7 +126,7 @@ pub fn capture<const LEGACY: bool>(ctx: *mut c_void, task: u64, snapshot_bytes: 
             bpf_get_current_task_btf().cast()
         };
         if !LEGACY {
-            wait_for_mmap_lock(current, (*e).regs[REG_SP]);
+            wait_for_mmap_lock(mm);
         }
         (*e).sp_vma = summarize_vma::<LEGACY>(current, mm, (*e).regs[REG_SP]);
         // Scan from SP up: words below it are dead and would only spend the

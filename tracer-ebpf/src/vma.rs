@@ -145,52 +145,46 @@ pub unsafe fn find_vma(task: *mut c_void, addr: u64) -> Result<VmaOut, i64> {
 }
 
 const EBUSY: i64 = 16;
-/// Most lookups tried while waiting for the mmap lock (each failed trylock
-/// costs tens of nanoseconds: a few milliseconds at most, enough for a
+/// Most reads of the mmap lock's count while waiting for it (tens of
+/// nanoseconds each: a few milliseconds at most, enough for a
 /// writer preempted while holding it to run again, spent only on the path
 /// to death and only while the lock is contended).
 const LOCK_SPIN_MAX: u32 = 128 * 1024;
 
-/// What [`lock_spin_step`] works on.
-#[repr(C)]
-struct LockSpin {
-    task: *mut c_void,
-    addr: u64,
-    rc: i64,
-}
+/// `rw_semaphore.count` bits that make a read trylock fail: a writer
+/// holds it, writers wait, a handoff is due, or readers were refused
+/// (`RWSEM_READ_FAILED_MASK`).
+const RWSEM_READ_FAILED: u64 = 0b111 | (1 << 63);
 
 extern "C" fn lock_spin_step(_index: u64, ctx: *mut c_void) -> i64 {
-    let spin = ctx as *mut LockSpin;
-    // SAFETY: `ctx` is the `LockSpin` on `wait_for_mmap_lock`'s stack, whose
-    // `task` satisfies `find_vma`'s contract.
+    let count = ctx as *mut u64;
+    // SAFETY: `ctx` is the word on `wait_for_mmap_lock`'s stack holding the
+    // lock's address; it is overwritten with the count read.
     unsafe {
-        (*spin).rc = match find_vma((*spin).task, (*spin).addr) {
-            Ok(_) => 0,
-            Err(rc) => rc,
-        };
-        ((*spin).rc != -EBUSY) as i64
+        let lock = *count.add(1);
+        *count = read::<u64>(lock, 0);
+        (*count & RWSEM_READ_FAILED == 0) as i64
     }
 }
 
-/// Waits, boundedly, until a lookup of `addr` in `task` is not refused
-/// for a busy mmap lock. `bpf_find_vma` only try-locks, so a thread of the
-/// same process inside `mmap` or `munmap` (a Go runtime growing its heap)
-/// would otherwise cost the whole capture its mappings. When the lock
-/// stays busy, the next [`capture_modules`] reports it.
+/// Waits, boundedly, until the mmap lock of `mm` would let a reader in.
+/// `bpf_find_vma` only try-locks, so a thread of the same process inside
+/// `mmap` or `munmap` (a Go runtime growing its heap) would otherwise cost
+/// the whole capture its mappings. The wait reads the lock's count, one
+/// load per try, which keeps the program cheap to verify; a writer that
+/// slips in between is what the lookups' own refusals then report (see
+/// [`capture_modules`]).
 ///
 /// # Safety
 ///
-/// As [`find_vma`].
+/// `mm` must be the current task's memory map.
 #[inline(always)]
-pub unsafe fn wait_for_mmap_lock(task: *mut c_void, addr: u64) {
+pub unsafe fn wait_for_mmap_lock(mm: u64) {
     let Some(scratch) = MODULE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let mut spin = LockSpin {
-        task,
-        addr,
-        rc: -EBUSY,
-    };
+    // [count read, lock address]
+    let mut spin: [u64; 2] = [0, mm + off!(mm_mmap_lock)];
     // SAFETY: the callback touches only `spin`, which outlives the call;
     // `scratch` is this CPU's element of MODULE_SCRATCH.
     unsafe {
@@ -200,7 +194,7 @@ pub unsafe fn wait_for_mmap_lock(task: *mut c_void, addr: u64) {
             (&raw mut spin).cast(),
             0,
         );
-        (*scratch).busy = (spin.rc == -EBUSY) as u32;
+        (*scratch).busy = (spin[0] & RWSEM_READ_FAILED != 0) as u32;
     }
 }
 

@@ -39,7 +39,13 @@ impl Tracer {
                 probe: name,
                 reason: format!("{e}"),
             })?;
-        program.load(tracepoint, btf).map_err(|e| {
+        let loaded = program.fd().is_ok();
+        (if loaded {
+            Ok(())
+        } else {
+            program.load(tracepoint, btf)
+        })
+        .map_err(|e| {
             let reason = format!("{e:#}");
             if is_permission_error(&reason) {
                 LoadError::NotPrivileged
@@ -60,6 +66,40 @@ impl Tracer {
     /// The helpers the uprobes (libc, Go, Rust) use that this kernel lacks:
     /// they tell their probe sites apart by attach cookie and capture with
     /// the full-featured code. `None` when all are there.
+    /// Loads the programs whose verification takes longest in parallel
+    /// (see `preload`): the capture program this kernel will use, the
+    /// signal program, and the uprobes where they will be used.
+    pub(super) fn preload(&mut self, opts: &super::TraceOptions, legacy: bool, btf: &Btf) {
+        use super::preload::{Target, preload};
+        let mut wanted = vec![(
+            if legacy {
+                "signal_generate_legacy"
+            } else {
+                "signal_generate"
+            },
+            Target::TracePoint("signal_generate"),
+        )];
+        wanted.push(match (self.caps.exit_tracepoint_has_mm, legacy) {
+            (true, false) => (
+                "sched_process_exit",
+                Target::TracePoint("sched_process_exit"),
+            ),
+            (true, true) => (
+                "sched_process_exit_legacy",
+                Target::TracePoint("sched_process_exit"),
+            ),
+            (false, false) => ("exit_capture", Target::FEntry("do_exit")),
+            (false, true) => ("exit_capture_legacy", Target::FEntry("do_exit")),
+        });
+        if self.uprobe_helpers_missing().is_none() {
+            wanted.push(("libc_abort", Target::UProbe));
+            if opts.runtime_probes {
+                wanted.push(("runtime_fatal", Target::UProbe));
+            }
+        }
+        preload(&mut self.ebpf, btf, &wanted);
+    }
+
     fn uprobe_helpers_missing(&self) -> Option<String> {
         let missing: Vec<String> = ["get_attach_cookie", "task_pt_regs", "find_vma", "loop"]
             .iter()
@@ -128,7 +168,13 @@ impl Tracer {
                 probe: name,
                 reason: format!("{e}"),
             })?;
-        program.load(function, btf).map_err(|e| LoadError::Probe {
+        let loaded = program.fd().is_ok();
+        (if loaded {
+            Ok(())
+        } else {
+            program.load(function, btf)
+        })
+        .map_err(|e| LoadError::Probe {
             probe: name,
             reason: verifier_summary(&e),
         })?;
@@ -156,7 +202,12 @@ impl Tracer {
         let loaded: Result<&mut UProbe, String> = program
             .try_into()
             .map_err(|e| format!("{e}"))
-            .and_then(|p: &mut UProbe| p.load().map(|()| p).map_err(|e| verifier_summary(&e)));
+            .and_then(|p: &mut UProbe| {
+                if p.fd().is_ok() {
+                    return Ok(p);
+                }
+                p.load().map(|()| p).map_err(|e| verifier_summary(&e))
+            });
         match loaded {
             Ok(abort) => self
                 .degraded
@@ -237,6 +288,9 @@ impl Tracer {
             .ok_or_else(|| "missing from the object".to_string())
             .and_then(|p| {
                 let p: &mut UProbe = p.try_into().map_err(|e| format!("{e}"))?;
+                if p.fd().is_ok() {
+                    return Ok(());
+                }
                 p.load().map_err(|e| verifier_summary(&e))
             });
         match loaded {

@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod kernel_support;
 mod libc_probes;
 pub mod offsets;
+mod preload;
 pub mod runtime_probes;
 pub mod runtimes;
 mod stderr_hooks;
@@ -234,6 +235,7 @@ impl Tracer {
         };
         tracer.configure(opts)?;
         let legacy = !tracer.caps.has_full_capture_helpers();
+        tracer.preload(opts, legacy, &btf);
         let mut capture_refused = None;
         for &name in PROGRAMS {
             let has_mm = tracer.caps.exit_tracepoint_has_mm;

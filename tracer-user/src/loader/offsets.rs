@@ -142,6 +142,7 @@ fn resolve_with(r: &Resolver) -> Result<KernelOffsets, OffsetError> {
         task_exit_code: o("task_struct", "exit_code")?,
         task_mm: o("task_struct", "mm")?,
         mm_exe_file: o("mm_struct", "exe_file")?,
+        mm_mmap_lock: o("mm_struct", "mmap_lock")?,
         mm_arg_start: o("mm_struct", "arg_start")?,
         mm_arg_end: o("mm_struct", "arg_end")?,
         mm_vdso: r.offset("mm_struct", &["context", "vdso"])?,
