@@ -167,19 +167,30 @@ pub fn check_report(report: &Value, case: &Case, context: &str) {
             "the summary names {name}: {summary}\n{context}"
         );
         if case.class == "deadlock" {
-            // No goroutine runs at a deadlock: the frames go on into the
-            // goroutine that parked last when it is the program's, and the
-            // report says whose it was when it is the runtime's.
+            // No goroutine runs at a deadlock. Found by the scheduler after
+            // `mcall` parked the last goroutine, the frames go on into that
+            // goroutine when it is the program's, and the report says whose
+            // it was when it is the runtime's; after a preemption, that no
+            // goroutine was running. Found by `sysmon`, or by a
+            // thread that found nothing to run, they are the whole of that
+            // thread, down to `runtime.mstart`.
             let said = report["diagnostics"].as_array().is_some_and(|d| {
                 d.iter().any(|d| {
                     d.as_str().is_some_and(|d| {
                         d.contains("parked last before runtime.mcall was the runtime's own")
+                            || d.contains("no goroutine was running when the runtime stopped here")
+                            || d.contains("no goroutine record came for this thread")
                     })
                 })
             });
+            let frames = crate::report::frames(report);
+            let whole_thread = report["unwind_error"].is_null()
+                && frames
+                    .last()
+                    .is_some_and(|f| f["function"] == "runtime.mstart");
             assert!(
-                said || find_frame(report, &name).is_some(),
-                "neither {name} among the frames nor whose goroutine parked last: {}\n{context}",
+                said || whole_thread || find_frame(report, &name).is_some(),
+                "neither {name} among the frames, nor whose goroutine parked last, nor the whole stack of a thread that ran no goroutine: {}\n{context}",
                 describe_frames(report)
             );
         }

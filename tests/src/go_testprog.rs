@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use crate::Harness;
 use crate::go_programs::{Toolchain, go_command_of};
@@ -149,7 +148,8 @@ pub fn check_testprog_under_watch(harness: &Harness, toolchain: &Toolchain) {
         .output()
         .expect("running testprog");
     assert!(warm.status.success(), "{warm:?}");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Only testprog passes the comm filter: the first probe is its.
+    watch.wait_for_stderr("probing the Go runtime of");
     for case in TESTPROG_CASES {
         let want = expected_output(toolchain, case.go_test);
         let mut child = Command::new(&program)

@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,6 +16,8 @@ pub struct Watch {
     child: Option<Child>,
     output: PathBuf,
     stderr: String,
+    /// Everything watch wrote to stderr after it started.
+    later: Arc<Mutex<String>>,
 }
 
 impl Watch {
@@ -54,15 +57,45 @@ impl Watch {
             stderr.contains("crashtrace: watching"),
             "crashtrace watch did not start:\n{stderr}"
         );
-        // Keep draining stderr so that watch never blocks on it.
+        // Keep draining stderr so that watch never blocks on it, and keep
+        // what it says (bounded) for `wait_for_stderr`.
+        let later = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&later);
         std::thread::spawn(move || {
-            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let Ok(mut text) = sink.lock() else { break };
+                if text.len() < 1 << 20 {
+                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
         });
         Self {
             child: Some(child),
             output,
             stderr,
+            later,
         }
+    }
+
+    /// Waits until watch has written `text` to stderr since it started (a
+    /// probe attached, say); panics with its stderr after the timeout.
+    pub fn wait_for_stderr(&self, text: &str) {
+        let deadline = Instant::now() + timeout();
+        while Instant::now() < deadline {
+            if self.later.lock().unwrap().contains(text) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let said = self.later.lock().map(|s| s.clone()).unwrap_or_default();
+        panic!(
+            "crashtrace watch never said {text:?}; after start it said:\n{said}\n{}",
+            self.context()
+        );
     }
 
     /// The output file and the start of watch's stderr, for failure

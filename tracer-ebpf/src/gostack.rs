@@ -86,6 +86,12 @@ pub fn send(g: u64, cookie: u64, tgid: u32, tid: u32) {
     if lo == 0 || hi <= lo {
         return;
     }
+    // What mcall's argument slot held is a parked goroutine only if its
+    // saved SP is on its own stack (a thread that never ran one has
+    // something else there).
+    if flags & go_stack_flags::PARKED != 0 && (sp < lo || sp >= hi) {
+        return;
+    }
     let from = if flags & go_stack_flags::ON_SIGNAL_STACK != 0 || sp < lo || sp >= hi {
         // Where an interrupted goroutine was is in the signal frame, not
         // here: its stack's top holds the frames of any shallow goroutine.

@@ -5,11 +5,15 @@
 //! (`g.sched`) and stack (see the BPF crate's `gostack`). Three of the
 //! offsets it needs moved between releases: `m.curg` and `m.gsignal`
 //! (Go 1.25 dropped a word from `gobuf`, which `m` embeds) and `gobuf.bp`.
-//! They come from the binary's own DWARF when it has one, else from a
-//! table of the releases whose layout was checked (the test suite checks
-//! it against every release of its matrix). For a release not in the
-//! table and a binary without DWARF, the offsets are unknown: the probes
-//! still work, and frames stop at the stack switch, which start-up says.
+//! They come from a table of the releases whose layout was checked (the
+//! test suite checks it against the DWARF of every release of its
+//! matrix), and from the binary's own DWARF for a release the table does
+//! not know. The table comes first because reading DWARF costs time at the
+//! moment it matters most: between a new executable's start and its
+//! probes, while a program that crashes at once races them. For a release
+//! not in the table and a binary without DWARF, the offsets are unknown:
+//! the probes still work, and frames stop at the stack switch, which
+//! start-up says.
 
 use object::{Object as _, ObjectSection as _};
 use tracer_common::go_cookie::Layout;
@@ -38,18 +42,23 @@ pub enum Source {
     Table,
 }
 
-/// The layout for a Go executable: from `elf`'s DWARF, else from the
-/// table for `version` (`go1.25.5`). `Err` says why neither answers.
+/// The layout for a Go executable: from the table for `version`
+/// (`go1.25.5`), else from `elf`'s DWARF. `Err` says why neither answers.
 pub fn layout(elf: &object::File<'_>, version: Option<&str>) -> Result<(Layout, Source), String> {
+    if let Some(known) = version.and_then(from_table) {
+        return Ok((known, Source::Table));
+    }
     if let Some(found) = from_dwarf(elf) {
         return Ok((found, Source::Dwarf));
     }
-    let version = version.ok_or("the binary has neither DWARF nor a Go version")?;
-    from_table(version)
-        .map(|l| (l, Source::Table))
-        .ok_or_else(|| {
-            format!("the runtime's struct layout of {version} is not known here and the binary has no DWARF")
-        })
+    Err(match version {
+        Some(v) => {
+            format!(
+                "the runtime's struct layout of {v} is not known here and the binary has no DWARF"
+            )
+        }
+        None => "the binary has neither DWARF nor a Go version".into(),
+    })
 }
 
 /// The table's layout for `version` (`go1.21.13`, `go1.27rc1`,

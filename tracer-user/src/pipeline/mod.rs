@@ -281,7 +281,16 @@ impl Pipeline {
                     .as_deref()
                     .is_some_and(|n| !crate::support::golang::is_runtime_function(n))
             };
-            if g.parked && !more.iter().any(user) {
+            if g.parked && switch != "runtime.mcall" {
+                // The parked goroutine is read from mcall's argument slot;
+                // the runtime left the goroutine some other way here (a
+                // preemption through morestack, say), so no goroutine was
+                // running and that slot says nothing.
+                diagnostics.push(format!(
+                    "no goroutine was running when the runtime stopped here (it had left the goroutine's stack at {switch}); the blocked goroutines are in the runtime's printed trace"
+                ));
+                (truncated, error) = unwound.own_end.clone().unwrap_or_default();
+            } else if g.parked && !more.iter().any(user) {
                 // A deadlock found after the runtime's own goroutine (the
                 // sweeper, say) parked last: its frames explain nothing.
                 const PARKING: &[&str] =
@@ -308,7 +317,7 @@ impl Pipeline {
             }
         } else if unwound.switched_stacks && goroutine.is_none() {
             diagnostics.push(
-                "frames stop at the runtime's stack switch: the Go probes sent no goroutine for this thread (see start-up's warnings for the runtime's layout)".into(),
+                "frames stop at the runtime's stack switch: no goroutine record came for this thread (the Go probes send one when the thread had a goroutine and the runtime's layout is known; start-up warns when it is not)".into(),
             );
         }
         (frames, truncated, error)
