@@ -158,48 +158,67 @@ pub mod loss {
 
 /// Runtime configuration, element 0 of the `CONFIG` array map.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Config {
-    /// Bit `n` set: signal number `n` is of interest.
-    pub signal_mask: u64,
+    /// What `signal_generate` does with each signal number, one byte per
+    /// signal ([`signal_entry`]): one load answers both "is it counted, in
+    /// which column" and "is it of interest", the first questions asked of
+    /// every signal on the host.
+    pub signals: [u8; 64],
     /// [`config_flags`].
     pub flags: u32,
     /// Bytes of user stack to copy (at most [`STACK_SNAPSHOT_MAX`]).
     pub snapshot_bytes: u32,
     /// crashtrace's own tgid: its signals are never captured.
     pub self_tgid: u32,
-    pub _pad: u32,
-    /// Signal activity: bit `n` set, signal `n` is counted per process.
-    pub activity_mask: u64,
-    /// The [`ActivitySlot`] column of each counted signal, four bits per
-    /// signal: signal `n` at bits `4 * (n % 16)` of word `n / 16`.
-    pub activity_columns: [u64; 4],
     /// The current second of `CLOCK_MONOTONIC`, kept up to date by
     /// userspace several times a second: reading a clock in the kernel for
     /// every signal costs more than all the rest of the counting.
     pub activity_second: u32,
-    pub _pad2: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            signals: [0; 64],
+            flags: 0,
+            snapshot_bytes: 0,
+            self_tgid: 0,
+            activity_second: 0,
+        }
+    }
+}
+
+/// The bits of [`Config::signals`]' entries.
+pub mod signal_entry {
+    /// The signal's [`super::ActivitySlot`] column, when it is counted.
+    pub const COLUMN: u8 = 0x0f;
+    /// The signal is counted per process (signal activity).
+    pub const COUNTED: u8 = 0x10;
+    /// The signal is of interest: a record when it will kill.
+    pub const CAPTURED: u8 = 0x20;
 }
 
 impl Config {
+    /// The entry of signal `sig` (none above 63).
+    #[inline(always)]
+    pub fn signal(&self, sig: u32) -> u8 {
+        // The mask keeps the index provably in bounds for the verifier.
+        self.signals[(sig & 63) as usize]
+    }
+
     /// The activity column of signal `sig`, when it is counted.
     #[inline(always)]
     pub fn activity_column(&self, sig: u32) -> Option<usize> {
-        if sig >= 64 || self.activity_mask & (1u64 << sig) == 0 {
-            return None;
-        }
-        // Branches, not an index: the verifier must see constant offsets.
-        let c = &self.activity_columns;
-        let word = if sig < 16 {
-            c[0]
-        } else if sig < 32 {
-            c[1]
-        } else if sig < 48 {
-            c[2]
-        } else {
-            c[3]
-        };
-        Some(((word >> ((sig % 16) * 4)) & 0xf) as usize)
+        let entry = self.signal(sig);
+        (sig < 64 && entry & signal_entry::COUNTED != 0)
+            .then_some((entry & signal_entry::COLUMN) as usize)
+    }
+
+    /// Whether signal `sig` is of interest.
+    #[inline(always)]
+    pub fn captures(&self, sig: u32) -> bool {
+        sig < 64 && self.signal(sig) & signal_entry::CAPTURED != 0
     }
 }
 

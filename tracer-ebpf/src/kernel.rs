@@ -56,3 +56,12 @@ pub fn read<T: Copy + Default>(base: u64, offset: u64) -> T {
     // read as zero.
     unsafe { bpf_probe_read_kernel((base + offset) as *const T) }.unwrap_or_default()
 }
+
+/// `value`, hidden from the optimizer: a bounds check applied to the result
+/// is then emitted as written, where the verifier needs it, instead of
+/// being folded into an earlier check on another register.
+#[inline(always)]
+pub fn opaque<T: Copy>(value: T) -> T {
+    // SAFETY: `value` is a live local, read once.
+    unsafe { core::ptr::read_volatile(&value) }
+}

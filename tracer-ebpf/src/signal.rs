@@ -2,9 +2,11 @@
 //!
 //! This runs for every signal on the host, under the target's siglock, so
 //! the checks come cheapest first and the frequent cases leave early:
-//! - a signal outside the configured set: the configuration (an array
-//!   element the verifier inlines), signal activity counting (`activity`)
-//!   and one compare;
+//! - a signal that is neither counted nor captured: the configuration (an
+//!   array element the verifier inlines) and one byte of it, the signal's
+//!   entry in a per-signal table;
+//! - a counted one: beyond that, the target's tgid (a direct load) and the
+//!   increment of its activity counter (`activity`);
 //! - a signal the target handles (a JVM's implicit null checks, Go's
 //!   recoverable panics, a sigsetjmp loop), beyond that: two direct loads
 //!   for the handler through the BTF-typed task pointer and, for a
@@ -28,12 +30,13 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use tracer_common::{
-    Config, Doom, SENDER_STACK_MAX, SignalEvent, config_flags, kind, loss, signal_flags,
+    Config, Doom, SENDER_STACK_MAX, SignalEvent, config_flags, kind, loss, signal_entry,
+    signal_flags,
 };
 
 use crate::{
     activity,
-    kernel::{field, off, read},
+    kernel::{field, off, opaque, read},
     lastwords, oom, process,
     shared::{DOOMED, EVENTS, LOSSES, config, count, fill_identity, watched},
     vma::summarize_vma,
@@ -64,15 +67,22 @@ pub fn on_signal<const LEGACY: bool>(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let cfg = config()?;
+    // One byte says whether the signal is counted (and where) and whether
+    // it is of interest: most signals on a host leave after this load.
+    let entry = cfg.signal(opaque(sig as u32));
+    if entry == 0 {
+        return None;
+    }
     // SAFETY: `task` is the tracepoint's BTF-typed `task_struct *` and the
     // offset is one of the kernel's own (read-only data, checked by the
     // verifier against the type): a direct load, a few nanoseconds instead
-    // of a helper call. Every signal on the host passes here.
+    // of a helper call. Every counted signal on the host passes here.
     let tgid: u32 = unsafe { field(task, off!(task_tgid)) };
-    if let Some(column) = cfg.activity_column(sig as u32) {
+    if entry & signal_entry::COUNTED != 0 {
+        let column = (entry & signal_entry::COLUMN) as usize;
         activity::count_signal(task as u64, tgid, column, cfg.activity_second);
     }
-    if cfg.signal_mask & (1u64 << sig) == 0 {
+    if entry & signal_entry::CAPTURED == 0 {
         return None;
     }
     // 1 ignored, 3 queue overflow: nothing will be delivered.

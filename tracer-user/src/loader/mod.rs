@@ -28,7 +28,7 @@ use tracer_common::{
     ACTIVITY_SLOTS, ActivitySlot, COMM_LEN, Config, STACK_SNAPSHOT_DEFAULT, config_flags, loss,
 };
 
-use crate::support::activity::{self, Activity, Columns, monotonic_second};
+use crate::support::activity::{self, Activity, Columns, monotonic_second, signal_table};
 
 /// The BPF object built from `tracer-ebpf` by `build.rs`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/crashtrace"));
@@ -323,15 +323,11 @@ impl Tracer {
             }
         }
         let config = Config {
-            signal_mask: opts.signals.iter().fold(0u64, |m, &s| m | (1u64 << s)),
+            signals: signal_table(&opts.signals, &opts.activity),
             flags,
             snapshot_bytes: opts.stack_bytes,
             self_tgid: std::process::id(),
-            _pad: 0,
-            activity_mask: opts.activity.kernel_config().0,
-            activity_columns: opts.activity.kernel_config().1,
             activity_second: monotonic_second(),
-            _pad2: 0,
         };
         self.config = config;
         self.write_config()

@@ -9,7 +9,7 @@
 //! rates once a second ([`crate::frontends::activity_top`]).
 
 use serde::{Deserialize, Serialize};
-use tracer_common::{ACTIVITY_COLUMNS, ACTIVITY_WINDOW, ActivitySlot};
+use tracer_common::{ACTIVITY_COLUMNS, ACTIVITY_WINDOW, ActivitySlot, signal_entry};
 
 use crate::support::signals::signal_name;
 
@@ -78,17 +78,29 @@ impl Columns {
         &self.signals
     }
 
-    /// `Config::activity_mask` and `Config::activity_columns`.
-    pub fn kernel_config(&self) -> (u64, [u64; 4]) {
-        let mut mask = 0u64;
-        let mut words = [0u64; 4];
+    /// Marks the counted signals, with their columns, in the kernel's
+    /// per-signal table (`Config::signals`).
+    pub fn mark(&self, table: &mut [u8; 64]) {
         for (column, &sig) in self.signals.iter().enumerate() {
-            let sig = sig as u32;
-            mask |= 1 << sig;
-            words[(sig / 16) as usize] |= (column as u64) << ((sig % 16) * 4);
+            table[sig as usize] |= signal_entry::COUNTED | column as u8;
         }
-        (mask, words)
     }
+}
+
+/// The kernel's per-signal table (`Config::signals`): the captured signals
+/// and the counted ones with their activity columns.
+pub fn signal_table<'a>(
+    captured: impl IntoIterator<Item = &'a i32>,
+    counted: &Columns,
+) -> [u8; 64] {
+    let mut table = [0u8; 64];
+    for &sig in captured {
+        if (1..64).contains(&sig) {
+            table[sig as usize] |= signal_entry::CAPTURED;
+        }
+    }
+    counted.mark(&mut table);
+    table
 }
 
 /// The current second of `CLOCK_MONOTONIC`, the clock the kernel side
@@ -249,22 +261,22 @@ mod tests {
     }
 
     #[test]
-    fn kernel_config_packs_columns() {
+    fn signal_table_marks_columns_and_captured_signals() {
         let c = Columns::new(&[27, 23, 13]).unwrap();
-        let (mask, words) = c.kernel_config();
-        assert_eq!(mask, (1 << 27) | (1 << 23) | (1 << 13));
-        assert_eq!((words[1] >> ((27 % 16) * 4)) & 0xf, 0);
-        assert_eq!((words[1] >> ((23 % 16) * 4)) & 0xf, 1);
-        assert_eq!((words[0] >> (13 * 4)) & 0xf, 2);
         let config = tracer_common::Config {
-            activity_mask: mask,
-            activity_columns: words,
+            signals: signal_table(&[11, 13], &c),
             ..Default::default()
         };
+        assert_eq!(config.activity_column(27), Some(0));
         assert_eq!(config.activity_column(23), Some(1));
         assert_eq!(config.activity_column(13), Some(2));
         assert_eq!(config.activity_column(10), None);
-        assert_eq!(Columns::default().kernel_config().0.count_ones(), 16);
+        assert_eq!(config.activity_column(11), None);
+        assert!(config.captures(11) && config.captures(13));
+        assert!(!config.captures(23) && !config.captures(10));
+        assert!(!config.captures(75) && config.activity_column(75).is_none());
+        let defaults = signal_table(&[], &Columns::default());
+        assert_eq!(defaults.iter().filter(|&&e| e != 0).count(), 16);
         assert_eq!(
             Columns::new(&(1..=17).collect::<Vec<_>>()),
             Err(ActivityError::TooMany(17))

@@ -90,6 +90,72 @@ pub enum MapsPath {
     },
 }
 
+/// Another process's memory, read through `/proc/PID/mem` (one `pread`
+/// per range; the process keeps running).
+#[derive(Debug)]
+pub struct ProcessMemory {
+    file: fs::File,
+}
+
+impl ProcessMemory {
+    pub fn open(pid: u32) -> Result<Self, ProcError> {
+        let path = PathBuf::from(format!("/proc/{pid}/mem"));
+        fs::File::open(&path)
+            .map(|file| Self { file })
+            .map_err(|source| ProcError::Read { path, source })
+    }
+
+    /// Fills `buf` from address `addr`; `false` unless all of it was read.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        // Addresses above i64::MAX are not user memory; pread takes an off_t.
+        addr <= i64::MAX as u64 && self.file.read_exact_at(buf, addr).is_ok()
+    }
+}
+
+/// One thread of a process: `/proc/PID/task/TID/stat`'s state and, when it
+/// sleeps in a system call, `/proc/PID/task/TID/syscall`'s number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadState {
+    pub tid: u32,
+    /// `R`, `S`, `D`, ...
+    pub state: char,
+    /// The system call it is blocked in, when the kernel says.
+    pub syscall: Option<u64>,
+}
+
+/// The threads of process `pid` (at most `limit`), in tid order.
+pub fn threads(pid: u32, limit: usize) -> Result<Vec<ThreadState>, ProcError> {
+    let dir = PathBuf::from(format!("/proc/{pid}/task"));
+    let entries = fs::read_dir(&dir).map_err(|source| ProcError::Read {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut tids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids.truncate(limit);
+    Ok(tids
+        .into_iter()
+        .filter_map(|tid| {
+            let base = dir.join(tid.to_string());
+            let stat = fs::read_to_string(base.join("stat")).ok()?;
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            // "202 0x... ..." while blocked; "running" or "-1 ..." otherwise.
+            let syscall = fs::read_to_string(base.join("syscall"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+            Some(ThreadState {
+                tid,
+                state,
+                syscall,
+            })
+        })
+        .collect())
+}
+
 /// One line of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapsEntry {

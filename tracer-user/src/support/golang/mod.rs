@@ -15,7 +15,9 @@
 //! * the symbolizer names Go frames with Go's own answer, inlined calls
 //!   included ([`GoBinary::frames`]);
 //! * the unwinder steps Go frames exactly, even at a function's first
-//!   instruction where no frame pointer is set up yet ([`step`]).
+//!   instruction where no frame pointer is set up yet ([`step`]);
+//! * `crashtrace goroutines` reads a live process's goroutines ([`live`],
+//!   with the runtime's wait reasons from [`waitreasons`]).
 //!
 //! Everything is read from a copy of the file's data segments (see
 //! `image`), every offset is checked, and every loop is bounded by the
@@ -32,6 +34,7 @@ mod buildinfo;
 mod cache;
 mod error;
 mod image;
+pub mod live;
 mod moduledata;
 mod pclntab;
 mod pcvalue;
@@ -43,6 +46,7 @@ pub(crate) mod test_toolchains;
 #[cfg(test)]
 mod tests;
 mod unwind;
+pub mod waitreasons;
 
 use std::{
     fs::OpenOptions,
