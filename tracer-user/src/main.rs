@@ -7,7 +7,7 @@ use clap::Parser as _;
 use crashtrace::{
     frontends::{
         cli::{Cli, Command},
-        commands, daemon, doctor, queries, symbolize_cmd,
+        commands, daemon, doctor, goroutines, queries, symbolize_cmd,
     },
     loader::{self, kernel_support},
 };
@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Command::Stats(args) => queries::stats(args),
             Command::Import(args) => queries::import(args),
             Command::Doctor(args) => doctor::run(args),
+            Command::Goroutines(args) => goroutines::run(args),
         }
     });
     match result {

@@ -20,10 +20,11 @@ use crate::{
     frontends::{
         activity_top::{Top, TopFilter},
         cli::{CommonArgs, RecordArgs, WatchArgs},
+        goroutine_top,
         session::{self, SinkOptions},
     },
     loader::{DEFAULT_SIGNALS, TraceOptions, Tracer, runtimes},
-    support::{activity::Columns, procfs, signals::parse_signal},
+    support::{activity::Columns, leak::Policy, procfs, signals::parse_signal},
 };
 
 fn trace_options(
@@ -167,6 +168,23 @@ fn exit_code(status: ExitStatus) -> u8 {
 pub async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     if !args.activity_signals.is_empty() {
         return watch_activity(args).await;
+    }
+    if args.goroutines {
+        let opts = goroutine_top::Options {
+            json: args.common.json,
+            output: args.common.output.clone(),
+            policy: Policy {
+                window: args.leak_window,
+                ..Policy::default()
+            },
+            pids: args.pids.clone(),
+            comms: args.comms.clone(),
+        };
+        eprintln!(
+            "crashtrace: sampling the goroutines of Go processes once a second; a leak is growth sustained over {} s (Ctrl-C to stop)",
+            args.leak_window.as_secs()
+        );
+        return goroutine_top::run(opts, shutdown_signal()).await;
     }
     let traced_only = !args.pids.is_empty();
     let opts = trace_options(&args.common, traced_only, args.comms.clone())?;

@@ -3,7 +3,8 @@
 //! (`record` and `watch` print reports through [`session`], `watch
 //! --signals` shows rates in [`activity_top`], the [`daemon`] stores
 //! them) or works without BPF: the crash store [`queries`], the
-//! [`symbolize_cmd`] symbolizer, and [`doctor`]'s report on the kernel.
+//! [`symbolize_cmd`] symbolizer, [`doctor`]'s report on the kernel, and
+//! the live dump of a Go process's [`goroutines`].
 //!
 //! Nothing below imports from here.
 
@@ -12,6 +13,8 @@ pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod doctor;
+pub mod goroutine_top;
+pub mod goroutines;
 pub mod queries;
 pub mod session;
 pub mod symbolize_cmd;

@@ -42,6 +42,11 @@ pub struct Stat {
     /// One letter: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
     pub state: char,
     pub ppid: u32,
+    /// `num_threads`, when the line is complete.
+    pub threads: Option<u32>,
+    /// `starttime` (clock ticks after boot): with the pid, names one
+    /// process even when pids are reused.
+    pub start_time: Option<u64>,
 }
 
 impl Stat {
@@ -67,7 +72,16 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
-    Some(Stat { state, ppid })
+    // Fields 5 to 19, then num_threads (20), itrealvalue, starttime (22).
+    let mut rest = fields.skip(15);
+    let threads = rest.next().and_then(|f| f.parse().ok());
+    let start_time = rest.nth(1).and_then(|f| f.parse().ok());
+    Some(Stat {
+        state,
+        ppid,
+        threads,
+        start_time,
+    })
 }
 
 /// True when `pid` exists and is not a zombie.
@@ -388,9 +402,14 @@ mod tests {
             s,
             Stat {
                 state: 'S',
-                ppid: 7
+                ppid: 7,
+                threads: None,
+                start_time: None,
             }
         );
+        let full = "7 (a b) S 1 7 7 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 12 0 4242 1000 50";
+        let s = parse_stat(full).unwrap();
+        assert_eq!((s.threads, s.start_time), (Some(12), Some(4242)));
         assert!(s.is_alive());
         assert!(!parse_stat("9 (z) Z 1 9").unwrap().is_alive());
         assert!(parse_stat("no parenthesis").is_none());

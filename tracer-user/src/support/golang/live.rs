@@ -24,6 +24,8 @@
 //! count by a limit), so a torn read gives a degraded entry, never a wrong
 //! loop or unbounded memory.
 
+use std::collections::HashMap;
+
 use super::{GoBinary, StepError, step};
 use crate::support::procfs::{MapsEntry, ProcessMemory};
 
@@ -219,6 +221,11 @@ pub fn status_name(status: u32) -> &'static str {
     }
 }
 
+/// Whether a goroutine in `status` is parked (its wait reason holds).
+pub fn is_waiting(status: u32) -> bool {
+    status & !0x1000 == 4
+}
+
 /// One goroutine as read, its frames not yet named.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RawGoroutine {
@@ -234,9 +241,8 @@ pub struct RawGoroutine {
     pub startpc: u64,
     /// It runs on a thread now (`g.m` is set).
     pub on_thread: bool,
-    /// Program counters, innermost first, as process addresses: the first
-    /// is where it will resume, the others are return addresses.
-    pub pcs: Vec<u64>,
+    /// Its stack: an index into [`Snapshot::stacks`].
+    pub stack: u32,
     /// Why the walk stopped before the goroutine's first function, if so.
     pub error: Option<String>,
 }
@@ -246,6 +252,11 @@ pub struct RawGoroutine {
 pub struct Snapshot {
     /// Every goroutine that is not dead, in the runtime's order.
     pub goroutines: Vec<RawGoroutine>,
+    /// The distinct stacks: program counters, innermost first, as process
+    /// addresses (the first is where the goroutine resumes, the others are
+    /// return addresses). Stack 0 is empty. A million goroutines parked in
+    /// the same few places keep a few stacks, not a million.
+    pub stacks: Vec<Vec<u64>>,
     /// `allglen` when it was read.
     pub allglen: u64,
     /// Goroutines not read because of the limit.
@@ -279,8 +290,11 @@ pub fn snapshot(
     let array = word(allgs.allgptr.wrapping_add(bias))?;
     let mut out = Snapshot {
         allglen: len,
+        stacks: vec![Vec::new()],
         ..Default::default()
     };
+    let mut interned: HashMap<Vec<u64>, u32> = HashMap::new();
+    let mut pcs = Vec::with_capacity(MAX_FRAMES);
     let take = len.min(limit as u64);
     out.over_limit = len - take;
     // The pointer array, read in chunks so that a million goroutines cost
@@ -303,9 +317,24 @@ pub fn snapshot(
                 out.unreadable += 1;
                 continue;
             }
-            if let Some(goroutine) = read_g(binary, layout, remote, &g, bias, &mut stack) {
-                out.goroutines.push(goroutine);
+            pcs.clear();
+            let Some(mut goroutine) =
+                read_g(binary, layout, remote, &g, bias, &mut stack, &mut pcs)
+            else {
+                continue;
+            };
+            if !pcs.is_empty() {
+                goroutine.stack = match interned.get(&pcs) {
+                    Some(&id) => id,
+                    None => {
+                        let id = out.stacks.len() as u32;
+                        interned.insert(pcs.clone(), id);
+                        out.stacks.push(pcs.clone());
+                        id
+                    }
+                };
             }
+            out.goroutines.push(goroutine);
         }
         start += n;
     }
@@ -327,6 +356,7 @@ fn read_g(
     g: &[u8],
     bias: u64,
     stack: &mut [u8],
+    pcs: &mut Vec<u64>,
 ) -> Option<RawGoroutine> {
     let status = field(g, l.atomicstatus) as u32;
     if status & !0x1000 == 6 {
@@ -368,12 +398,13 @@ fn read_g(
         out.error = Some(format!("cannot read its stack at {sp:#x}"));
         return Some(out);
     }
-    out.pcs.push(pc);
-    walk(binary, bias, stack, sp, pc, bp, &mut out);
+    pcs.push(pc);
+    out.error = walk(binary, bias, stack, sp, pc, bp, pcs);
     Some(out)
 }
 
-/// Walks Go frames from (`pc`, `sp`) over `stack`, the bytes at `sp`.
+/// Walks Go frames from (`pc`, `sp`) over `stack`, the bytes at `sp`,
+/// pushing callers onto `pcs`; says why it stopped early, if it did.
 fn walk(
     binary: &GoBinary,
     bias: u64,
@@ -381,8 +412,8 @@ fn walk(
     base: u64,
     mut pc: u64,
     _bp: u64,
-    out: &mut RawGoroutine,
-) {
+    pcs: &mut Vec<u64>,
+) -> Option<String> {
     let mut read = |addr: u64| -> Option<u64> {
         let at = usize::try_from(addr.checked_sub(base)?).ok()?;
         let bytes = stack.get(at..at.checked_add(8)?)?;
@@ -390,39 +421,33 @@ fn walk(
     };
     let mut sp = base;
     let mut exact = true;
-    while out.pcs.len() < MAX_FRAMES {
+    while pcs.len() < MAX_FRAMES {
         // A return address is looked up one byte back, inside its call.
         let lookup = pc.wrapping_sub(bias).wrapping_sub(u64::from(!exact));
         let Some(row) = binary.unwind_row(lookup) else {
-            out.error = Some(format!("no Go function holds {pc:#x}"));
-            return;
+            return Some(format!("no Go function holds {pc:#x}"));
         };
         match step(&row, sp, &mut read) {
             Ok(Some(caller)) => {
                 if caller.sp <= sp || caller.pc == 0 {
-                    out.error = Some(format!("the walk went nowhere after {}", row.function));
-                    return;
+                    return Some(format!("the walk went nowhere after {}", row.function));
                 }
                 pc = caller.pc;
                 sp = caller.sp;
                 exact = caller.exact;
-                out.pcs.push(pc);
+                pcs.push(pc);
             }
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(StepError::Memory { .. }) => {
-                out.error = Some(format!(
+                return Some(format!(
                     "the stack goes on past the {} bytes read",
                     stack.len()
                 ));
-                return;
             }
-            Err(e) => {
-                out.error = Some(e.to_string());
-                return;
-            }
+            Err(e) => return Some(e.to_string()),
         }
     }
-    out.error = Some(format!("more than {MAX_FRAMES} frames"));
+    Some(format!("more than {MAX_FRAMES} frames"))
 }
 
 #[cfg(test)]

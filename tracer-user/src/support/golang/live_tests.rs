@@ -307,8 +307,7 @@ fn check_live(exe: &std::path::Path, what: &str) {
         if start.starts_with("runtime.") && start != "runtime.main" {
             continue; // the runtime's own goroutines, which Stack(all) hides
         }
-        let top = g
-            .pcs
+        let top = snap.stacks[g.stack as usize]
             .iter()
             .enumerate()
             .flat_map(|(i, &pc)| names(pc, i == 0))
