@@ -279,7 +279,9 @@ pub struct WatchArgs {
     /// Instead of crash reports, show once a second the Go processes by
     /// goroutine count and growth, and report a process whose goroutines
     /// keep growing over --leak-window (a `"type": "leak"` record with
-    /// where they were created and where they block). Needs no BPF.
+    /// where they were created and where they block). Needs no BPF;
+    /// processes it may not ptrace (another user's, without root) are not
+    /// shown.
     #[arg(long, conflicts_with = "activity_signals")]
     pub goroutines: bool,
 

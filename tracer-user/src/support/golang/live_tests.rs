@@ -128,63 +128,11 @@ fn layout_from_dwarf(members: &BTreeMap<String, u64>) -> GLayout {
     }
 }
 
-/// A program whose goroutines are known: 40 blocked in a channel send,
-/// created by `main.fanOut`; 6 waiting for a mutex; 3 asleep. It prints
-/// `runtime.Stack(all)` once they are all parked, then "ready", and waits
-/// for its standard input to close.
-const PROGRAM: &str = r#"package main
-
-import (
-	"bufio"
-	"os"
-	"runtime"
-	"sync"
-	"time"
-)
-
-var sink = make(chan int)
-var mu sync.Mutex
-
-//go:noinline
-func worker(i int) {
-	sink <- i
-}
-
-//go:noinline
-func fanOut(n int) {
-	for i := 0; i < n; i++ {
-		go worker(i)
-	}
-}
-
-//go:noinline
-func lockWaiter() {
-	mu.Lock()
-	mu.Unlock()
-}
-
-//go:noinline
-func sleeper() {
-	time.Sleep(time.Hour)
-}
-
-func main() {
-	fanOut(40)
-	mu.Lock()
-	for i := 0; i < 6; i++ {
-		go lockWaiter()
-	}
-	for i := 0; i < 3; i++ {
-		go sleeper()
-	}
-	time.Sleep(300 * time.Millisecond)
-	buf := make([]byte, 1<<20)
-	n := runtime.Stack(buf, true)
-	os.Stdout.Write(buf[:n])
-	os.Stdout.WriteString("\nready\n")
-	bufio.NewReader(os.Stdin).ReadString('\n')
-}
-"#;
+/// The test suite's `goleak` program: `goleak hold 40` parks 40 goroutines
+/// in a channel send, created by `main.fanOut`, 6 waiting for a mutex and 3
+/// asleep, prints `runtime.Stack(all)`, then "ready", and waits for its
+/// standard input to close.
+const PROGRAM: &str = include_str!("../../../../tests/programs/go/goleak/main.go");
 
 /// `runtime.Stack(all)`'s goroutines: id to (status, first function of
 /// package main).
@@ -263,6 +211,7 @@ fn goroutines_of_a_live_process_in_every_release() {
 
 fn check_live(exe: &std::path::Path, what: &str) {
     let mut child = Command::new(exe)
+        .args(["hold", "40"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
