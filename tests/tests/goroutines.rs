@@ -12,8 +12,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crashtrace_tests::crashtrace_bin;
 use crashtrace_tests::go_programs::{self, GoBuild};
+use crashtrace_tests::{crashtrace_bin, require_bpf};
 use serde_json::Value;
 
 /// A running `goleak hold N`, stopped on drop.
@@ -291,4 +291,92 @@ fn watch_reports_the_leak_and_not_the_steady_crowd() {
             .any(|r| r["type"] == "leak" && r["pid"] == crowd.pid()),
         "the steady crowd was reported as a leak"
     );
+}
+
+/// The daemon with `[leaks] window = "20s"`: a server leaking goroutines is
+/// stored as a leak (acknowledged on stderr), `list --type leak` and `show
+/// --type leak` show it, and the metrics count it and the goroutines.
+#[test]
+fn the_daemon_stores_a_leak_that_list_show_and_metrics_show() {
+    use crashtrace_tests::daemon::{
+        Daemon, ScratchDir, config_in, free_port, http_get, query_json, query_ok,
+    };
+    use std::time::{Duration, Instant};
+    require_bpf!();
+    let toolchain = go_programs::toolchain("1.27.3");
+    let exe = go_programs::build_with(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "goleak",
+        GoBuild::Stripped,
+        &toolchain,
+    );
+    let dir = ScratchDir::new("daemon-leaks");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = config_in(dir.path(), "", "[leaks]\nwindow = \"20s\"\n");
+    let daemon = Daemon::start(dir.path(), &config, &["--metrics-listen", &listen]);
+    let leaker = Holder::run(&exe, "leak", 200);
+    let ack = "stored leak id=";
+    let mine = format!(" pid={} ", leaker.pid());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !daemon
+        .log()
+        .lines()
+        .any(|l| l.contains(ack) && l.contains(&mine))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no leak stored within 90 s:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let store = daemon.store.clone();
+    let rows = query_json(&store, &["list", "--type", "leak", "--json"]);
+    let row = rows
+        .iter()
+        .find(|r| r["pid"] == leaker.pid())
+        .unwrap_or_else(|| panic!("no leak row for the leaker: {rows:?}"));
+    assert!(row["live"].as_u64().unwrap() >= 1000, "{row}");
+    assert!(
+        row["exe"].as_str().unwrap().ends_with("goleak-stripped"),
+        "{row}"
+    );
+    assert!(
+        row["summary"]
+            .as_str()
+            .unwrap()
+            .contains("created by main.(*Server).handle"),
+        "{row}"
+    );
+    let id = row["id"].to_string();
+    let text = query_ok(&store, &["show", "--type", "leak", &id]);
+    assert!(text.contains("created by main.(*Server).handle"), "{text}");
+    assert!(
+        text.contains("blocked in chan send at main.(*Server).reply"),
+        "{text}"
+    );
+    let json = query_ok(&store, &["show", "--type", "leak", &id, "--json"]);
+    let record: Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(record["type"], "leak");
+    assert_eq!(record["pid"], leaker.pid());
+    let table = query_ok(&store, &["list", "--type", "leak"]);
+    assert!(table.contains(&leaker.pid().to_string()), "{table}");
+
+    let metrics = http_get(port, "/metrics").expect("metrics");
+    let leaks = metrics
+        .lines()
+        .find(|l| l.starts_with("crashtrace_leaks_total{") && l.contains("goleak-stripped"))
+        .unwrap_or_else(|| panic!("no leak counter:\n{metrics}"));
+    assert!(leaks.ends_with(" 1"), "{leaks}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("crashtrace_go_goroutines{") && l.contains("goleak-stripped")),
+        "{metrics}"
+    );
+    drop(leaker);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
 }

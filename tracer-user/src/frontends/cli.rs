@@ -156,6 +156,10 @@ pub struct StoreArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// What to list: crashes, or goroutine leaks (`leak`: only --limit and
+    /// --json apply).
+    #[arg(long = "type", value_name = "TYPE", default_value = "crash", value_parser = ["crash", "leak"])]
+    pub kind: String,
     /// Only crashes at or after this time: 2026-11-22, 2026-11-22T10:00:00Z
     /// (UTC), or a span before now such as 30m, 2h, 7d.
     #[arg(long, short = 'S', value_name = "TIME")]
@@ -190,9 +194,12 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// A crash id from `list`, or `latest`.
+    /// A crash id from `list` (a leak id with `--type leak`), or `latest`.
     #[arg(value_name = "ID|latest")]
     pub id: String,
+    /// What the id names: a crash, or a goroutine leak.
+    #[arg(long = "type", value_name = "TYPE", default_value = "crash", value_parser = ["crash", "leak"])]
+    pub kind: String,
     /// The stored JSON report (the schema-1 report plus the daemon's
     /// context fields).
     #[arg(long)]

@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     frontends::{
@@ -106,7 +106,7 @@ pub struct Row {
 }
 
 /// A creation or blocking site and how many goroutines it holds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Site {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_reason: Option<String>,
@@ -116,10 +116,10 @@ pub struct Site {
 }
 
 /// A `{"type": "leak"}` record.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Leak {
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: String,
     pub schema: u32,
     pub time: String,
     pub pid: u32,
@@ -150,7 +150,7 @@ pub async fn run(
         Some(path) => Box::new(open_output(path)?),
         None => Box::new(io::stdout()),
     };
-    let mut state = State::default();
+    let mut state = Sampler::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     let started = Instant::now();
@@ -163,7 +163,7 @@ pub async fn run(
         let leaks = state.sample(&opts, at);
         write_rows(&mut *out, &state, &opts)?;
         for pid in leaks {
-            if let Some(leak) = state.leak(pid, &opts) {
+            if let Some(leak) = state.leak(pid, &opts, LEAK_DUMP_LIMIT) {
                 write_leak(&mut *out, &leak, opts.json)?;
             }
         }
@@ -172,14 +172,14 @@ pub async fn run(
 }
 
 #[derive(Default)]
-struct State {
+pub struct Sampler {
     exes: HashMap<(u64, u64), Option<Rc<RefCell<Exe>>>>,
     procs: HashMap<u32, Proc>,
 }
 
-impl State {
+impl Sampler {
     /// Samples every Go process; returns the pids that now leak.
-    fn sample(&mut self, opts: &Options, at: f64) -> Vec<u32> {
+    pub fn sample(&mut self, opts: &Options, at: f64) -> Vec<u32> {
         let pids = if opts.pids.is_empty() {
             procfs::pids()
         } else {
@@ -293,8 +293,17 @@ impl State {
         })
     }
 
-    /// The leak record of `pid`, from a full read of its goroutines.
-    fn leak(&self, pid: u32, opts: &Options) -> Option<Leak> {
+    /// The latest count of each Go process: pid, executable, `allglen`.
+    pub fn counts(&self) -> impl Iterator<Item = (u32, String, u64)> + '_ {
+        self.procs.iter().filter_map(|(&pid, p)| {
+            let exe = p.exe.borrow().path.display().to_string();
+            Some((pid, exe, p.goroutines.latest()?))
+        })
+    }
+
+    /// The leak record of `pid`, from a full read of at most `limit` of its
+    /// goroutines.
+    pub fn leak(&self, pid: u32, opts: &Options, limit: usize) -> Option<Leak> {
         let proc = self.procs.get(&pid)?;
         let verdict: Verdict = proc.goroutines.verdict(&opts.policy)?;
         let exe = proc.exe.borrow();
@@ -305,7 +314,7 @@ impl State {
             &memory,
             exe.allgs?,
             proc.bias,
-            LEAK_DUMP_LIMIT,
+            limit,
         )
         .ok()?;
         let mut names = Names::new(&exe.binary, proc.bias);
@@ -354,7 +363,7 @@ impl State {
             .collect();
         merge_sites(&mut sites);
         Some(Leak {
-            kind: "leak",
+            kind: "leak".into(),
             schema: SCHEMA,
             time: time::rfc3339(std::time::SystemTime::now()),
             pid,
@@ -417,7 +426,7 @@ fn read_allglen(pid: u32, proc: &Proc) -> Option<u64> {
         .then(|| u64::from_le_bytes(word))
 }
 
-fn rows(state: &State) -> Vec<Row> {
+fn rows(state: &Sampler) -> Vec<Row> {
     let now = time::rfc3339(std::time::SystemTime::now());
     let mut rows: Vec<Row> = state
         .procs
@@ -440,7 +449,7 @@ fn rows(state: &State) -> Vec<Row> {
     rows
 }
 
-fn write_rows(out: &mut dyn Write, state: &State, opts: &Options) -> io::Result<()> {
+fn write_rows(out: &mut dyn Write, state: &Sampler, opts: &Options) -> io::Result<()> {
     let rows = rows(state);
     if opts.json {
         for row in &rows {
@@ -489,9 +498,33 @@ fn write_leak(out: &mut dyn Write, leak: &Leak, json: bool) -> io::Result<()> {
         serde_json::to_writer(&mut *out, leak)?;
         return writeln!(out);
     }
-    writeln!(
+    write!(out, "\n{}", text(leak))
+}
+
+/// The leak in one line, as `list --type leak` shows it.
+pub fn summary(leak: &Leak) -> String {
+    let top = leak.created_by.first().map_or(String::new(), |s| {
+        format!(
+            "; {} of {} created by {}{}",
+            s.count,
+            leak.live,
+            s.frame.function,
+            at(&s.frame)
+        )
+    });
+    format!(
+        "goroutines {} -> {} over {} s ({:+.0}/min){top}",
+        leak.goroutines_first, leak.goroutines_last, leak.window_seconds, leak.per_minute
+    )
+}
+
+/// The leak as people read it.
+pub fn text(leak: &Leak) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
         out,
-        "\nleak pid {} ({}) {}: goroutines {} -> {} over {} s ({:+.0}/min), {} live, {} threads",
+        "leak pid {} ({}) {}: goroutines {} -> {} over {} s ({:+.0}/min), {} live, {} threads",
         leak.pid,
         leak.comm,
         leak.exe,
@@ -501,27 +534,27 @@ fn write_leak(out: &mut dyn Write, leak: &Leak, json: bool) -> io::Result<()> {
         leak.per_minute,
         leak.live,
         leak.threads
-    )?;
+    );
     for s in &leak.created_by {
-        writeln!(
+        let _ = writeln!(
             out,
             "  {:>9} created by {}{}",
             s.count,
             s.frame.function,
             at(&s.frame)
-        )?;
+        );
     }
     for s in &leak.blocked {
-        writeln!(
+        let _ = writeln!(
             out,
             "  {:>9} blocked in {} at {}{}",
             s.count,
             s.wait_reason.as_deref().unwrap_or("?"),
             s.frame.function,
             at(&s.frame)
-        )?;
+        );
     }
-    Ok(())
+    out
 }
 
 fn at(f: &Frame) -> String {

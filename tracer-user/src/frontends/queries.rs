@@ -18,6 +18,7 @@ use crate::{
     frontends::{
         cli::{GroupsArgs, ImportArgs, ListArgs, ShowArgs, StatsArgs, StoreArgs},
         daemon::config::{Config, DEFAULT_CONFIG},
+        goroutine_top,
     },
     report::{CrashReport, render_text},
     store::{CrashFilter, NewCrash, Store, timefmt},
@@ -53,6 +54,9 @@ fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 pub fn list(args: ListArgs) -> anyhow::Result<u8> {
+    if args.kind == "leak" {
+        return list_leaks(&args);
+    }
     let now = timefmt::now_us();
     let when = |s: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
         s.as_deref()
@@ -124,6 +128,18 @@ impl StoredContext {
 
 pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
     let store = open(&args.store)?;
+    if args.kind == "leak" {
+        let (id, json) = store.leak_json(&args.id)?;
+        if args.json {
+            return emit(&(json + "\n")).map(|_| 0);
+        }
+        let leak: goroutine_top::Leak = serde_json::from_str(&json)
+            .with_context(|| format!("leak {id}: the stored record cannot be read"))?;
+        let mut text = goroutine_top::text(&leak);
+        let _ = writeln!(text, "  {:<9}{id}", "id");
+        let _ = writeln!(text, "  {:<9}{}", "time", leak.time);
+        return emit(&text).map(|_| 0);
+    }
     let (id, json) = store.report_json(&args.id)?;
     if args.json {
         return emit(&(json + "\n")).map(|_| 0);
@@ -140,6 +156,39 @@ pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
     let mut text = render_text(&report, color);
     text.push_str(&context_lines(id, &ctx));
     emit(&text).map(|_| 0)
+}
+
+/// `list --type leak`.
+fn list_leaks(args: &ListArgs) -> anyhow::Result<u8> {
+    let rows = open(&args.store)?.leaks(args.limit)?;
+    let mut out = String::new();
+    if args.json {
+        for r in &rows {
+            let mut v = serde_json::to_value(r)?;
+            v["time"] = timefmt::format_seconds(r.time_us).into();
+            let _ = writeln!(out, "{v}");
+        }
+        return emit(&out).map(|_| 0);
+    }
+    let _ = writeln!(
+        out,
+        "{:>7} {:<20} {:>7} {:>9} {:<20} EXE",
+        "ID", "TIME", "PID", "LIVE", "UNIT"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "{:>7} {:<20} {:>7} {:>9} {:<20} {}\n        {}",
+            r.id,
+            timefmt::format_seconds(r.time_us),
+            r.pid,
+            r.live,
+            r.unit.as_deref().unwrap_or("-"),
+            r.exe,
+            r.summary
+        );
+    }
+    emit(&out).map(|_| 0)
 }
 
 fn context_lines(id: i64, ctx: &Context) -> String {

@@ -13,6 +13,7 @@
 //! ordered [`MIGRATIONS`] on open; a store newer than this binary is
 //! refused rather than misread.
 
+pub mod leaks;
 mod query;
 mod retention;
 pub mod timefmt;
@@ -71,6 +72,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("no crash with id {0} in the store")]
     NoSuchCrash(String),
+    #[error("no leak with id {0} in the store")]
+    NoSuchLeak(String),
 }
 
 /// Schema migrations; migration `i` upgrades version `i` to `i + 1`.
@@ -122,6 +125,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     -- The daemon's health as of its last update (start time, probes, ...).
     CREATE TABLE daemon_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 1 -> 2: goroutine leaks (`{"type": "leak"}` records), see `leaks`.
+    "CREATE TABLE leaks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_us INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        exe TEXT NOT NULL,
+        comm TEXT NOT NULL,
+        unit TEXT,
+        live INTEGER NOT NULL,
+        per_minute REAL NOT NULL,
+        summary TEXT NOT NULL,
+        json TEXT NOT NULL
+    );
+    CREATE INDEX leaks_time ON leaks(time_us);",
 ];
 
 /// The schema version this binary writes.
@@ -443,7 +461,7 @@ fn top_frames(r: &CrashReport) -> String {
         .join(" < ")
 }
 
-fn full_or(e: rusqlite::Error) -> StoreError {
+pub(crate) fn full_or(e: rusqlite::Error) -> StoreError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
             StoreError::Full(e)

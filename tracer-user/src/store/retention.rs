@@ -37,6 +37,9 @@ impl Store {
             self.conn
                 .execute("DELETE FROM suppressed WHERE last_us < ?1", params![cutoff])
                 .map_err(full_or)?;
+            self.conn
+                .execute("DELETE FROM leaks WHERE time_us < ?1", params![cutoff])
+                .map_err(full_or)?;
         }
         if limits.max_count > 0 {
             let count: i64 = self

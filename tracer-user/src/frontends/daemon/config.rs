@@ -45,6 +45,35 @@ pub struct Config {
     pub rate_limit: RateLimit,
     pub metrics: Metrics,
     pub sinks: Sinks,
+    pub leaks: Leaks,
+}
+
+/// Goroutine leak detection (as `watch --goroutines`): every Go process is
+/// sampled once a second, and a sustained growth over `window` is stored as
+/// a leak record.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Leaks {
+    pub enabled: bool,
+    /// `90s`, `5m`, `1h`.
+    pub window: String,
+}
+
+impl Default for Leaks {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: "5m".into(),
+        }
+    }
+}
+
+impl Leaks {
+    /// The window as a duration (checked when the file is parsed).
+    pub fn window(&self) -> std::time::Duration {
+        crate::frontends::cli::parse_duration(&self.window)
+            .unwrap_or(std::time::Duration::from_secs(300))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -192,6 +221,8 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
         config.signal_set()?;
+        crate::frontends::cli::parse_duration(&config.leaks.window)
+            .map_err(|e| format!("leaks.window: {e}"))?;
         let c = &config.capture;
         if c.stack_bytes > 16384 {
             return Err("capture.stack_bytes: at most 16384".into());

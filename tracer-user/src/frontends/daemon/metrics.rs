@@ -45,6 +45,9 @@ pub struct Metrics {
     attach_failures: u64,
     symbolize: Histogram,
     store_size: u64,
+    leaks: BTreeMap<(String, String), u64>,
+    /// The latest sample, replaced whole each second.
+    goroutines: BTreeMap<(String, String), u64>,
 }
 
 pub type SharedMetrics = Arc<Mutex<Metrics>>;
@@ -102,9 +105,57 @@ impl Metrics {
         self.store_size = bytes;
     }
 
+    pub fn leak(&mut self, exe: &str, unit: &str) {
+        let mut key = (exe.to_string(), unit.to_string());
+        if !self.leaks.contains_key(&key) && self.leaks.len() >= MAX_SERIES {
+            key = ("other".into(), "other".into());
+        }
+        *self.leaks.entry(key).or_default() += 1;
+    }
+
+    /// Goroutines by executable and unit, summed over their processes;
+    /// past the series limit the rest is summed under "other".
+    pub fn set_goroutines(&mut self, samples: impl IntoIterator<Item = ((String, String), u64)>) {
+        self.goroutines.clear();
+        for (mut key, n) in samples {
+            if !self.goroutines.contains_key(&key) && self.goroutines.len() >= MAX_SERIES {
+                key = ("other".into(), "other".into());
+            }
+            *self.goroutines.entry(key).or_default() += n;
+        }
+    }
+
     /// The text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
         let mut o = String::new();
+        header(
+            &mut o,
+            "crashtrace_leaks_total",
+            "counter",
+            "Goroutine leaks recorded, by executable and systemd unit.",
+        );
+        for ((exe, unit), n) in &self.leaks {
+            let _ = writeln!(
+                o,
+                "crashtrace_leaks_total{{exe=\"{}\",unit=\"{}\"}} {n}",
+                escape(exe),
+                escape(unit)
+            );
+        }
+        header(
+            &mut o,
+            "crashtrace_go_goroutines",
+            "gauge",
+            "Goroutines the Go runtime has allocated (allglen), summed by executable and systemd unit.",
+        );
+        for ((exe, unit), n) in &self.goroutines {
+            let _ = writeln!(
+                o,
+                "crashtrace_go_goroutines{{exe=\"{}\",unit=\"{}\"}} {n}",
+                escape(exe),
+                escape(unit)
+            );
+        }
         header(
             &mut o,
             "crashtrace_crashes_total",

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod enrich;
 mod filter;
+mod leaks;
 pub mod metrics;
 mod notify;
 mod pipeline;
@@ -35,6 +36,7 @@ use crate::{
     support::signals::signal_name,
 };
 use config::{Config, DEFAULT_CONFIG};
+use leaks::LeakWatch;
 use notify::Notifier;
 use pipeline::StoreSink;
 use sink::JsonLinesSink;
@@ -134,7 +136,16 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<u8> {
         eprintln!("crashtrace: warning: cannot notify the service manager: {e}");
     }
 
-    main_loop(&mut daemon, signals_in, &config_path, explicit, &notifier).await?;
+    let leak_watch = LeakWatch::new(&daemon.sink().config.leaks);
+    main_loop(
+        &mut daemon,
+        leak_watch,
+        signals_in,
+        &config_path,
+        explicit,
+        &notifier,
+    )
+    .await?;
 
     let _ = notifier.notify("STOPPING=1");
     daemon.finish().context("polling the event ring buffer")?;
@@ -160,17 +171,31 @@ struct Signals {
 
 async fn main_loop(
     daemon: &mut Daemon,
+    mut leak_watch: Option<LeakWatch>,
     mut signals: Signals,
     config_path: &Path,
     explicit: bool,
     notifier: &Notifier,
 ) -> anyhow::Result<()> {
+    let mut leak_tick = tokio::time::interval(leaks::PERIOD);
+    leak_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             r = daemon.step() => r.context("polling the event ring buffer")?,
+            _ = leak_tick.tick() => {
+                if let Some(watch) = leak_watch.as_mut() {
+                    watch.tick(daemon.sink_mut());
+                }
+            }
             _ = signals.hangup.recv() => {
                 let _ = notifier.notify("RELOADING=1");
                 reload(daemon.sink_mut(), config_path, explicit);
+                let config = &daemon.sink().config.leaks;
+                match (leak_watch.as_mut(), config.enabled) {
+                    (Some(watch), true) => watch.reconfigure(config),
+                    (None, true) => leak_watch = LeakWatch::new(config),
+                    (_, false) => leak_watch = None,
+                }
                 let _ = notifier.notify("READY=1");
             }
             _ = signals.interrupt.recv() => break,

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     engine::{Finished, LossCount, Sink},
-    store::{NewCrash, RetentionLimits, Store, StoreError, timefmt},
+    store::{NewCrash, RetentionLimits, Store, StoreError, leaks::NewLeak, timefmt},
     support::context::{self, Context},
     tracker::Death,
 };
@@ -267,6 +267,37 @@ impl StoreSink {
 
     fn metrics(&self) -> std::sync::MutexGuard<'_, super::metrics::Metrics> {
         self.metrics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn metrics_guard(&self) -> std::sync::MutexGuard<'_, super::metrics::Metrics> {
+        self.metrics()
+    }
+
+    /// Stores a goroutine leak, acknowledges it on stderr and hands its
+    /// record to the sinks.
+    pub(super) fn store_leak(&mut self, leak: &NewLeak) {
+        match self.store.insert_leak(leak) {
+            Ok(id) => {
+                acknowledge(&format!(
+                    "crashtrace: stored leak id={id} pid={} live={} exe={}\n",
+                    leak.pid, leak.live, leak.exe
+                ));
+                self.metrics()
+                    .leak(&leak.exe, leak.unit.as_deref().unwrap_or(""));
+                for sink in &mut self.sinks {
+                    if let Err(e) = sink.write_line(&leak.json) {
+                        eprintln!(
+                            "crashtrace: error: cannot write to sink {}: {e}",
+                            sink.name().display()
+                        );
+                    }
+                }
+            }
+            Err(e) => eprintln!(
+                "crashtrace: error: cannot store the goroutine leak of pid {}: {e}",
+                leak.pid
+            ),
+        }
     }
 }
 
