@@ -175,7 +175,15 @@ pub async fn run(
 pub struct Sampler {
     exes: HashMap<(u64, u64), Option<Rc<RefCell<Exe>>>>,
     procs: HashMap<u32, Proc>,
+    /// Processes found not to be readable Go programs, by start time, and
+    /// when: looked at again only every [`RECHECK`] seconds (one may exec
+    /// a Go program under the same pid).
+    skipped: HashMap<u32, (Option<u64>, f64)>,
 }
+
+/// Seconds before a process that was not a readable Go program is looked
+/// at again.
+const RECHECK: f64 = 10.0;
 
 impl Sampler {
     /// Samples every Go process; returns the pids that now leak.
@@ -187,6 +195,7 @@ impl Sampler {
         };
         let seen: HashSet<u32> = pids.iter().copied().collect();
         self.procs.retain(|pid, _| seen.contains(pid));
+        self.skipped.retain(|pid, _| seen.contains(pid));
         let mut leaking = Vec::new();
         for pid in pids {
             let Ok(stat) = procfs::stat(pid) else {
@@ -201,9 +210,17 @@ impl Sampler {
                 self.procs.remove(&pid); // the pid was reused
             }
             if !self.procs.contains_key(&pid) {
+                if let Some(&(start, when)) = self.skipped.get(&pid)
+                    && start == stat.start_time
+                    && at - when < RECHECK
+                {
+                    continue;
+                }
                 let Some(p) = self.adopt(pid, stat.start_time, opts) else {
+                    self.skipped.insert(pid, (stat.start_time, at));
                     continue;
                 };
+                self.skipped.remove(&pid);
                 self.procs.insert(pid, p);
             }
             let proc = self.procs.get_mut(&pid).expect("just inserted");
